@@ -1,0 +1,86 @@
+// The admin API: a Hono app served only on the unix socket. Every body is
+// validated with the same valibot schemas the CLI uses; then the registry does
+// the work. Commands that wait (deploy, add, rm, remove, pause, stop,
+// rollout deploy) answer with NDJSON: progress lines, then one result line, so
+// the CLI can show what happens while it waits.
+import { Hono, type Context } from "hono";
+import * as v from "valibot";
+import { log } from "../log.ts";
+import { CommandError, type Progress, type Registry } from "../service/registry.ts";
+import { describeIssues } from "../values.ts";
+import { DeployRequest, ServiceRequest } from "./requests.ts";
+
+export type ProgressEvent = { progress: string } | { ok: true } | { error: string };
+
+async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v.InferOutput<S> | Response> {
+  let json: unknown;
+  try {
+    json = await c.req.json();
+  } catch {
+    return c.json({ error: "request body is not valid JSON" }, 400);
+  }
+  const result = v.safeParse(schema, json);
+  if (!result.success) return c.json({ error: describeIssues(result.issues) }, 400);
+  return result.output;
+}
+
+/** Runs a long command, streaming its progress lines and then its result as NDJSON. */
+function streamed(work: (progress: Progress) => Promise<void>): Response {
+  const encoder = new TextEncoder();
+  let send: (event: ProgressEvent) => void = () => {};
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      let open = true;
+      send = (event) => {
+        if (!open) return;
+        try {
+          controller.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
+        } catch {
+          open = false; // the client went away; the command still completes
+        }
+      };
+      work((line) => send({ progress: line }))
+        .then(
+          () => send({ ok: true }),
+          (error) => send({ error: errorMessage(error) }),
+        )
+        .finally(() => {
+          if (open) controller.close();
+          open = false;
+        });
+    },
+    cancel() {
+      send = () => {};
+    },
+  });
+  return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
+}
+
+function errorMessage(error: unknown): string {
+  if (error instanceof CommandError) return error.message;
+  log.error("Admin command failed", { error: (error as Error)?.message ?? String(error) });
+  return "internal error (see the server log)";
+}
+
+export function createAdminApp(registry: Registry) {
+  const app = new Hono();
+
+  app.get("/health", (c) => c.json({ ok: true }));
+  app.get("/services", (c) => c.json({ services: registry.list() }));
+
+  app.post("/deploy", async (c) => {
+    const request = await body(c, DeployRequest);
+    if (request instanceof Response) return request;
+    return streamed((progress) => registry.deploy(request, progress));
+  });
+
+  app.post("/remove", async (c) => {
+    const request = await body(c, ServiceRequest);
+    if (request instanceof Response) return request;
+    return streamed(() => registry.remove(request));
+  });
+
+  app.notFound((c) => c.json({ error: `unknown admin endpoint ${c.req.method} ${c.req.path}` }, 404));
+  app.onError((error, c) => c.json({ error: errorMessage(error) }, 500));
+  return app;
+}

@@ -1,0 +1,107 @@
+// The admin API's request bodies. The CLI validates its flags with these same
+// schemas before it sends anything, and the server validates again on arrival,
+// so a bad value is named the same way wherever it comes from.
+import * as v from "valibot";
+import {
+  booleanSchema,
+  durationSchema,
+  hostSchema,
+  pathPrefixSchema,
+  portSchema,
+  sizeSchema,
+  targetSchema,
+} from "../values.ts";
+
+export const serviceNameSchema = v.pipe(
+  v.string("expected a service name"),
+  v.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, (issue) => `invalid service name "${issue.input}" (letters, digits, . _ -)`),
+);
+
+const list = <S extends v.GenericSchema>(item: S) => v.array(item, "expected a list");
+const targets = v.pipe(list(targetSchema), v.minLength(1, "at least one target is required"));
+const healthCheckPath = v.pipe(
+  v.string(),
+  v.regex(/^\/[^\s]*$/, (issue) => `invalid health check path "${issue.input}" (expected a path like /up)`),
+);
+const headerName = v.pipe(
+  v.string(),
+  v.regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, (issue) => `invalid header name "${issue.input}"`),
+  v.toLowerCase(),
+);
+
+export const DeployRequest = v.object({
+  service: serviceNameSchema,
+  targets,
+  readTargets: v.optional(list(targetSchema), []),
+  hosts: v.optional(list(hostSchema), []),
+  pathPrefixes: v.optional(v.pipe(list(pathPrefixSchema), v.minLength(1, "at least one path prefix")), ["/"]),
+  stripPathPrefix: v.optional(booleanSchema, true),
+  tls: v.optional(booleanSchema, false),
+  tlsStaging: v.optional(booleanSchema, false),
+  tlsCertificatePath: v.optional(v.string()),
+  tlsPrivateKeyPath: v.optional(v.string()),
+  tlsRedirect: v.optional(booleanSchema, true),
+  canonicalHost: v.optional(hostSchema),
+  deployTimeout: v.optional(durationSchema, "30s"),
+  drainTimeout: v.optional(durationSchema, "30s"),
+  force: v.optional(booleanSchema, false),
+  healthCheckPath: v.optional(healthCheckPath, "/up"),
+  healthCheckInterval: v.optional(durationSchema, "1s"),
+  healthCheckTimeout: v.optional(durationSchema, "5s"),
+  healthCheckPort: v.optional(portSchema),
+  healthCheckHost: v.optional(v.string()),
+  targetTimeout: v.optional(durationSchema, "30s"),
+  forwardHeaders: v.optional(booleanSchema),
+  bufferRequests: v.optional(booleanSchema, false),
+  bufferResponses: v.optional(booleanSchema, false),
+  bufferMemory: v.optional(sizeSchema, "1m"),
+  maxRequestBody: v.optional(sizeSchema, 0),
+  maxResponseBody: v.optional(sizeSchema, 0),
+  errorPages: v.optional(v.string()),
+  logRequestHeaders: v.optional(list(headerName), []),
+  logResponseHeaders: v.optional(list(headerName), []),
+  writerAffinityTimeout: v.optional(durationSchema, "1s"),
+});
+export type DeployRequest = v.InferOutput<typeof DeployRequest>;
+
+export const TargetsRequest = v.object({
+  service: serviceNameSchema,
+  targets,
+  deployTimeout: v.optional(durationSchema, "30s"),
+  drainTimeout: v.optional(durationSchema),
+});
+export type TargetsRequest = v.InferOutput<typeof TargetsRequest>;
+
+export const ServiceRequest = v.object({
+  service: serviceNameSchema,
+  drainTimeout: v.optional(durationSchema),
+});
+export type ServiceRequest = v.InferOutput<typeof ServiceRequest>;
+
+export const PauseRequest = v.object({
+  service: serviceNameSchema,
+  drainTimeout: v.optional(durationSchema, "30s"),
+  maxPause: v.optional(durationSchema, "30s"),
+});
+export type PauseRequest = v.InferOutput<typeof PauseRequest>;
+
+export const StopRequest = v.object({
+  service: serviceNameSchema,
+  drainTimeout: v.optional(durationSchema, "30s"),
+  message: v.optional(v.pipe(v.string(), v.maxLength(1000, "message is too long (max 1000 characters)")), ""),
+});
+export type StopRequest = v.InferOutput<typeof StopRequest>;
+
+export const RolloutSetRequest = v.object({
+  service: serviceNameSchema,
+  percent: v.optional(
+    v.pipe(
+      v.union([v.string(), v.number()], "expected a percentage"),
+      v.check((n) => /^\d{1,3}$/.test(String(n).trim()) && Number(n) <= 100, (issue) => `invalid percent "${issue.input}" (expected 0-100)`),
+      v.transform(Number),
+    ),
+    0,
+  ),
+  list: v.optional(list(v.pipe(v.string(), v.nonEmpty("empty cookie value"))), []),
+});
+export type RolloutSetRequest = v.InferOutput<typeof RolloutSetRequest>;

@@ -1,0 +1,60 @@
+// Glue between citty (command tree, help) and our strict flags, request
+// schemas and error output (SPEC §12: exit 1 and one `Error: …` line).
+import { defineCommand, renderUsage, type CommandDef } from "citty";
+import * as v from "valibot";
+import { describeIssues, ValueError } from "../values.ts";
+import { resolveSocketPath } from "../config.ts";
+import { AdminClient, CliError } from "./client.ts";
+import { cittyArgs, flagForField, parseFlags, UsageError, type CommandShape, type FlagTable, type ParsedFlags } from "./flags.ts";
+
+export const socketFlag: FlagTable = {
+  socket: { type: "string", description: "admin socket of the server (default: $PARACHUTE_SOCKET, $XDG_RUNTIME_DIR/parachute.sock or the temp dir)", valueHint: "PATH" },
+};
+
+export interface CommandContext extends ParsedFlags {
+  /** The admin client for `--socket` (or the default socket). */
+  client: () => AdminClient;
+  /** Validates request fields (positional service + flags) with a request schema, naming flags in errors. */
+  request: <S extends v.GenericSchema>(schema: S, extra?: Record<string, unknown>) => v.InferOutput<S>;
+}
+
+function fail(message: string): never {
+  console.error(`Error: ${message}`);
+  process.exit(1);
+}
+
+export function parachuteCommand(def: {
+  name: string;
+  description: string;
+  shape: CommandShape;
+  run: (ctx: CommandContext) => Promise<void>;
+}): CommandDef {
+  const command: CommandDef = defineCommand({
+    meta: { name: def.name, description: def.description },
+    args: cittyArgs(def.shape),
+    async run({ rawArgs }) {
+      try {
+        const parsed = parseFlags(rawArgs, def.shape);
+        const table = def.shape.flags;
+        await def.run({
+          ...parsed,
+          client: () => new AdminClient(resolveSocketPath(parsed.flags.socket as string | undefined)),
+          request: (schema, extra = {}) => {
+            const result = v.safeParse(schema, { ...extra, ...parsed.values });
+            if (!result.success) throw new CliError(describeIssues(result.issues, (field) => flagForField(table, field)));
+            return result.output;
+          },
+        });
+      } catch (error) {
+        if (error instanceof UsageError) {
+          console.error(`Error: ${error.message}\n`);
+          console.error(await renderUsage(command));
+          process.exit(1);
+        }
+        if (error instanceof CliError || error instanceof ValueError) fail(error.message);
+        fail((error as Error)?.message ?? String(error));
+      }
+    },
+  });
+  return command;
+}

@@ -1,0 +1,34 @@
+import type { ServiceView } from "../service/registry.ts";
+import { parachuteCommand, socketFlag } from "./command.ts";
+
+/** Renders `list` as an aligned table, one row per service and target (SPEC §5). */
+export function renderTable(services: ServiceView[]): string {
+  const header = ["SERVICE", "HOST", "PATH", "TARGET", "STATE", "TLS"];
+  const rows = services.flatMap((s) =>
+    s.targets.map((t) => [
+      s.name,
+      s.hosts.length ? s.hosts.join(",") : "*",
+      s.pathPrefixes.join(","),
+      t.address,
+      s.state === "running" || t.role === "draining" ? t.state : `${t.state} (${s.state})`,
+      s.tls ? "yes" : "no",
+    ]),
+  );
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows].map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n");
+}
+
+export const listCommand = parachuteCommand({
+  name: "list",
+  description: "List services and their targets",
+  shape: {
+    positionals: [],
+    flags: { json: { type: "boolean", description: "print JSON for scripts", default: false }, ...socketFlag },
+  },
+  async run(ctx) {
+    const { services } = await ctx.client().get<{ services: ServiceView[] }>("/services");
+    if (ctx.flags.json) console.log(JSON.stringify({ services }, null, 2));
+    else if (services.length === 0) console.log("No services deployed.");
+    else console.log(renderTable(services));
+  },
+});

@@ -1,0 +1,76 @@
+// Run options (SPEC §2): an explicit flag beats PARACHUTE_<NAME>, which beats
+// <NAME>, which beats the default. A bad value is an error naming where it
+// came from; it never silently falls back.
+import * as os from "node:os";
+import * as path from "node:path";
+import { booleanSchema, portSchema } from "./values.ts";
+import * as v from "valibot";
+
+export interface RunOptions {
+  httpPort: number;
+  httpsPort: number;
+  bind: string | undefined;
+  metricsPort: number;
+  stateDir: string;
+  debug: boolean;
+  socket: string;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+/** The admin socket path; the server and every client resolve it the same way (SPEC §1). */
+export function resolveSocketPath(flag: string | undefined, env: Env = process.env): string {
+  if (flag) return path.resolve(flag);
+  if (env.PARACHUTE_SOCKET) return path.resolve(env.PARACHUTE_SOCKET);
+  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, "parachute.sock");
+  return path.join(os.tmpdir(), "parachute.sock");
+}
+
+function pick(flagName: string, flag: string | boolean | undefined, envName: string, env: Env) {
+  if (flag !== undefined) return { value: flag, source: `--${flagName}` };
+  const prefixed = env[`PARACHUTE_${envName}`];
+  if (prefixed !== undefined) return { value: prefixed, source: `PARACHUTE_${envName}` };
+  const plain = env[envName];
+  if (plain !== undefined) return { value: plain, source: envName };
+  return undefined;
+}
+
+function resolve<T>(schema: v.GenericSchema<unknown, T>, flagName: string, flag: string | boolean | undefined, envName: string, env: Env, fallback: T): T {
+  const chosen = pick(flagName, flag, envName, env);
+  if (!chosen) return fallback;
+  const result = v.safeParse(schema, chosen.value);
+  if (!result.success) throw new ConfigError(`invalid value for ${chosen.source}: ${result.issues[0]!.message}`);
+  return result.output;
+}
+
+const bindSchema = v.pipe(
+  v.string(),
+  v.check((s) => /^[0-9.]+$/.test(s) ? /^(\d{1,3}\.){3}\d{1,3}$/.test(s) : /^\[?[0-9a-f:.]+\]?$/i.test(s) || s === "localhost", (i) => `invalid address "${i.input}" (expected an IPv4 or IPv6 address)`),
+  v.transform((s) => s.replace(/^\[(.*)\]$/, "$1")),
+);
+const dirSchema = v.pipe(v.string(), v.nonEmpty("empty directory"));
+
+export interface RunFlags {
+  "http-port"?: string;
+  "https-port"?: string;
+  bind?: string;
+  "metrics-port"?: string;
+  "state-dir"?: string;
+  debug?: boolean;
+  socket?: string;
+}
+
+export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunOptions {
+  const stateDir = resolve(dirSchema, "state-dir", flags["state-dir"], "STATE_DIR", env, path.join(os.homedir(), ".config", "parachute"));
+  return {
+    httpPort: resolve(portSchema, "http-port", flags["http-port"], "HTTP_PORT", env, 80),
+    httpsPort: resolve(portSchema, "https-port", flags["https-port"], "HTTPS_PORT", env, 443),
+    bind: resolve(bindSchema, "bind", flags.bind, "BIND", env, undefined as string | undefined),
+    metricsPort: resolve(portSchema, "metrics-port", flags["metrics-port"], "METRICS_PORT", env, 0),
+    stateDir: path.resolve(stateDir),
+    debug: resolve(booleanSchema, "debug", flags.debug, "DEBUG", env, false),
+    socket: resolveSocketPath(flags.socket, env),
+  };
+}

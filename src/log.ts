@@ -1,0 +1,38 @@
+// Logs are JSON lines on stdout (SPEC §10). Lines are queued and flushed once
+// per event-loop turn: under load one write per request would cost more than
+// the request itself.
+type Level = "debug" | "info" | "warn" | "error";
+type Fields = Record<string, unknown>;
+
+let debugEnabled = false;
+let pending = "";
+let scheduled = false;
+
+function flush() {
+  scheduled = false;
+  if (pending === "") return;
+  const chunk = pending;
+  pending = "";
+  process.stdout.write(chunk);
+}
+
+function emit(level: Level, msg: string, fields?: Fields) {
+  if (level === "debug" && !debugEnabled) return;
+  pending += JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + "\n";
+  if (!scheduled) {
+    scheduled = true;
+    setImmediate(flush);
+  }
+}
+
+export const log = {
+  setDebug(on: boolean) {
+    debugEnabled = on;
+  },
+  debug: (msg: string, fields?: Fields) => emit("debug", msg, fields),
+  info: (msg: string, fields?: Fields) => emit("info", msg, fields),
+  warn: (msg: string, fields?: Fields) => emit("warn", msg, fields),
+  error: (msg: string, fields?: Fields) => emit("error", msg, fields),
+  /** Writes everything queued now; used before exit. */
+  flush,
+};

@@ -1,0 +1,61 @@
+// Header rules of SPEC §7: hop-by-hop headers never cross the proxy (RFC 9110
+// §7.6.1), and the X-Forwarded-* / X-Request-* headers the app relies on.
+
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authenticate",
+  "proxy-authorization",
+];
+
+/** Removes hop-by-hop headers, including every header named in `Connection`. */
+export function stripHopByHop(headers: Headers): void {
+  const connection = headers.get("connection");
+  if (connection) {
+    for (const name of connection.split(",")) {
+      const trimmed = name.trim();
+      if (trimmed) headers.delete(trimmed);
+    }
+  }
+  for (const name of HOP_BY_HOP) headers.delete(name);
+}
+
+export interface ClientInfo {
+  /** The peer's address, IPv4-mapped IPv6 unwrapped. */
+  ip: string;
+  scheme: "http" | "https";
+}
+
+/**
+ * Builds the upstream request headers. With `forwardHeaders` the inbound
+ * X-Forwarded-* values are trusted (another proxy is in front) and extended;
+ * without it they are replaced, so a client cannot spoof its address.
+ */
+export function upstreamRequestHeaders(inbound: Headers, client: ClientInfo, forwardHeaders: boolean): Headers {
+  const headers = new Headers(inbound);
+  stripHopByHop(headers);
+  // Bun.serve has already answered `100 Continue` to the client.
+  headers.delete("expect");
+  if (!forwardHeaders) {
+    for (const name of [...inbound.keys()]) if (name.startsWith("x-forwarded-")) headers.delete(name);
+  }
+  const host = inbound.get("host") ?? "";
+  const priorFor = forwardHeaders ? inbound.get("x-forwarded-for") : null;
+  headers.set("x-forwarded-for", priorFor ? `${priorFor}, ${client.ip}` : client.ip);
+  headers.set("x-forwarded-proto", (forwardHeaders && inbound.get("x-forwarded-proto")) || client.scheme);
+  headers.set("x-forwarded-host", (forwardHeaders && inbound.get("x-forwarded-host")) || host);
+  if (!headers.has("x-request-id")) headers.set("x-request-id", crypto.randomUUID());
+  if (!headers.has("x-request-start")) headers.set("x-request-start", `t=${Date.now()}`);
+  return headers;
+}
+
+/** `::ffff:1.2.3.4` (dual-stack listener) → `1.2.3.4`. */
+export function normalizeClientIp(address: string | undefined): string {
+  if (!address) return "";
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}

@@ -1,0 +1,134 @@
+// The proxied-traffic side: a Hono app whose catch-all route routes, picks a
+// target and forwards. Shared by the HTTP and HTTPS listeners.
+import type { Server } from "bun";
+import { Hono } from "hono";
+import { log } from "../log.ts";
+import { errorResponse } from "../proxy/error-pages.ts";
+import { forward, type Outcome } from "../proxy/forward.ts";
+import { normalizeClientIp, upstreamRequestHeaders } from "../proxy/headers.ts";
+import { normalizeHost } from "../routing/router.ts";
+import type { Registry } from "../service/registry.ts";
+import type { Service } from "../service/service.ts";
+
+type Scheme = "http" | "https";
+
+/** Splits `http://host/p/a?q` into the raw path and the raw query (with its `?`), without URL re-encoding. */
+export function splitTarget(url: string): { path: string; query: string } {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start === -1) return { path: "/", query: "" };
+  const q = url.indexOf("?", start);
+  return q === -1 ? { path: url.slice(start), query: "" } : { path: url.slice(start, q), query: url.slice(q) };
+}
+
+function stripPrefix(path: string, prefix: string): string {
+  if (prefix === "/") return path;
+  const rest = path.slice(prefix.length);
+  return rest === "" ? "/" : rest;
+}
+
+interface RequestLog {
+  req: Request;
+  service: string;
+  target: string;
+  host: string;
+  path: string;
+  query: string;
+  requestId: string;
+  clientAddr: string;
+  remoteAddr: string;
+  scheme: Scheme;
+  started: number;
+  logRequestHeaders?: string[];
+}
+
+function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeaders?: string[]) {
+  const { req } = entry;
+  const fields: Record<string, unknown> = {
+    service: entry.service,
+    target: entry.target,
+    host: entry.host,
+    method: req.method,
+    path: entry.path,
+    query: entry.query.slice(1),
+    status: outcome.status,
+    duration_ms: Math.round((performance.now() - entry.started) * 100) / 100,
+    request_id: entry.requestId,
+    client_addr: entry.clientAddr,
+    remote_addr: entry.remoteAddr,
+    user_agent: req.headers.get("user-agent") ?? "",
+    req_content_length: Number(req.headers.get("content-length") ?? 0),
+    resp_content_length: outcome.bytes,
+    proto: "HTTP/1.1",
+    scheme: entry.scheme,
+  };
+  if (outcome.error) fields.error = outcome.error;
+  for (const name of entry.logRequestHeaders ?? []) fields[`req_${name.replaceAll("-", "_")}`] = req.headers.get(name) ?? "";
+  for (const name of logResponseHeaders ?? []) fields[`resp_${name.replaceAll("-", "_")}`] = outcome.headers?.get(name) ?? "";
+  log.info("Request", fields);
+}
+
+export function createProxyApp(registry: Registry, scheme: Scheme) {
+  const app = new Hono<{ Bindings: Server<unknown> }>();
+
+  app.all("*", async (c) => {
+    const req = c.req.raw;
+    const server = c.env;
+    const started = performance.now();
+    // requestIP must be read before any await: it is null once the client has gone.
+    const remoteAddr = normalizeClientIp(server.requestIP(req)?.address);
+    const host = normalizeHost(req.headers.get("host"));
+    const { path, query } = splitTarget(req.url);
+    const entry: RequestLog = {
+      req,
+      service: "",
+      target: "",
+      host,
+      path,
+      query,
+      requestId: req.headers.get("x-request-id") ?? "",
+      clientAddr: remoteAddr,
+      remoteAddr,
+      scheme,
+      started,
+    };
+
+    const route = registry.router.match(host, path);
+    if (!route) {
+      logRequest(entry, { status: 404, bytes: 0, error: "no service matches" });
+      return errorResponse(404);
+    }
+    const service: Service = route.service;
+    const options = service.options;
+    entry.service = service.name;
+    entry.logRequestHeaders = options.logRequestHeaders;
+    const pages = registry.errorPages(service);
+
+    const target = service.pick();
+    if (!target) {
+      logRequest(entry, { status: 503, bytes: 0, error: "no healthy target" });
+      return errorResponse(503, { pages });
+    }
+    entry.target = target.address;
+
+    const headers = upstreamRequestHeaders(req.headers, { ip: remoteAddr, scheme }, options.forwardHeaders);
+    entry.requestId = headers.get("x-request-id")!;
+    entry.clientAddr = headers.get("x-forwarded-for")!.split(",")[0]!.trim();
+
+    // The wait for a slow target (up to --target-timeout) and long streams must
+    // not be cut by the listener's idle timer (BUN-NOTES §1.8).
+    server.timeout(req, 0);
+
+    const result = await forward({
+      req,
+      target,
+      pathAndQuery: (options.stripPathPrefix ? stripPrefix(path, route.prefix) : path) + query,
+      headers,
+      timeoutMs: options.targetTimeoutMs,
+      done: (outcome) => logRequest(entry, outcome, options.logResponseHeaders),
+    });
+    if ("response" in result) return result.response;
+    return errorResponse(result.error, { pages });
+  });
+
+  return app;
+}

@@ -1,0 +1,110 @@
+// `parachute run`: restore state, open the listeners, open the admin socket,
+// and shut down gracefully on SIGTERM/SIGINT (SPEC §2).
+import * as fs from "node:fs";
+import type { Server } from "bun";
+import { createAdminApp } from "../admin/app.ts";
+import type { RunOptions } from "../config.ts";
+import { log } from "../log.ts";
+import { Registry } from "../service/registry.ts";
+import { StateStore } from "../state/store.ts";
+import { createProxyApp } from "./proxy-app.ts";
+
+export class StartupError extends Error {}
+
+const SHUTDOWN_GRACE_MS = 10_000;
+
+/** Is a live server answering on this socket? */
+async function socketIsLive(socket: string): Promise<boolean> {
+  try {
+    const res = await fetch("http://parachute/health", { unix: socket, signal: AbortSignal.timeout(2000) });
+    await res.body?.cancel();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A stale socket left by a dead server is replaced; a live one means another server runs. */
+async function claimSocket(socket: string) {
+  if (!fs.existsSync(socket)) return;
+  if (await socketIsLive(socket)) {
+    throw new StartupError(`another parachute is already running on ${socket}`);
+  }
+  fs.rmSync(socket, { force: true });
+}
+
+function listen(what: string, port: number, start: () => Server<unknown>): Server<unknown> {
+  try {
+    return start();
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === "EADDRINUSE") throw new StartupError(`${what} port ${port} is already in use`);
+    if (code === "EACCES") throw new StartupError(`no permission to listen on ${what} port ${port}`);
+    throw new StartupError(`cannot listen on ${what} port ${port}: ${(error as Error).message}`);
+  }
+}
+
+export async function runServer(options: RunOptions): Promise<void> {
+  log.setDebug(options.debug);
+  try {
+    fs.mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new StartupError(`cannot create state directory ${options.stateDir}: ${(error as Error).message}`);
+  }
+  await claimSocket(options.socket);
+
+  const registry = new Registry(new StateStore(options.stateDir));
+  registry.restore();
+
+  const proxy = createProxyApp(registry, "http");
+  const http = listen("HTTP", options.httpPort, () =>
+    Bun.serve({
+      port: options.httpPort,
+      hostname: options.bind,
+      reusePort: true,
+      development: false,
+      // Keep-alive connections idle longer than this are closed; a request
+      // being proxied lifts it for itself (see proxy-app.ts).
+      idleTimeout: 60,
+      // Uploads of any size stream through (the default would 413 at 128 MiB).
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+      fetch: proxy.fetch,
+      error: () => new Response("Internal Server Error", { status: 500 }),
+    }),
+  );
+
+  const admin = createAdminApp(registry);
+  let adminServer: Server<unknown>;
+  try {
+    adminServer = Bun.serve({ unix: options.socket, development: false, fetch: admin.fetch });
+    fs.chmodSync(options.socket, 0o600);
+  } catch (error) {
+    http.stop(true);
+    throw new StartupError(`cannot open admin socket ${options.socket}: ${(error as Error).message}`);
+  }
+
+  log.info("Server started", {
+    http_port: http.port,
+    https_port: options.httpsPort === 0 ? 0 : options.httpsPort,
+    socket: options.socket,
+    state_dir: options.stateDir,
+    pid: process.pid,
+  });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("Shutting down", { signal, in_flight: http.pendingRequests });
+    adminServer.stop(true);
+    const graceful = http.stop(false).then(() => "done" as const);
+    const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
+    if (outcome === "timeout") await http.stop(true);
+    registry.dispose();
+    log.info("Server stopped", { graceful: outcome === "done" });
+    log.flush();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}

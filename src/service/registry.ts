@@ -1,0 +1,335 @@
+// The registry owns every service, the routing table built from them and the
+// state file. Each admin command is one method here; `deploy` is the whole
+// zero-downtime sequence of SPEC §4 in one readable function.
+import { log } from "../log.ts";
+import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
+import { Router } from "../routing/router.ts";
+import type { SavedService, SavedState, StateStore } from "../state/store.ts";
+import { formatDuration } from "../values.ts";
+import type { DeployRequest, PauseRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
+import { checkOnce, HealthCheck, type HealthCheckConfig } from "./health-check.ts";
+import { Service, type ServiceOptions } from "./service.ts";
+import { Target } from "./target.ts";
+
+/** An error the user caused; its message is shown as `Error: <message>`. */
+export class CommandError extends Error {
+  constructor(
+    message: string,
+    readonly status = 400,
+  ) {
+    super(message);
+  }
+}
+
+export type Progress = (line: string) => void;
+
+export interface ServiceView {
+  name: string;
+  hosts: string[];
+  pathPrefixes: string[];
+  tls: boolean;
+  state: string;
+  message?: string;
+  targets: { address: string; state: string; role: "active" | "draining" }[];
+}
+
+export class Registry {
+  private readonly services = new Map<string, Service>();
+  private readonly pages = new Map<string, CustomPages>();
+  router = new Router<Service>([]);
+  /** Changes to one service run one after another; different services do not wait for each other. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly store: StateStore) {}
+
+  service(name: string): Service | undefined {
+    return this.services.get(name);
+  }
+
+  errorPages(service: Service): CustomPages | undefined {
+    return this.pages.get(service.name);
+  }
+
+  private serialized<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(name) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    const tail = next.catch(() => {});
+    this.locks.set(name, tail);
+    void tail.then(() => {
+      if (this.locks.get(name) === tail) this.locks.delete(name);
+    });
+    return next;
+  }
+
+  private rebuildRouter() {
+    this.router = new Router(this.services.values());
+  }
+
+  // ---------------------------------------------------------------- deploy
+
+  deploy(request: DeployRequest, progress: Progress): Promise<void> {
+    return this.serialized(request.service, () => this.runDeploy(request, progress));
+  }
+
+  private async runDeploy(request: DeployRequest, progress: Progress): Promise<void> {
+    const started = performance.now();
+    const name = request.service;
+
+    // 1. Validate everything first; nothing changes on any error.
+    const options = this.optionsFrom(request);
+    const pages = options.errorPages ? this.loadPages(options.errorPages) : undefined;
+    this.checkConflicts(name, options);
+
+    const existing = this.services.get(name);
+    log.info("Deploying", { service: name, targets: request.targets, hosts: options.hosts });
+
+    // 2. Health-check every new target until each has passed once.
+    const current = new Map((existing ? [...existing.targets, ...existing.draining] : []).map((t) => [t.address, t]));
+    const next = request.targets.map((address) => current.get(address) ?? new Target(address));
+    const fresh = next.filter((t) => !(existing?.targets.includes(t) && t.health === "healthy"));
+    if (request.force) {
+      for (const target of fresh) target.health = "healthy";
+    } else {
+      await this.waitHealthy(name, fresh, options.healthCheck, request.deployTimeout, progress);
+    }
+
+    // Hosts may have been claimed by another service while we waited.
+    this.checkConflicts(name, options);
+
+    // 3. Atomic switch: from here on new requests go to the new targets only.
+    let service = existing;
+    let old: Target[] = [];
+    if (service) {
+      const healthChanged = JSON.stringify(service.options.healthCheck) !== JSON.stringify(options.healthCheck);
+      service.options = options;
+      old = service.cutover(next);
+      if (healthChanged) service.restartMonitors();
+    } else {
+      service = new Service(name, options, next);
+      service.monitor();
+      this.services.set(name, service);
+    }
+    if (pages) this.pages.set(name, pages);
+    else this.pages.delete(name);
+    this.rebuildRouter();
+
+    // 5 (first half). Persist as soon as the switch is made: a crash while
+    // draining must not bring the old targets back.
+    this.persist();
+    log.info("Deployed", {
+      service: name,
+      targets: next.map((t) => t.address),
+      duration_ms: Math.round(performance.now() - started),
+    });
+
+    // 4. Old targets drain; deploy returns once they are done.
+    if (old.length) {
+      progress(`Draining ${old.map((t) => t.address).join(", ")} (up to ${formatDuration(request.drainTimeout)})`);
+      await service.drain(old, request.drainTimeout);
+    }
+  }
+
+  private optionsFrom(request: DeployRequest): ServiceOptions {
+    if (request.tls && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host");
+    if (request.canonicalHost && !request.hosts.includes(request.canonicalHost)) {
+      throw new CommandError(`canonical host "${request.canonicalHost}" must be one of the service's hosts`);
+    }
+    if (Boolean(request.tlsCertificatePath) !== Boolean(request.tlsPrivateKeyPath)) {
+      throw new CommandError("--tls-certificate-path and --tls-private-key-path go together (both or neither)");
+    }
+    return {
+      hosts: [...new Set(request.hosts)],
+      pathPrefixes: [...new Set(request.pathPrefixes)],
+      stripPathPrefix: request.stripPathPrefix,
+      tls: request.tls,
+      tlsStaging: request.tlsStaging,
+      tlsCertificatePath: request.tlsCertificatePath,
+      tlsPrivateKeyPath: request.tlsPrivateKeyPath,
+      tlsRedirect: request.tlsRedirect,
+      canonicalHost: request.canonicalHost,
+      healthCheck: {
+        path: request.healthCheckPath,
+        intervalMs: Math.max(request.healthCheckInterval, 10),
+        timeoutMs: Math.max(request.healthCheckTimeout, 1),
+        port: request.healthCheckPort,
+        host: request.healthCheckHost,
+      },
+      targetTimeoutMs: request.targetTimeout,
+      drainTimeoutMs: request.drainTimeout,
+      forwardHeaders: request.forwardHeaders ?? !request.tls,
+      bufferRequests: request.bufferRequests,
+      bufferResponses: request.bufferResponses,
+      bufferMemory: request.bufferMemory,
+      maxRequestBody: request.maxRequestBody,
+      maxResponseBody: request.maxResponseBody,
+      errorPages: request.errorPages,
+      logRequestHeaders: request.logRequestHeaders,
+      logResponseHeaders: request.logResponseHeaders,
+      writerAffinityTimeoutMs: request.writerAffinityTimeout,
+    };
+  }
+
+  private loadPages(dir: string): CustomPages {
+    try {
+      return loadCustomPages(dir);
+    } catch (error) {
+      throw new CommandError((error as Error).message);
+    }
+  }
+
+  private checkConflicts(name: string, options: ServiceOptions) {
+    const other = this.router.conflict({ name, hosts: options.hosts, pathPrefixes: options.pathPrefixes });
+    if (other) throw new CommandError("host is used by another service", 409);
+  }
+
+  /**
+   * Checks each target every interval until all have passed once, printing
+   * each change. Fails after `timeoutMs` naming every target still failing.
+   */
+  private async waitHealthy(service: string, targets: Target[], config: HealthCheckConfig, timeoutMs: number, progress: Progress) {
+    if (targets.length === 0) return;
+    for (const target of targets) {
+      target.health = "adding";
+      target.lastCheck = "not checked yet";
+      progress(`Target ${target.address}: adding, checking GET ${config.path} every ${formatDuration(config.intervalMs)}`);
+    }
+    const checks: HealthCheck[] = [];
+    const lastReported = new Map<Target, string>();
+    const allHealthy = new Promise<void>((resolve) => {
+      const pending = new Set(targets);
+      for (const target of targets) {
+        const check = new HealthCheck(target, config, (t, health, _previous, result) => {
+          if (health === "healthy") {
+            progress(`Target ${t.address}: healthy (${result.description})`);
+            log.info("Target health changed", { service, target: t.address, from: "adding", to: "healthy", check: result.description });
+            check.stop();
+            pending.delete(t);
+            if (pending.size === 0) resolve();
+          } else if (lastReported.get(t) !== result.description) {
+            lastReported.set(t, result.description);
+            progress(`Target ${t.address}: not healthy yet (${result.description})`);
+          }
+        });
+        checks.push(check.start());
+      }
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), timeoutMs)));
+    const outcome = await Promise.race([allHealthy, timedOut]);
+    clearTimeout(timer);
+    for (const check of checks) check.stop();
+    if (outcome !== "timeout") return;
+    const failing = targets.filter((t) => t.health !== "healthy");
+    const lines = failing.map(
+      (t) => `target ${t.address} failed to become healthy within ${formatDuration(timeoutMs)} (last check: ${t.lastCheck})`,
+    );
+    log.warn("Deploy failed", { service, reason: lines.join("; ") });
+    throw new CommandError(lines.join("\nError: "), 422);
+  }
+
+  // ---------------------------------------------------------------- remove
+
+  remove(request: ServiceRequest): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      this.services.delete(service.name);
+      this.pages.delete(service.name);
+      this.rebuildRouter();
+      this.persist();
+      service.dispose();
+      log.info("Service removed", { service: service.name });
+      const all = [...service.targets, ...service.draining];
+      await service.drain(all, request.drainTimeout ?? service.options.drainTimeoutMs);
+    });
+  }
+
+  private mustGet(name: string): Service {
+    const service = this.services.get(name);
+    if (!service) throw new CommandError("service not found", 404);
+    return service;
+  }
+
+  // ---------------------------------------------------------------- list
+
+  list(): ServiceView[] {
+    return [...this.services.values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((s) => ({
+        name: s.name,
+        hosts: s.options.hosts,
+        pathPrefixes: s.options.pathPrefixes,
+        tls: s.options.tls,
+        state: s.mode,
+        ...(s.mode === "stopped" && s.stopMessage ? { message: s.stopMessage } : {}),
+        targets: [
+          ...s.targets.map((t) => ({ address: t.address, state: t.health as string, role: "active" as const })),
+          ...[...s.draining].map((t) => ({ address: t.address, state: "draining", role: "draining" as const })),
+        ],
+      }));
+  }
+
+  // ---------------------------------------------------------------- state
+
+  private snapshot(): SavedState {
+    return {
+      version: 1,
+      services: [...this.services.values()].map(
+        (s): SavedService => ({
+          name: s.name,
+          options: s.options,
+          targets: s.targets.map((t) => t.address),
+          readTargets: [],
+          mode: s.mode,
+          stopMessage: s.stopMessage,
+          maxPauseMs: 30_000,
+        }),
+      ),
+    };
+  }
+
+  persist() {
+    try {
+      this.store.save(this.snapshot());
+    } catch (error) {
+      log.error("Cannot save state", { file: this.store.file, error: (error as Error).message });
+      throw new CommandError(`cannot save state: ${(error as Error).message}`, 500);
+    }
+  }
+
+  /** Brings back saved services. Targets serve at once and are re-checked in the background. */
+  restore() {
+    const { state, problem, setAside } = this.store.load();
+    if (problem) log.error("State file is corrupt; starting empty", { file: this.store.file, problem, kept_as: setAside });
+    for (const saved of state.services) {
+      const options = saved.options;
+      const targets = saved.targets.map((address) => new Target(address));
+      for (const target of targets) target.health = "healthy";
+      const service = new Service(saved.name, options, targets);
+      service.mode = saved.mode;
+      service.stopMessage = saved.stopMessage;
+      if (options.errorPages) {
+        try {
+          this.pages.set(saved.name, loadCustomPages(options.errorPages));
+        } catch (error) {
+          log.warn("Error pages unavailable; using built-in pages", { service: saved.name, error: (error as Error).message });
+        }
+      }
+      this.services.set(saved.name, service);
+      service.monitor();
+      // A single target is not monitored, but its health is still worth a log line after a restart.
+      void checkOnce(targets[0]!, options.healthCheck).then((r) => {
+        if (!r.ok) log.warn("Restored target is not healthy", { service: saved.name, target: targets[0]!.address, check: r.description });
+      });
+    }
+    this.rebuildRouter();
+    if (state.services.length) log.info("State restored", { services: state.services.map((s) => s.name) });
+  }
+
+  // ---------------------------------------------------------------- shutdown
+
+  dispose() {
+    for (const service of this.services.values()) service.dispose();
+  }
+}
+
+export type { PauseRequest, StopRequest, TargetsRequest };

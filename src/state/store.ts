@@ -1,0 +1,131 @@
+// The persisted routing state (SPEC §9): one JSON file, written atomically
+// (temp file in the same directory, fsync, rename, fsync the directory) after
+// every change, read back and validated with a schema at start.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as v from "valibot";
+import { hostSchema, pathPrefixSchema, targetSchema } from "../values.ts";
+
+const ms = v.pipe(v.number(), v.integer(), v.minValue(0));
+
+const OptionsSchema = v.object({
+  hosts: v.array(hostSchema),
+  pathPrefixes: v.pipe(v.array(pathPrefixSchema), v.minLength(1)),
+  stripPathPrefix: v.boolean(),
+  tls: v.boolean(),
+  tlsStaging: v.boolean(),
+  tlsCertificatePath: v.optional(v.string()),
+  tlsPrivateKeyPath: v.optional(v.string()),
+  tlsRedirect: v.boolean(),
+  canonicalHost: v.optional(hostSchema),
+  healthCheck: v.object({
+    path: v.string(),
+    intervalMs: ms,
+    timeoutMs: ms,
+    port: v.optional(v.number()),
+    host: v.optional(v.string()),
+  }),
+  targetTimeoutMs: ms,
+  drainTimeoutMs: ms,
+  forwardHeaders: v.boolean(),
+  bufferRequests: v.boolean(),
+  bufferResponses: v.boolean(),
+  bufferMemory: ms,
+  maxRequestBody: ms,
+  maxResponseBody: ms,
+  errorPages: v.optional(v.string()),
+  logRequestHeaders: v.array(v.string()),
+  logResponseHeaders: v.array(v.string()),
+  writerAffinityTimeoutMs: v.optional(ms, 1000),
+});
+
+const ServiceSchema = v.object({
+  name: v.string(),
+  options: OptionsSchema,
+  targets: v.pipe(v.array(targetSchema), v.minLength(1)),
+  readTargets: v.optional(v.array(targetSchema), []),
+  mode: v.optional(v.picklist(["running", "paused", "stopped"]), "running"),
+  stopMessage: v.optional(v.string(), ""),
+  maxPauseMs: v.optional(ms, 30_000),
+  rollout: v.optional(
+    v.object({
+      targets: v.array(targetSchema),
+      percent: v.number(),
+      list: v.array(v.string()),
+    }),
+  ),
+});
+
+export const StateSchema = v.object({
+  version: v.literal(1),
+  services: v.array(ServiceSchema),
+});
+
+export type SavedState = v.InferOutput<typeof StateSchema>;
+export type SavedService = SavedState["services"][number];
+export type SavedOptions = SavedService["options"];
+
+export class StateStore {
+  readonly file: string;
+
+  constructor(readonly dir: string) {
+    this.file = path.join(dir, "parachute.state");
+  }
+
+  /**
+   * Reads the saved state. A missing file is an empty state; a corrupt one is
+   * moved aside as parachute.state.corrupt-<time> and reported, never fatal.
+   */
+  load(): { state: SavedState; problem?: string; setAside?: string } {
+    const empty: SavedState = { version: 1, services: [] };
+    let text: string;
+    try {
+      text = fs.readFileSync(this.file, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return { state: empty };
+      return { state: empty, ...this.setAside(`cannot read state file: ${(error as Error).message}`) };
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (error) {
+      return { state: empty, ...this.setAside(`state file is not valid JSON: ${(error as Error).message}`) };
+    }
+    const result = v.safeParse(StateSchema, json);
+    if (!result.success) {
+      const issue = result.issues[0]!;
+      const where = issue.path?.map((p) => String(p.key)).join(".") ?? "";
+      return { state: empty, ...this.setAside(`state file does not match the schema${where ? ` at ${where}` : ""}: ${issue.message}`) };
+    }
+    return { state: result.output };
+  }
+
+  private setAside(problem: string): { problem: string; setAside?: string } {
+    const aside = `${this.file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    try {
+      fs.renameSync(this.file, aside);
+      return { problem, setAside: aside };
+    } catch {
+      return { problem };
+    }
+  }
+
+  save(state: SavedState): void {
+    const tmp = `${this.file}.tmp-${process.pid}`;
+    const fd = fs.openSync(tmp, "w", 0o600);
+    try {
+      fs.writeSync(fd, JSON.stringify(state, null, 2) + "\n");
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, this.file);
+    // fsync the directory so the rename itself survives a power cut.
+    const dirFd = fs.openSync(this.dir, "r");
+    try {
+      fs.fsyncSync(dirFd);
+    } finally {
+      fs.closeSync(dirFd);
+    }
+  }
+}

@@ -4,6 +4,9 @@
 import { defineCommand, runMain } from "citty";
 import { deployCommand } from "./cli/deploy.ts";
 import { listCommand } from "./cli/list.ts";
+import { pauseCommand, resumeCommand, stopCommand } from "./cli/maintenance.ts";
+import { rolloutCommand } from "./cli/rollout.ts";
+import { addCommand, rmCommand } from "./cli/targets.ts";
 import { removeCommand } from "./cli/remove.ts";
 import { runCommand } from "./cli/run.ts";
 import { VERSION } from "./version.ts";
@@ -13,8 +16,14 @@ const main = defineCommand({
   subCommands: {
     run: runCommand,
     deploy: deployCommand,
+    add: addCommand,
+    rm: rmCommand,
     remove: removeCommand,
     list: listCommand,
+    pause: pauseCommand,
+    stop: stopCommand,
+    resume: resumeCommand,
+    rollout: rolloutCommand,
     version: defineCommand({
       meta: { name: "version", description: "Print the version" },
       run: () => console.log(VERSION),

@@ -8,7 +8,7 @@ import * as v from "valibot";
 import { log } from "../log.ts";
 import { CommandError, type Progress, type Registry } from "../service/registry.ts";
 import { describeIssues } from "../values.ts";
-import { DeployRequest, ServiceRequest } from "./requests.ts";
+import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "./requests.ts";
 
 export type ProgressEvent = { progress: string } | { ok: true } | { error: string };
 
@@ -68,17 +68,24 @@ export function createAdminApp(registry: Registry) {
   app.get("/health", (c) => c.json({ ok: true }));
   app.get("/services", (c) => c.json({ services: registry.list() }));
 
-  app.post("/deploy", async (c) => {
-    const request = await body(c, DeployRequest);
-    if (request instanceof Response) return request;
-    return streamed((progress) => registry.deploy(request, progress));
-  });
+  // One route per command; each validates its body, then lets the registry work.
+  const command = <S extends v.GenericSchema>(path: string, schema: S, work: (request: v.InferOutput<S>, progress: Progress) => Promise<void>) =>
+    app.post(path, async (c) => {
+      const request = await body(c, schema);
+      if (request instanceof Response) return request;
+      return streamed((progress) => work(request, progress));
+    });
+  command("/deploy", DeployRequest, (r, p) => registry.deploy(r, p));
 
-  app.post("/remove", async (c) => {
-    const request = await body(c, ServiceRequest);
-    if (request instanceof Response) return request;
-    return streamed(() => registry.remove(request));
-  });
+  command("/remove", ServiceRequest, (r) => registry.remove(r));
+  command("/add", TargetsRequest, (r, p) => registry.add(r, p));
+  command("/rm", TargetsRequest, (r, p) => registry.rm(r, p));
+  command("/pause", PauseRequest, (r) => registry.pause(r));
+  command("/stop", StopRequest, (r) => registry.stop(r));
+  command("/resume", ServiceRequest, (r) => registry.resume(r));
+  command("/rollout/deploy", TargetsRequest, (r, p) => registry.rolloutDeploy(r, p));
+  command("/rollout/set", RolloutSetRequest, (r) => registry.rolloutSet(r));
+  command("/rollout/stop", ServiceRequest, (r) => registry.rolloutStop(r));
 
   app.notFound((c) => c.json({ error: `unknown admin endpoint ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => c.json({ error: errorMessage(error) }, 500));

@@ -58,3 +58,27 @@ export function parachuteCommand(def: {
   });
   return command;
 }
+
+/**
+ * A command of the shape `parachute NAME SERVICE [flags]` that validates its
+ * request, sends it to one admin endpoint, shows progress and says what it did.
+ */
+export function serviceCommand<S extends v.GenericSchema>(def: {
+  name: string;
+  description: string;
+  flags: FlagTable;
+  schema: S;
+  path: string;
+  done: (request: v.InferOutput<S>) => string;
+}): CommandDef {
+  return parachuteCommand({
+    name: def.name,
+    description: def.description,
+    shape: { positionals: [{ name: "SERVICE", description: "service name" }], flags: { ...def.flags, ...socketFlag } },
+    async run(ctx) {
+      const request = ctx.request(def.schema, { service: ctx.positionals[0] });
+      await ctx.client().command(def.path, { ...ctx.values, service: ctx.positionals[0] });
+      console.error(def.done(request));
+    },
+  });
+}

@@ -10,12 +10,16 @@ export function renderTable(services: ServiceView[]): string {
       s.hosts.length ? s.hosts.join(",") : "*",
       s.pathPrefixes.join(","),
       t.address,
-      s.state === "running" || t.role === "draining" ? t.state : `${t.state} (${s.state})`,
+      t.state + (t.role === "reader" || t.role === "rollout" ? ` [${t.role}]` : "") + (s.state === "running" ? "" : ` (${s.state})`),
       s.tls ? "yes" : "no",
     ]),
   );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows].map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n");
+  const table = [header, ...rows].map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n");
+  const splits = services
+    .filter((s) => s.rollout)
+    .map((s) => `rollout ${s.name}: ${s.rollout!.percent}% of clients${s.rollout!.list.length ? ` + ${s.rollout!.list.join(", ")}` : ""}`);
+  return [table, ...splits].join("\n");
 }
 
 export const listCommand = parachuteCommand({

@@ -1,19 +1,13 @@
 import { ServiceRequest } from "../admin/requests.ts";
-import { parachuteCommand, socketFlag } from "./command.ts";
+import { serviceCommand } from "./command.ts";
 
-export const removeCommand = parachuteCommand({
+export const removeCommand = serviceCommand({
   name: "remove",
   description: "Stop routing to a service; its targets drain and its hosts become free",
-  shape: {
-    positionals: [{ name: "SERVICE", description: "service name" }],
-    flags: {
-      "drain-timeout": { type: "string", description: "max time targets get to finish in-flight requests (default: the service's)", valueHint: "DURATION" },
-      ...socketFlag,
-    },
+  flags: {
+    "drain-timeout": { type: "string", description: "max time targets get to finish in-flight requests (default: the service's)", valueHint: "DURATION" },
   },
-  async run(ctx) {
-    const request = ctx.request(ServiceRequest, { service: ctx.positionals[0] });
-    await ctx.client().command("/remove", { ...ctx.values, service: request.service });
-    console.error(`Removed ${request.service}`);
-  },
+  schema: ServiceRequest,
+  path: "/remove",
+  done: (r) => `Removed ${r.service}`,
 });

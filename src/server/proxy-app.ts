@@ -8,7 +8,12 @@ import { forward, type Outcome } from "../proxy/forward.ts";
 import { normalizeClientIp, upstreamRequestHeaders } from "../proxy/headers.ts";
 import { normalizeHost } from "../routing/router.ts";
 import type { Registry } from "../service/registry.ts";
+import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
+import { parse as parseCookies } from "hono/utils/cookie";
+
+/** After a write, this cookie sends the client's reads to the writers until the time it holds (unix ms). */
+const WRITER_COOKIE = "parachute-writer";
 
 type Scheme = "http" | "https";
 
@@ -103,7 +108,35 @@ export function createProxyApp(registry: Registry, scheme: Scheme) {
     entry.logRequestHeaders = options.logRequestHeaders;
     const pages = registry.errorPages(service);
 
-    const target = service.pick();
+    // Maintenance: the health-check path keeps answering so that an
+    // orchestrator does not restart a paused or stopped app.
+    if (service.pause.mode !== "running") {
+      if (path === options.healthCheck.path) return new Response("OK", { status: 200 });
+      const outcome = await service.pause.wait();
+      if (outcome === "stopped") {
+        logRequest(entry, { status: 503, bytes: 0, error: "service stopped" });
+        return errorResponse(503, { pages, message: service.pause.message });
+      }
+      if (outcome === "timeout") {
+        logRequest(entry, { status: 504, bytes: 0, error: "paused longer than max-pause" });
+        return errorResponse(504, { pages });
+      }
+      if (registry.service(service.name) !== service) {
+        logRequest(entry, { status: 404, bytes: 0, error: "service removed" });
+        return errorResponse(404);
+      }
+    }
+
+    const isRead = req.method === "GET" || req.method === "HEAD";
+    let rolloutValue: string | undefined;
+    let pinnedToWriter = false;
+    const cookieHeader = req.headers.get("cookie");
+    if (cookieHeader && (service.rolloutTargets || service.readTargets.length)) {
+      const cookies = parseCookies(cookieHeader);
+      rolloutValue = cookies[ROLLOUT_COOKIE];
+      pinnedToWriter = Number(cookies[WRITER_COOKIE] ?? 0) > Date.now();
+    }
+    const { target, pinWriter } = service.pick(isRead, rolloutValue, pinnedToWriter);
     if (!target) {
       logRequest(entry, { status: 503, bytes: 0, error: "no healthy target" });
       return errorResponse(503, { pages });
@@ -126,7 +159,14 @@ export function createProxyApp(registry: Registry, scheme: Scheme) {
       timeoutMs: options.targetTimeoutMs,
       done: (outcome) => logRequest(entry, outcome, options.logResponseHeaders),
     });
-    if ("response" in result) return result.response;
+    if ("response" in result) {
+      if (pinWriter) {
+        const until = Date.now() + options.writerAffinityTimeoutMs;
+        const maxAge = Math.ceil(options.writerAffinityTimeoutMs / 1000);
+        result.response.headers.append("set-cookie", `${WRITER_COOKIE}=${until}; Max-Age=${maxAge}; Path=/; HttpOnly; SameSite=Lax`);
+      }
+      return result.response;
+    }
     return errorResponse(result.error, { pages });
   });
 

@@ -6,8 +6,9 @@ import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
 import { Router } from "../routing/router.ts";
 import type { SavedService, SavedState, StateStore } from "../state/store.ts";
 import { formatDuration } from "../values.ts";
-import type { DeployRequest, PauseRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
+import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
 import { checkOnce, HealthCheck, type HealthCheckConfig } from "./health-check.ts";
+import { RolloutSplit } from "./rollout.ts";
 import { Service, type ServiceOptions } from "./service.ts";
 import { Target } from "./target.ts";
 
@@ -28,9 +29,11 @@ export interface ServiceView {
   hosts: string[];
   pathPrefixes: string[];
   tls: boolean;
+  /** running, paused or stopped */
   state: string;
   message?: string;
-  targets: { address: string; state: string; role: "active" | "draining" }[];
+  targets: { address: string; state: string; role: "writer" | "reader" | "rollout" | "draining" }[];
+  rollout?: { percent: number; list: string[] };
 }
 
 export class Registry {
@@ -84,14 +87,9 @@ export class Registry {
     log.info("Deploying", { service: name, targets: request.targets, hosts: options.hosts });
 
     // 2. Health-check every new target until each has passed once.
-    const current = new Map((existing ? [...existing.targets, ...existing.draining] : []).map((t) => [t.address, t]));
-    const next = request.targets.map((address) => current.get(address) ?? new Target(address));
-    const fresh = next.filter((t) => !(existing?.targets.includes(t) && t.health === "healthy"));
-    if (request.force) {
-      for (const target of fresh) target.health = "healthy";
-    } else {
-      await this.waitHealthy(name, fresh, options.healthCheck, request.deployTimeout, progress);
-    }
+    const writers = this.targetsFor(existing, request.targets);
+    const readers = this.targetsFor(existing, request.readTargets.filter((t) => !request.targets.includes(t)));
+    await this.admit(name, [...writers, ...readers], existing, options.healthCheck, request.deployTimeout, request.force, progress);
 
     // Hosts may have been claimed by another service while we waited.
     this.checkConflicts(name, options);
@@ -102,11 +100,11 @@ export class Registry {
     if (service) {
       const healthChanged = JSON.stringify(service.options.healthCheck) !== JSON.stringify(options.healthCheck);
       service.options = options;
-      old = service.cutover(next);
+      old = service.cutover({ writers, readers });
       if (healthChanged) service.restartMonitors();
     } else {
-      service = new Service(name, options, next);
-      service.monitor();
+      service = new Service(name, options, writers);
+      service.cutover({ readers });
       this.services.set(name, service);
     }
     if (pages) this.pages.set(name, pages);
@@ -118,7 +116,7 @@ export class Registry {
     this.persist();
     log.info("Deployed", {
       service: name,
-      targets: next.map((t) => t.address),
+      targets: writers.map((t) => t.address),
       duration_ms: Math.round(performance.now() - started),
     });
 
@@ -182,6 +180,22 @@ export class Registry {
     if (other) throw new CommandError("host is used by another service", 409);
   }
 
+  /** Target objects for these addresses, reusing the service's own (with their in-flight counts). */
+  private targetsFor(service: Service | undefined, addresses: string[]): Target[] {
+    return [...new Set(addresses)].map((address) => service?.find(address) ?? new Target(address));
+  }
+
+  /** Health-checks the targets that are not already serving healthily (or trusts them with --force). */
+  private async admit(name: string, targets: Target[], service: Service | undefined, config: HealthCheckConfig, timeoutMs: number, force: boolean, progress: Progress) {
+    const live = service?.live ?? [];
+    const fresh = targets.filter((t) => !(live.includes(t) && t.health === "healthy"));
+    if (force) {
+      for (const target of fresh) target.health = "healthy";
+      return;
+    }
+    await this.waitHealthy(name, fresh, config, timeoutMs, progress);
+  }
+
   /**
    * Checks each target every interval until all have passed once, printing
    * each change. Fails after `timeoutMs` naming every target still failing.
@@ -237,8 +251,9 @@ export class Registry {
       this.rebuildRouter();
       this.persist();
       service.dispose();
+      service.pause.resume(); // requests waiting in a pause are answered now (404 from here on)
       log.info("Service removed", { service: service.name });
-      const all = [...service.targets, ...service.draining];
+      const all = [...service.live, ...service.draining];
       await service.drain(all, request.drainTimeout ?? service.options.drainTimeoutMs);
     });
   }
@@ -247,6 +262,114 @@ export class Registry {
     const service = this.services.get(name);
     if (!service) throw new CommandError("service not found", 404);
     return service;
+  }
+
+  // ---------------------------------------------------------------- targets
+
+  /** `add`: new writers join the rotation once healthy (same wait and failure as deploy). */
+  add(request: TargetsRequest, progress: Progress): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      const present = request.targets.filter((a) => service.targets.some((t) => t.address === a));
+      if (present.length) throw new CommandError(`target ${present.join(", ")} is already in service ${service.name}`);
+      const added = this.targetsFor(service, request.targets);
+      await this.admit(service.name, added, service, service.options.healthCheck, request.deployTimeout, false, progress);
+      if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
+      const old = service.cutover({ writers: [...service.targets, ...added] });
+      this.persist();
+      log.info("Targets added", { service: service.name, targets: request.targets });
+      await service.drain(old, service.options.drainTimeoutMs);
+    });
+  }
+
+  /** `rm`: writers leave the rotation and drain like old targets in a deploy. */
+  rm(request: TargetsRequest, progress: Progress): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      const unknown = request.targets.filter((a) => !service.targets.some((t) => t.address === a));
+      if (unknown.length) throw new CommandError(`target ${unknown.join(", ")} is not in service ${service.name}`);
+      const remaining = service.targets.filter((t) => !request.targets.includes(t.address));
+      if (remaining.length === 0) {
+        throw new CommandError(`cannot remove the last target of service ${service.name} (use "parachute remove ${service.name}")`);
+      }
+      const old = service.cutover({ writers: remaining });
+      this.persist();
+      log.info("Targets removed", { service: service.name, targets: request.targets });
+      const timeout = request.drainTimeout ?? service.options.drainTimeoutMs;
+      progress(`Draining ${old.map((t) => t.address).join(", ")} (up to ${formatDuration(timeout)})`);
+      await service.drain(old, timeout);
+    });
+  }
+
+  // ---------------------------------------------------------------- maintenance
+
+  pause(request: PauseRequest): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      service.pause.pause(request.maxPause);
+      this.persist();
+      log.info("Service paused", { service: service.name, max_pause_ms: request.maxPause });
+      await service.drainInFlight(request.drainTimeout);
+    });
+  }
+
+  stop(request: StopRequest): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      service.pause.stop(request.message);
+      this.persist();
+      log.info("Service stopped", { service: service.name, message: request.message });
+      await service.drainInFlight(request.drainTimeout);
+    });
+  }
+
+  resume(request: ServiceRequest): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      service.pause.resume();
+      this.persist();
+      log.info("Service resumed", { service: service.name });
+    });
+  }
+
+  // ---------------------------------------------------------------- rollout
+
+  /** `rollout deploy`: a second, health-checked target set beside the writers. */
+  rolloutDeploy(request: TargetsRequest, progress: Progress): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      const targets = this.targetsFor(service, request.targets);
+      await this.admit(service.name, targets, service, service.options.healthCheck, request.deployTimeout, false, progress);
+      if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
+      const old = service.cutover({ rollout: targets });
+      this.persist();
+      log.info("Rollout deployed", { service: service.name, targets: request.targets });
+      await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
+    });
+  }
+
+  rolloutSet(request: RolloutSetRequest): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      if (!service.rolloutTargets) {
+        throw new CommandError(`service ${service.name} has no rollout targets (run "parachute rollout deploy" first)`);
+      }
+      service.split = new RolloutSplit(request.percent, [...new Set(request.list)]);
+      this.persist();
+      log.info("Rollout split set", { service: service.name, percent: request.percent, list: request.list });
+    });
+  }
+
+  rolloutStop(request: ServiceRequest): Promise<void> {
+    return this.serialized(request.service, async () => {
+      const service = this.mustGet(request.service);
+      if (!service.rolloutTargets) throw new CommandError(`service ${service.name} has no rollout in progress`);
+      const old = service.cutover({ rollout: null });
+      service.split = new RolloutSplit();
+      this.persist();
+      log.info("Rollout stopped", { service: service.name });
+      await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
+    });
   }
 
   // ---------------------------------------------------------------- list
@@ -259,12 +382,13 @@ export class Registry {
         hosts: s.options.hosts,
         pathPrefixes: s.options.pathPrefixes,
         tls: s.options.tls,
-        state: s.mode,
-        ...(s.mode === "stopped" && s.stopMessage ? { message: s.stopMessage } : {}),
+        state: s.pause.mode,
+        ...(s.pause.mode === "stopped" && s.pause.message ? { message: s.pause.message } : {}),
         targets: [
-          ...s.targets.map((t) => ({ address: t.address, state: t.health as string, role: "active" as const })),
+          ...s.live.map((t) => ({ address: t.address, state: t.health as string, role: s.role(t) })),
           ...[...s.draining].map((t) => ({ address: t.address, state: "draining", role: "draining" as const })),
         ],
+        ...(s.rolloutTargets ? { rollout: { percent: s.split.percent, list: [...s.split.list] } } : {}),
       }));
   }
 
@@ -278,10 +402,13 @@ export class Registry {
           name: s.name,
           options: s.options,
           targets: s.targets.map((t) => t.address),
-          readTargets: [],
-          mode: s.mode,
-          stopMessage: s.stopMessage,
-          maxPauseMs: 30_000,
+          readTargets: s.readTargets.map((t) => t.address),
+          mode: s.pause.mode,
+          stopMessage: s.pause.message,
+          maxPauseMs: s.pause.maxPauseMs,
+          ...(s.rolloutTargets
+            ? { rollout: { targets: s.rolloutTargets.map((t) => t.address), percent: s.split.percent, list: [...s.split.list] } }
+            : {}),
         }),
       ),
     };
@@ -302,11 +429,17 @@ export class Registry {
     if (problem) log.error("State file is corrupt; starting empty", { file: this.store.file, problem, kept_as: setAside });
     for (const saved of state.services) {
       const options = saved.options;
-      const targets = saved.targets.map((address) => new Target(address));
-      for (const target of targets) target.health = "healthy";
-      const service = new Service(saved.name, options, targets);
-      service.mode = saved.mode;
-      service.stopMessage = saved.stopMessage;
+      const restored = (addresses: string[]) =>
+        addresses.map((address) => {
+          const target = new Target(address);
+          target.health = "healthy";
+          return target;
+        });
+      const service = new Service(saved.name, options, restored(saved.targets));
+      service.cutover({ readers: restored(saved.readTargets), ...(saved.rollout ? { rollout: restored(saved.rollout.targets) } : {}) });
+      if (saved.rollout) service.split = new RolloutSplit(saved.rollout.percent, saved.rollout.list);
+      if (saved.mode === "paused") service.pause.pause(saved.maxPauseMs);
+      if (saved.mode === "stopped") service.pause.stop(saved.stopMessage);
       if (options.errorPages) {
         try {
           this.pages.set(saved.name, loadCustomPages(options.errorPages));
@@ -315,11 +448,13 @@ export class Registry {
         }
       }
       this.services.set(saved.name, service);
-      service.monitor();
-      // A single target is not monitored, but its health is still worth a log line after a restart.
-      void checkOnce(targets[0]!, options.healthCheck).then((r) => {
-        if (!r.ok) log.warn("Restored target is not healthy", { service: saved.name, target: targets[0]!.address, check: r.description });
-      });
+      // Monitored targets are checked by their monitors; a single writer gets one check so a dead one is visible in the log.
+      const only = service.targets.length === 1 ? service.targets[0] : undefined;
+      if (only) {
+        void checkOnce(only, options.healthCheck).then((r) => {
+          if (!r.ok) log.warn("Restored target is not healthy", { service: saved.name, target: only.address, check: r.description });
+        });
+      }
     }
     this.rebuildRouter();
     if (state.services.length) log.info("State restored", { services: state.services.map((s) => s.name) });
@@ -331,5 +466,3 @@ export class Registry {
     for (const service of this.services.values()) service.dispose();
   }
 }
-
-export type { PauseRequest, StopRequest, TargetsRequest };

@@ -1,9 +1,12 @@
 // A service: a name, its routing and forwarding options, the targets that
-// serve it now, and the old targets still draining. Knows nothing of listeners
-// or the CLI; the proxy and the admin API both act on it.
+// serve it now (writers, optional readers, optional rollout set), and the old
+// targets still draining. Knows nothing of listeners or the CLI; the proxy and
+// the admin API both act on it.
 import { log } from "../log.ts";
 import { Balancer } from "./balancer.ts";
 import { HealthCheck, type HealthCheckConfig } from "./health-check.ts";
+import { PauseController } from "./pause.ts";
+import { RolloutSplit } from "./rollout.ts";
 import type { Target } from "./target.ts";
 
 export interface ServiceOptions {
@@ -31,22 +34,31 @@ export interface ServiceOptions {
   writerAffinityTimeoutMs: number;
 }
 
-export type ServiceMode = "running" | "paused" | "stopped";
+export type TargetRole = "writer" | "reader" | "rollout";
+
+/** Which set a request is sent to, chosen from its method and cookies. */
+export interface Pick {
+  target: Target | undefined;
+  /** Set when a write must pin the client's next reads to the writers. */
+  pinWriter: boolean;
+}
 
 export class Service {
-  private balancer: Balancer;
+  private writers: Balancer;
+  private readers = new Balancer([]);
+  private rolloutSet: Balancer | undefined;
+  split = new RolloutSplit();
   /** Old targets that get no new requests and are finishing what they have. */
   readonly draining = new Set<Target>();
+  readonly pause = new PauseController();
   private readonly monitors = new Map<Target, HealthCheck>();
-  mode: ServiceMode = "running";
-  stopMessage = "";
 
   constructor(
     readonly name: string,
     public options: ServiceOptions,
     targets: Target[],
   ) {
-    this.balancer = new Balancer(targets);
+    this.writers = new Balancer(targets);
   }
 
   get hosts() {
@@ -57,26 +69,63 @@ export class Service {
     return this.options.pathPrefixes;
   }
 
+  /** The active (writer) targets. */
   get targets(): readonly Target[] {
-    return this.balancer.targets;
+    return this.writers.targets;
   }
 
-  target(address: string): Target | undefined {
-    return this.targets.find((t) => t.address === address) ?? [...this.draining].find((t) => t.address === address);
+  get readTargets(): readonly Target[] {
+    return this.readers.targets;
   }
 
-  pick(): Target | undefined {
-    return this.balancer.pick();
+  get rolloutTargets(): readonly Target[] | undefined {
+    return this.rolloutSet?.targets;
+  }
+
+  /** Every target that gets new requests, in any role. */
+  get live(): Target[] {
+    return [...this.targets, ...this.readTargets, ...(this.rolloutTargets ?? [])];
+  }
+
+  /** The target with this address in any set, so a redeploy reuses it (with its in-flight count). */
+  find(address: string): Target | undefined {
+    return [...this.live, ...this.draining].find((t) => t.address === address);
   }
 
   /**
-   * Atomically switches new requests to `next`. Returns the old targets that
-   * are not in `next`: they are now draining, and the caller drains them.
+   * Picks a target: rollout clients go to the rollout set; reads go to healthy
+   * readers unless the client wrote recently; everything else round robin
+   * over the writers.
    */
-  cutover(next: Target[]): Target[] {
-    const old = this.targets.filter((t) => !next.includes(t));
-    for (const target of next) this.draining.delete(target);
-    this.balancer = new Balancer(next);
+  pick(isRead: boolean, rolloutCookie: string | undefined, pinnedToWriter: boolean): Pick {
+    if (this.rolloutSet && this.split.chooses(rolloutCookie)) {
+      const target = this.rolloutSet.pick();
+      if (target) return { target, pinWriter: false };
+    }
+    if (isRead) {
+      if (!pinnedToWriter && this.readers.targets.length) {
+        const reader = this.readers.pick();
+        if (reader) return { target: reader, pinWriter: false };
+      }
+      return { target: this.writers.pick(), pinWriter: false };
+    }
+    return { target: this.writers.pick(), pinWriter: this.readers.targets.length > 0 };
+  }
+
+  /**
+   * Atomically switches new requests to the given sets. Returns the targets
+   * that no set holds any more: they are now draining, and the caller drains
+   * them.
+   */
+  cutover(next: { writers?: Target[]; readers?: Target[]; rollout?: Target[] | null }): Target[] {
+    const before = this.live;
+    if (next.writers) this.writers = new Balancer(next.writers);
+    if (next.readers) this.readers = new Balancer(next.readers);
+    if (next.rollout === null) this.rolloutSet = undefined;
+    else if (next.rollout) this.rolloutSet = new Balancer(next.rollout);
+    const after = this.live;
+    for (const target of after) this.draining.delete(target);
+    const old = before.filter((t) => !after.includes(t));
     for (const target of old) this.draining.add(target);
     this.monitor();
     return old;
@@ -89,21 +138,37 @@ export class Service {
     const results = await Promise.all(targets.map((t) => t.drain(timeoutMs)));
     const cancelled = results.reduce((sum, r) => sum + r.cancelled, 0);
     for (const target of targets) {
-      // A target redeployed while it drained is active again: keep it.
-      if (!this.targets.includes(target)) this.draining.delete(target);
+      // A target redeployed while it drained is live again: keep it.
+      if (!this.live.includes(target)) this.draining.delete(target);
     }
     log.info("Drained", { service: this.name, targets: targets.map((t) => t.address), cancelled });
   }
 
+  /** Waits for the requests in flight on live targets (pause and stop), cancelling them at the deadline. */
+  async drainInFlight(timeoutMs: number): Promise<void> {
+    await Promise.all(this.live.map((t) => t.drain(timeoutMs)));
+  }
+
+  role(target: Target): TargetRole {
+    if (this.readTargets.includes(target)) return "reader";
+    if (this.rolloutTargets?.includes(target)) return "rollout";
+    return "writer";
+  }
+
   /**
-   * With several targets, health checks go on after the deploy so a failing
-   * target leaves the rotation and rejoins when it passes (SPEC §5). A single
-   * target is always used: taking it out would only turn 502s into 503s.
+   * Health checks go on after the deploy wherever taking a failing target out
+   * changes something (SPEC §5): writers when there are several, and always
+   * readers and rollout targets, whose requests can fall back to the writers.
+   * A single writer is always used: taking it out would only turn 502s into 503s.
    */
   monitor() {
-    const watched = this.targets.length > 1 ? this.targets : [];
+    const watched = new Set<Target>([
+      ...(this.targets.length > 1 ? this.targets : []),
+      ...this.readTargets,
+      ...(this.rolloutTargets ?? []),
+    ]);
     for (const [target, check] of this.monitors) {
-      if (!watched.includes(target)) {
+      if (!watched.has(target)) {
         check.stop();
         this.monitors.delete(target);
       }
@@ -114,17 +179,16 @@ export class Service {
         if (health === previous) return;
         log.info("Target health changed", { service: this.name, target: t.address, from: previous, to: health, check: result.description });
       });
-      // The target is already serving (it passed its deploy checks), so the
-      // periodic check starts after one interval rather than at once.
       this.monitors.set(target, check);
+      // The target already passed its deploy checks, so the periodic check
+      // starts one interval from now.
       check.startAfter(this.options.healthCheck.intervalMs);
     }
   }
 
   /** Restarts monitors, e.g. after the health-check options changed. */
   restartMonitors() {
-    for (const check of this.monitors.values()) check.stop();
-    this.monitors.clear();
+    this.dispose();
     this.monitor();
   }
 

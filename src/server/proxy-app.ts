@@ -25,7 +25,7 @@ export function splitTarget(url: string): { path: string; query: string } {
   return q === -1 ? { path: url.slice(start), query: "" } : { path: url.slice(start, q), query: url.slice(q) };
 }
 
-function stripPrefix(path: string, prefix: string): string {
+export function stripPrefix(path: string, prefix: string): string {
   if (prefix === "/") return path;
   const rest = path.slice(prefix.length);
   return rest === "" ? "/" : rest;

@@ -8,6 +8,7 @@ import { log } from "../log.ts";
 import { Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
 import { createProxyApp } from "./proxy-app.ts";
+import { isWebSocketUpgrade, upgradeWebSocket, websocketHandler } from "./websocket.ts";
 
 export class StartupError extends Error {}
 
@@ -68,7 +69,9 @@ export async function runServer(options: RunOptions): Promise<void> {
       idleTimeout: 60,
       // Uploads of any size stream through (the default would 413 at 128 MiB).
       maxRequestBodySize: Number.MAX_SAFE_INTEGER,
-      fetch: proxy.fetch,
+      // WebSocket upgrades are relayed by hand before Hono (see websocket.ts).
+      fetch: (req, server) => (isWebSocketUpgrade(req) ? upgradeWebSocket(req, server, registry, "http") : proxy.fetch(req, server)),
+      websocket: websocketHandler,
       error: () => new Response("Internal Server Error", { status: 500 }),
     }),
   );

@@ -1,0 +1,186 @@
+// WebSocket relay (SPEC §7, BUN-NOTES §2). Upgrades are handled in the raw
+// Bun.serve fetch before Hono: Hono's helper can neither echo the upstream's
+// subprotocol nor apply backpressure. The upstream connection is opened first,
+// so a dead target is a 502 before the client is upgraded.
+import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
+import { log } from "../log.ts";
+import { errorResponse } from "../proxy/error-pages.ts";
+import { normalizeClientIp, upstreamRequestHeaders } from "../proxy/headers.ts";
+import { normalizeHost } from "../routing/router.ts";
+import type { Registry } from "../service/registry.ts";
+import type { Target } from "../service/target.ts";
+import { splitTarget, stripPrefix } from "./proxy-app.ts";
+
+interface Relay {
+  upstream: WebSocket;
+  /** Upstream messages that arrived before the client socket was open. */
+  early: (string | ArrayBuffer | Uint8Array)[];
+  finish: () => void;
+  controller: AbortController;
+  service: string;
+  target: string;
+}
+
+/** Headers that belong to one handshake and must not be copied to the other. */
+const HANDSHAKE = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol", "host"];
+
+/** Above this much unsent data on the upstream, stop reading from the client. */
+const UPSTREAM_HIGH_WATER = 4 * 1024 * 1024;
+const UPSTREAM_LOW_WATER = 1024 * 1024;
+
+/** Close codes an endpoint may send (RFC 6455 §7.4); 1005/1006 would throw and crash the handler. */
+export function safeCloseCode(code: number | undefined): number {
+  if (code === undefined) return 1000;
+  if (code >= 3000 && code <= 4999) return code;
+  if (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) return code;
+  return 1000;
+}
+
+/** Close reasons are limited to 123 bytes of UTF-8. */
+function safeReason(reason: string | undefined): string {
+  if (!reason) return "";
+  const bytes = new TextEncoder().encode(reason);
+  return bytes.length <= 123 ? reason : new TextDecoder().decode(bytes.slice(0, 120));
+}
+
+export function isWebSocketUpgrade(req: Request): boolean {
+  return req.headers.get("upgrade")?.toLowerCase() === "websocket";
+}
+
+/** Opens the upstream socket; resolves once it is open, rejects on failure or after the target timeout. */
+function connectUpstream(url: string, headers: Headers, protocols: string[], timeoutMs: number): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const upstream = new WebSocket(url, { headers, protocols } as unknown as string[]);
+    upstream.binaryType = "arraybuffer";
+    const timer = setTimeout(() => {
+      reject(new Error("target timeout"));
+      upstream.close();
+    }, timeoutMs);
+    upstream.onopen = () => {
+      clearTimeout(timer);
+      resolve(upstream);
+    };
+    upstream.onerror = (event) => {
+      clearTimeout(timer);
+      reject(new Error((event as ErrorEvent).message || "connection failed"));
+    };
+  });
+}
+
+export async function upgradeWebSocket(req: Request, server: Server<Relay>, registry: Registry, scheme: "http" | "https"): Promise<Response | undefined> {
+  const remoteAddr = normalizeClientIp(server.requestIP(req)?.address);
+  const host = normalizeHost(req.headers.get("host"));
+  const { path, query } = splitTarget(req.url);
+  const route = registry.router.match(host, path);
+  if (!route) return errorResponse(404);
+  const service = route.service;
+  const pages = registry.errorPages(service);
+  if (service.pause.mode !== "running") {
+    const outcome = await service.pause.wait();
+    if (outcome === "stopped") return errorResponse(503, { pages, message: service.pause.message });
+    if (outcome === "timeout") return errorResponse(504, { pages });
+  }
+  const { target } = service.pick(true, undefined, true);
+  if (!target) return errorResponse(503, { pages });
+
+  const headers = upstreamRequestHeaders(req.headers, { ip: remoteAddr, scheme }, service.options.forwardHeaders);
+  for (const name of HANDSHAKE) headers.delete(name);
+  headers.set("host", req.headers.get("host") ?? "");
+  const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean);
+  const pathAndQuery = (service.options.stripPathPrefix ? stripPrefix(path, route.prefix) : path) + query;
+
+  const controller = new AbortController();
+  const finish = (target as Target).begin(controller);
+  let upstream: WebSocket;
+  try {
+    upstream = await connectUpstream(`ws://${target.address}${pathAndQuery}`, headers, protocols, service.options.targetTimeoutMs);
+  } catch (error) {
+    finish();
+    log.info("Request", { service: service.name, target: target.address, host, method: "GET", path, status: 502, websocket: true, error: (error as Error).message });
+    return errorResponse(502, { pages });
+  }
+
+  const relay: Relay = { upstream, early: [], finish, controller, service: service.name, target: target.address };
+  // Buffer what the upstream says until the client socket is open.
+  upstream.onmessage = (event) => relay.early.push(event.data as string | ArrayBuffer);
+  upstream.onclose = () => {};
+  // Bun would echo the client's *first* offered protocol; the upstream's choice is the right one.
+  const upgraded = server.upgrade(req, {
+    data: relay,
+    headers: upstream.protocol ? { "sec-websocket-protocol": upstream.protocol } : {},
+  });
+  if (!upgraded) {
+    upstream.close();
+    finish();
+    return new Response("WebSocket upgrade failed", { status: 400 });
+  }
+  log.info("Request", { service: service.name, target: target.address, host, method: "GET", path, status: 101, websocket: true, client_addr: remoteAddr });
+  return undefined;
+}
+
+export const websocketHandler: WebSocketHandler<Relay> = {
+  // Large enough that a burst read before the upstream is paused is queued, not dropped.
+  backpressureLimit: 64 * 1024 * 1024,
+  closeOnBackpressureLimit: false,
+  idleTimeout: 0,
+  open(ws: ServerWebSocket<Relay>) {
+    const relay = ws.data;
+    const { upstream } = relay;
+    const deliver = (data: string | ArrayBuffer | Uint8Array) => {
+      // -1: queued but the client is slow. Stop reading from the upstream
+      // until `drain`, so nothing piles up and nothing is dropped.
+      if (ws.send(data) === -1 && !upstream.isPaused) upstream.pause();
+    };
+    for (const data of relay.early) deliver(data);
+    relay.early = [];
+    upstream.onmessage = (event) => deliver(event.data as string | ArrayBuffer);
+    upstream.onclose = (event) => {
+      relay.finish();
+      try {
+        ws.close(safeCloseCode(event.code), safeReason(event.reason));
+      } catch {
+        ws.terminate();
+      }
+    };
+    if (upstream.readyState !== WebSocket.OPEN) ws.close(1011, "upstream closed");
+    // Draining past its deadline closes the connection (the target is going away).
+    relay.controller.signal.addEventListener("abort", () => {
+      try {
+        upstream.close(1001, "target drained");
+      } catch {}
+      ws.close(1001, "target drained");
+    });
+  },
+  message(ws, message) {
+    const { upstream } = ws.data;
+    if (upstream.readyState !== WebSocket.OPEN) return;
+    upstream.send(message);
+    if (upstream.bufferedAmount > UPSTREAM_HIGH_WATER && !ws.isPaused) {
+      ws.pause();
+      const poll = setInterval(() => {
+        if (upstream.readyState !== WebSocket.OPEN || upstream.bufferedAmount < UPSTREAM_LOW_WATER) {
+          clearInterval(poll);
+          ws.resume();
+        }
+      }, 5);
+    }
+  },
+  drain(ws) {
+    const { upstream } = ws.data;
+    if (upstream.isPaused) upstream.resume();
+  },
+  close(ws, code, reason) {
+    const relay = ws.data;
+    relay.finish();
+    try {
+      if (relay.upstream.readyState === WebSocket.OPEN || relay.upstream.readyState === WebSocket.CONNECTING) {
+        relay.upstream.close(safeCloseCode(code), safeReason(reason));
+      }
+    } catch {
+      relay.upstream.terminate?.();
+    }
+  },
+};

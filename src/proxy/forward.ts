@@ -5,6 +5,7 @@
 // target's in-flight count ends only when the body has been fully relayed, so
 // draining waits for downloads too.
 import { DrainCancelled, type Target } from "../service/target.ts";
+import { BodyTooLarge, bufferBody, type BufferedBody } from "./buffer.ts";
 import { stripHopByHop } from "./headers.ts";
 
 /** Small bodies whose length is known are read whole: cheaper than a relayed stream, and the length is kept exactly. */
@@ -35,8 +36,17 @@ export interface ForwardRequest {
   pathAndQuery: string;
   headers: Headers;
   timeoutMs: number;
+  buffering?: Buffering;
   /** Called exactly once, when the exchange is over (body relayed, failed or cancelled). */
   done: (outcome: Outcome) => void;
+}
+
+export interface Buffering {
+  requests: boolean;
+  responses: boolean;
+  memory: number;
+  maxRequestBody: number;
+  maxResponseBody: number;
 }
 
 export type ForwardResult = { response: Response } | { error: number; reason: string };
@@ -63,12 +73,29 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
   clientSignal.addEventListener("abort", onClientGone, { once: true });
   const timer = setTimeout(() => controller.abort(new TargetTimeout("target timeout")), f.timeoutMs);
 
+  const buffering = f.buffering;
+  let requestBody: RequestInit["body"] = req.body;
+  let bufferedRequest: BufferedBody | undefined;
+  if (buffering?.requests && req.body) {
+    try {
+      bufferedRequest = await bufferBody(req.body, buffering.memory, buffering.maxRequestBody);
+      requestBody = bufferedRequest.body;
+      f.headers.set("content-length", String(bufferedRequest.size));
+    } catch (error) {
+      clearTimeout(timer);
+      clientSignal.removeEventListener("abort", onClientGone);
+      const failure = error instanceof BodyTooLarge ? { error: 413, reason: "request body too large" } : { error: 499, reason: "client disconnected" };
+      end({ status: failure.error, bytes: 0, error: failure.reason });
+      return failure;
+    }
+  }
+
   let upstream: Response;
   try {
     upstream = await fetch(target.origin + f.pathAndQuery, {
       method: req.method,
       headers: f.headers,
-      body: req.body,
+      body: requestBody,
       redirect: "manual",
       decompress: false,
       signal: controller.signal,
@@ -77,12 +104,14 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
     });
   } catch (error) {
     clearTimeout(timer);
+    bufferedRequest?.dispose();
     clientSignal.removeEventListener("abort", onClientGone);
     const failure = classify(controller.signal.reason, error);
     end({ status: failure.error, bytes: 0, error: failure.reason });
     return failure;
   }
   clearTimeout(timer);
+  bufferedRequest?.dispose();
 
   headers = new Headers(upstream.headers);
   stripHopByHop(headers);
@@ -94,6 +123,25 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
     if (body) void body.cancel().catch(() => {});
     end({ status: upstream.status, bytes: 0 });
     return { response: new Response(null, init) };
+  }
+
+  // Event streams are never buffered: they are meant to arrive as produced.
+  if (buffering?.responses && !headers.get("content-type")?.startsWith("text/event-stream")) {
+    try {
+      const buffered = await bufferBody(body, buffering.memory, buffering.maxResponseBody);
+      clientSignal.removeEventListener("abort", onClientGone);
+      headers.delete("content-length");
+      if (buffered.body instanceof Blob) {
+        end({ status: upstream.status, bytes: buffered.size });
+        return { response: new Response(buffered.body, init) };
+      }
+      return { response: new Response(relay(buffered.body, upstream.status, () => buffered.dispose()), init) };
+    } catch (error) {
+      clientSignal.removeEventListener("abort", onClientGone);
+      const failure = error instanceof BodyTooLarge ? { error: 502, reason: "response body too large" } : classify(controller.signal.reason, error);
+      end({ status: failure.error, bytes: 0, error: failure.reason });
+      return failure;
+    }
   }
 
   const length = Number(upstream.headers.get("content-length") ?? NaN);
@@ -111,38 +159,44 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
     }
   }
 
-  // Relay the stream chunk by chunk: pull-based with no queue of our own, so a
+  return { response: new Response(relay(body, upstream.status), init) };
+
+  // Relays a body chunk by chunk: pull-based with no queue of our own, so a
   // slow client slows the upstream read (backpressure) and memory stays flat.
-  const reader = body.getReader();
-  let bytes = 0;
-  const relayed = new ReadableStream<Uint8Array>(
-    {
-      async pull(out) {
-        try {
-          const { value, done } = await reader.read();
-          if (done) {
-            out.close();
-            clientSignal.removeEventListener("abort", onClientGone);
-            end({ status: upstream.status, bytes });
-            return;
+  // The exchange ends (in-flight count, log line) when the last byte is out.
+  function relay(source: ReadableStream<Uint8Array>, status: number, cleanup?: () => void): ReadableStream<Uint8Array> {
+    const reader = source.getReader();
+    let bytes = 0;
+    const close = (outcome: Outcome) => {
+      clientSignal.removeEventListener("abort", onClientGone);
+      cleanup?.();
+      end(outcome);
+    };
+    return new ReadableStream<Uint8Array>(
+      {
+        async pull(out) {
+          try {
+            const { value, done } = await reader.read();
+            if (done) {
+              out.close();
+              close({ status, bytes });
+              return;
+            }
+            bytes += value.byteLength;
+            out.enqueue(value);
+          } catch (error) {
+            close({ status, bytes, error: describe(controller.signal.reason ?? error) });
+            out.error(error);
           }
-          bytes += value.byteLength;
-          out.enqueue(value);
-        } catch (error) {
-          clientSignal.removeEventListener("abort", onClientGone);
-          end({ status: upstream.status, bytes, error: describe(controller.signal.reason ?? error) });
-          out.error(error);
-        }
+        },
+        cancel(reason) {
+          close({ status, bytes, error: "client disconnected" });
+          return reader.cancel(reason).catch(() => {});
+        },
       },
-      cancel(reason) {
-        clientSignal.removeEventListener("abort", onClientGone);
-        end({ status: upstream.status, bytes, error: "client disconnected" });
-        return reader.cancel(reason).catch(() => {});
-      },
-    },
-    { highWaterMark: 0 },
-  );
-  return { response: new Response(relayed, init) };
+      { highWaterMark: 0 },
+    );
+  }
 }
 
 function describe(reason: unknown): string {

@@ -127,6 +127,12 @@ export function createProxyApp(registry: Registry, scheme: Scheme) {
       }
     }
 
+    // A declared length over the limit is refused before anything is read.
+    if (options.maxRequestBody > 0 && Number(req.headers.get("content-length") ?? 0) > options.maxRequestBody) {
+      logRequest(entry, { status: 413, bytes: 0, error: "request body too large" });
+      return errorResponse(413, { pages });
+    }
+
     const isRead = req.method === "GET" || req.method === "HEAD";
     let rolloutValue: string | undefined;
     let pinnedToWriter = false;
@@ -157,6 +163,16 @@ export function createProxyApp(registry: Registry, scheme: Scheme) {
       pathAndQuery: (options.stripPathPrefix ? stripPrefix(path, route.prefix) : path) + query,
       headers,
       timeoutMs: options.targetTimeoutMs,
+      buffering:
+        options.bufferRequests || options.bufferResponses
+          ? {
+              requests: options.bufferRequests,
+              responses: options.bufferResponses,
+              memory: options.bufferMemory,
+              maxRequestBody: options.maxRequestBody,
+              maxResponseBody: options.maxResponseBody,
+            }
+          : undefined,
       done: (outcome) => logRequest(entry, outcome, options.logResponseHeaders),
     });
     if ("response" in result) {

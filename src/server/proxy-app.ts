@@ -3,6 +3,7 @@
 import type { Server } from "bun";
 import { Hono } from "hono";
 import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
 import { errorResponse } from "../proxy/error-pages.ts";
 import { forward, type Outcome } from "../proxy/forward.ts";
 import { normalizeClientIp, upstreamRequestHeaders } from "../proxy/headers.ts";
@@ -48,6 +49,8 @@ interface RequestLog {
 
 function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeaders?: string[]) {
   const { req } = entry;
+  const seconds = (performance.now() - entry.started) / 1000;
+  metrics.recordRequest(entry.service, req.method, outcome.status, seconds);
   const fields: Record<string, unknown> = {
     service: entry.service,
     target: entry.target,
@@ -56,7 +59,7 @@ function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeaders?: st
     path: entry.path,
     query: entry.query.slice(1),
     status: outcome.status,
-    duration_ms: Math.round((performance.now() - entry.started) * 100) / 100,
+    duration_ms: Math.round(seconds * 100_000) / 100,
     request_id: entry.requestId,
     client_addr: entry.clientAddr,
     remote_addr: entry.remoteAddr,

@@ -5,6 +5,7 @@ import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { RunOptions } from "../config.ts";
 import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
 import { Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
 import { createProxyApp } from "./proxy-app.ts";
@@ -76,6 +77,23 @@ export async function runServer(options: RunOptions): Promise<void> {
     }),
   );
 
+  // The metrics listener only ever answers /metrics: no proxied traffic.
+  metrics.source = registry;
+  const metricsServer =
+    options.metricsPort > 0
+      ? listen("metrics", options.metricsPort, () =>
+          Bun.serve({
+            port: options.metricsPort,
+            hostname: options.bind,
+            development: false,
+            fetch: (req) =>
+              new URL(req.url).pathname === "/metrics"
+                ? new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
+                : new Response("Not Found\n", { status: 404 }),
+          }),
+        )
+      : undefined;
+
   const admin = createAdminApp(registry);
   let adminServer: Server<unknown>;
   try {
@@ -83,12 +101,14 @@ export async function runServer(options: RunOptions): Promise<void> {
     fs.chmodSync(options.socket, 0o600);
   } catch (error) {
     http.stop(true);
+    metricsServer?.stop(true);
     throw new StartupError(`cannot open admin socket ${options.socket}: ${(error as Error).message}`);
   }
 
   log.info("Server started", {
     http_port: http.port,
-    https_port: options.httpsPort === 0 ? 0 : options.httpsPort,
+    https_port: 0, // the HTTPS listener (ACME, SNI) is not built yet
+    metrics_port: metricsServer?.port ?? 0,
     socket: options.socket,
     state_dir: options.stateDir,
     pid: process.pid,
@@ -100,6 +120,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     stopping = true;
     log.info("Shutting down", { signal, in_flight: http.pendingRequests });
     adminServer.stop(true);
+    metricsServer?.stop(true);
     const graceful = http.stop(false).then(() => "done" as const);
     const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
     if (outcome === "timeout") await http.stop(true);

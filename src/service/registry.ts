@@ -2,6 +2,7 @@
 // state file. Each admin command is one method here; `deploy` is the whole
 // zero-downtime sequence of SPEC §4 in one readable function.
 import { log } from "../log.ts";
+import { metrics, type GaugeSource } from "../metrics.ts";
 import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
 import { Router } from "../routing/router.ts";
 import type { SavedService, SavedState, StateStore } from "../state/store.ts";
@@ -36,7 +37,7 @@ export interface ServiceView {
   rollout?: { percent: number; list: string[] };
 }
 
-export class Registry {
+export class Registry implements GaugeSource {
   private readonly services = new Map<string, Service>();
   private readonly pages = new Map<string, CustomPages>();
   router = new Router<Service>([]);
@@ -71,7 +72,16 @@ export class Registry {
   // ---------------------------------------------------------------- deploy
 
   deploy(request: DeployRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, () => this.runDeploy(request, progress));
+    return this.serialized(request.service, async () => {
+      const started = performance.now();
+      try {
+        await this.runDeploy(request, progress);
+        metrics.recordDeploy(request.service, true, (performance.now() - started) / 1000);
+      } catch (error) {
+        metrics.recordDeploy(request.service, false, (performance.now() - started) / 1000);
+        throw error;
+      }
+    });
   }
 
   private async runDeploy(request: DeployRequest, progress: Progress): Promise<void> {
@@ -390,6 +400,23 @@ export class Registry {
         ],
         ...(s.rolloutTargets ? { rollout: { percent: s.split.percent, list: [...s.split.list] } } : {}),
       }));
+  }
+
+  // ---------------------------------------------------------------- metrics
+
+  inFlight() {
+    return [...this.services.values()].map((s) => ({
+      service: s.name,
+      value: [...s.live, ...s.draining].reduce((sum, t) => sum + t.inflightCount, 0),
+    }));
+  }
+
+  targetHealth() {
+    return this.list().flatMap((s) => s.targets.map((t) => ({ service: s.name, target: t.address, state: t.state })));
+  }
+
+  certificateExpiry(): { host: string; expiresAt: number }[] {
+    return [];
   }
 
   // ---------------------------------------------------------------- state

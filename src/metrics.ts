@@ -1,0 +1,129 @@
+// Prometheus metrics (SPEC §10), rendered in the text exposition format.
+// Counters and histograms are kept here; gauges that can be derived (target
+// health, in-flight requests) are read from the registry at scrape time.
+
+type Labels = Record<string, string>;
+
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const DEPLOY_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+function escape(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+function labelText(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escape(v)}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+class Counter {
+  private readonly values = new Map<string, { labels: Labels; value: number }>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  inc(labels: Labels, by = 1) {
+    const key = labelText(labels);
+    const entry = this.values.get(key);
+    if (entry) entry.value += by;
+    else this.values.set(key, { labels, value: by });
+  }
+
+  render(): string[] {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    for (const { labels, value } of this.values.values()) lines.push(`${this.name}${labelText(labels)} ${value}`);
+    return lines;
+  }
+}
+
+class Histogram {
+  private readonly series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: number[],
+  ) {}
+
+  observe(labels: Labels, value: number) {
+    const key = labelText(labels);
+    let entry = this.series.get(key);
+    if (!entry) this.series.set(key, (entry = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 }));
+    for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) entry.counts[i]!++;
+    entry.sum += value;
+    entry.count++;
+  }
+
+  render(): string[] {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    for (const { labels, counts, sum, count } of this.series.values()) {
+      this.buckets.forEach((le, i) => lines.push(`${this.name}_bucket${labelText({ ...labels, le: String(le) })} ${counts[i]}`));
+      lines.push(`${this.name}_bucket${labelText({ ...labels, le: "+Inf" })} ${count}`);
+      lines.push(`${this.name}_sum${labelText(labels)} ${sum}`);
+      lines.push(`${this.name}_count${labelText(labels)} ${count}`);
+    }
+    return lines;
+  }
+}
+
+function gauge(name: string, help: string, samples: { labels: Labels; value: number }[]): string[] {
+  return [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...samples.map((s) => `${name}${labelText(s.labels)} ${s.value}`)];
+}
+
+export interface GaugeSource {
+  inFlight(): { service: string; value: number }[];
+  targetHealth(): { service: string; target: string; state: string }[];
+  certificateExpiry(): { host: string; expiresAt: number }[];
+}
+
+export class Metrics {
+  readonly requests = new Counter("parachute_requests_total", "Proxied requests by service, method and status.");
+  readonly requestDuration = new Histogram(
+    "parachute_request_duration_seconds",
+    "Time from request to the end of the response, by service, method and status.",
+    DURATION_BUCKETS,
+  );
+  readonly deploys = new Counter("parachute_deploys_total", "Deploys by service and result (success or failure).");
+  readonly deployDuration = new Histogram("parachute_deploy_duration_seconds", "Deploy duration by service and result.", DEPLOY_BUCKETS);
+  source: GaugeSource | undefined;
+
+  recordRequest(service: string, method: string, status: number, seconds: number) {
+    const labels = { service, method, status: String(status) };
+    this.requests.inc(labels);
+    this.requestDuration.observe(labels, seconds);
+  }
+
+  recordDeploy(service: string, ok: boolean, seconds: number) {
+    const labels = { service, result: ok ? "success" : "failure" };
+    this.deploys.inc(labels);
+    this.deployDuration.observe(labels, seconds);
+  }
+
+  render(): string {
+    const lines = [...this.requests.render(), ...this.requestDuration.render()];
+    const source = this.source;
+    if (source) {
+      lines.push(
+        ...gauge(
+          "parachute_requests_in_flight",
+          "Requests being proxied now, by service.",
+          source.inFlight().map((s) => ({ labels: { service: s.service }, value: s.value })),
+        ),
+        ...gauge(
+          "parachute_target_healthy",
+          "1 when a target is healthy and in rotation, else 0; state gives adding/healthy/unhealthy/draining.",
+          source.targetHealth().map((t) => ({ labels: { service: t.service, target: t.target, state: t.state }, value: t.state === "healthy" ? 1 : 0 })),
+        ),
+        ...gauge(
+          "parachute_certificate_expiry_timestamp_seconds",
+          "Expiry time of the certificate served for each host (unix seconds).",
+          source.certificateExpiry().map((c) => ({ labels: { host: c.host }, value: Math.floor(c.expiresAt / 1000) })),
+        ),
+      );
+    }
+    lines.push(...this.deploys.render(), ...this.deployDuration.render());
+    return lines.join("\n") + "\n";
+  }
+}
+
+export const metrics = new Metrics();

@@ -2,31 +2,39 @@
 BUN ?= bun
 SOURCES := $(shell find src -name '*.ts') package.json bun.lock
 
-.PHONY: all build test typecheck unit run demo bench docker clean install
+.PHONY: all build test typecheck unit run demo bench docker clean install bun
 
 all: build
 
 build: dist/parachute
 
-install:
+# A fresh machine needs only Node/npm and make: Bun comes from npm, the
+# dependencies from the lockfile.
+bun:
+	@command -v $(BUN) >/dev/null 2>&1 || npm install -g bun
+
+install: node_modules/.installed
+
+node_modules/.installed: package.json bun.lock | bun
 	$(BUN) install --frozen-lockfile
+	@touch $@
 
 # One executable: no development mode, no .env / bunfig.toml autoload from the working directory.
-dist/parachute: $(SOURCES)
+dist/parachute: $(SOURCES) | install
 	$(BUN) build --compile --production --no-compile-autoload-dotenv --no-compile-autoload-bunfig src/main.ts --outfile dist/parachute
 
-typecheck:
+typecheck: install
 	$(BUN) x tsc --noEmit -p .
 
-unit:
+unit: install
 	$(BUN) test
 
 test: typecheck unit
 
-run:
+run: install
 	$(BUN) src/main.ts run --http-port 8080 --https-port 0 --state-dir .state --socket .state/parachute.sock
 
-bench:
+bench: install
 	$(BUN) run bench
 
 clean:

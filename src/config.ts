@@ -3,7 +3,7 @@
 // came from; it never silently falls back.
 import * as os from "node:os";
 import * as path from "node:path";
-import { booleanSchema, portSchema } from "./values.ts";
+import { booleanSchema, durationSchema, portSchema } from "./values.ts";
 import * as v from "valibot";
 
 export interface RunOptions {
@@ -14,6 +14,17 @@ export interface RunOptions {
   stateDir: string;
   debug: boolean;
   socket: string;
+  acme: AcmeOptions;
+}
+
+/** ACME settings come from the environment only (SPEC §8 names PARACHUTE_ACME_DIRECTORY). */
+export interface AcmeOptions {
+  directoryUrl?: string;
+  caFile?: string;
+  email?: string;
+  renewBeforeMs: number;
+  checkIntervalMs: number;
+  retryBackoffMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -62,6 +73,27 @@ export interface RunFlags {
   socket?: string;
 }
 
+const urlSchema = v.pipe(v.string(), v.url((i) => `invalid URL "${i.input}"`));
+
+function envValue<T>(schema: v.GenericSchema<unknown, T>, name: string, env: Env, fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const result = v.safeParse(schema, raw);
+  if (!result.success) throw new ConfigError(`invalid value for ${name}: ${result.issues[0]!.message}`);
+  return result.output;
+}
+
+export function resolveAcmeOptions(env: Env = process.env): AcmeOptions {
+  return {
+    directoryUrl: envValue(urlSchema, "PARACHUTE_ACME_DIRECTORY", env, undefined as string | undefined),
+    caFile: envValue(v.string(), "PARACHUTE_ACME_CA", env, undefined as string | undefined),
+    email: envValue(v.string(), "PARACHUTE_ACME_EMAIL", env, undefined as string | undefined),
+    renewBeforeMs: envValue(durationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),
+    checkIntervalMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_CHECK_INTERVAL", env, 12 * 3_600_000), 100),
+    retryBackoffMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_RETRY", env, 30_000), 100),
+  };
+}
+
 export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunOptions {
   const stateDir = resolve(dirSchema, "state-dir", flags["state-dir"], "STATE_DIR", env, path.join(os.homedir(), ".config", "parachute"));
   return {
@@ -72,5 +104,6 @@ export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunO
     stateDir: path.resolve(stateDir),
     debug: resolve(booleanSchema, "debug", flags.debug, "DEBUG", env, false),
     socket: resolveSocketPath(flags.socket, env),
+    acme: resolveAcmeOptions(env),
   };
 }

@@ -105,8 +105,9 @@ export function parseFlags(rawArgs: string[], shape: CommandShape): ParsedFlags 
     else {
       const all = raw as string[];
       if (spec.type === "list") value = all.flatMap((item) => item.split(",")).map((s) => s.trim()).filter(Boolean);
-      else if (all.length > 1) throw new UsageError(`--${flag} was given more than once`);
-      else value = all[0]!;
+      // A repeated single-value flag: the last one wins, as in most CLIs
+      // (wrappers can append overrides to a base command line).
+      else value = all[all.length - 1]!;
     }
     flags[flag] = value!;
     values[fieldOf(flag, spec)] = value!;

@@ -11,6 +11,7 @@ import { normalizeHost } from "../routing/router.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
+import type { CertificateManager } from "../tls/manager.ts";
 import { parse as parseCookies } from "hono/utils/cookie";
 
 /** After a write, this cookie sends the client's reads to the writers until the time it holds (unix ms). */
@@ -75,7 +76,38 @@ function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeaders?: st
   log.info("Request", fields);
 }
 
-export function createProxyApp(registry: Registry, scheme: Scheme) {
+export interface TlsContext {
+  certificates: CertificateManager;
+  /** The HTTPS port redirects point to; 0 when HTTPS is off (no redirects then). */
+  httpsPort: number;
+}
+
+const ACME_CHALLENGE = "/.well-known/acme-challenge/";
+/** How long an HTTP → HTTPS redirect waits for a certificate still being issued. */
+const CERTIFICATE_WAIT_MS = 30_000;
+
+/** The 301 target for TLS redirects and canonical hosts (both in one hop), or undefined. */
+async function redirectTarget(service: Service, host: string, hostHeader: string, scheme: Scheme, path: string, query: string, tls?: TlsContext) {
+  const options = service.options;
+  let toHost = host;
+  let toScheme = scheme;
+  if (options.canonicalHost && host !== options.canonicalHost) toHost = options.canonicalHost;
+  if (options.tls && options.tlsRedirect && scheme === "http" && tls && tls.httpsPort > 0) toScheme = "https";
+  if (toHost === host && toScheme === scheme) return undefined;
+  let port = "";
+  if (toScheme === "https" && scheme === "http") {
+    port = tls!.httpsPort === 443 ? "" : `:${tls!.httpsPort}`;
+    // A browser following this redirect should find a certificate: wait
+    // (bounded) for one still being issued.
+    await tls!.certificates.waitFor(toHost, CERTIFICATE_WAIT_MS);
+  } else {
+    const m = /:(\d+)$/.exec(hostHeader);
+    port = m ? `:${m[1]}` : "";
+  }
+  return `${toScheme}://${toHost}${port}${path}${query}`;
+}
+
+export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsContext) {
   const app = new Hono<{ Bindings: Server<unknown> }>();
 
   app.all("*", async (c) => {
@@ -100,6 +132,13 @@ export function createProxyApp(registry: Registry, scheme: Scheme) {
       started,
     };
 
+    // ACME HTTP-01 challenges are answered for every host, before routing
+    // and redirects; unknown tokens fall through to the app.
+    if (tls && scheme === "http" && path.startsWith(ACME_CHALLENGE)) {
+      const keyAuthorization = tls.certificates.issuer.challenges.get(path.slice(ACME_CHALLENGE.length));
+      if (keyAuthorization) return new Response(keyAuthorization, { headers: { "content-type": "text/plain" } });
+    }
+
     const route = registry.router.match(host, path);
     if (!route) {
       logRequest(entry, { status: 404, bytes: 0, error: "no service matches" });
@@ -110,6 +149,16 @@ export function createProxyApp(registry: Registry, scheme: Scheme) {
     entry.service = service.name;
     entry.logRequestHeaders = options.logRequestHeaders;
     const pages = registry.errorPages(service);
+
+    if (scheme === "https" && !options.tls) {
+      logRequest(entry, { status: 503, bytes: 0, error: "service is not served over HTTPS" });
+      return errorResponse(503, { pages, message: "This site is not served over HTTPS." });
+    }
+    const location = await redirectTarget(service, host, req.headers.get("host") ?? "", scheme, path, query, tls);
+    if (location) {
+      logRequest(entry, { status: 301, bytes: 0 });
+      return new Response(null, { status: 301, headers: { location } });
+    }
 
     // Maintenance: the health-check path keeps answering so that an
     // orchestrator does not restart a paused or stopped app.

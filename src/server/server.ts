@@ -8,6 +8,11 @@ import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
+import { AcmeIssuer } from "../tls/acme.ts";
+import { CertificateCache, fallbackCertificate } from "../tls/certificates.ts";
+import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
+import * as path from "node:path";
+import { HttpsListener } from "./https.ts";
 import { createProxyApp } from "./proxy-app.ts";
 import { isWebSocketUpgrade, upgradeWebSocket, websocketHandler } from "./websocket.ts";
 
@@ -35,7 +40,7 @@ async function claimSocket(socket: string) {
   fs.rmSync(socket, { force: true });
 }
 
-function listen(what: string, port: number, start: () => Server<unknown>): Server<unknown> {
+function listen<T>(what: string, port: number, start: () => T): T {
   try {
     return start();
   } catch (error) {
@@ -55,10 +60,42 @@ export async function runServer(options: RunOptions): Promise<void> {
   }
   await claimSocket(options.socket);
 
-  const registry = new Registry(new StateStore(options.stateDir));
-  registry.restore();
+  const certsDir = path.join(options.stateDir, "certs");
+  let issuer: AcmeIssuer;
+  try {
+    issuer = new AcmeIssuer(certsDir, options.acme);
+  } catch (error) {
+    throw new StartupError(`cannot read PARACHUTE_ACME_CA ${options.acme.caFile}: ${(error as Error).message}`);
+  }
+  const certificates = new CertificateManager(new CertificateCache(certsDir), issuer, {
+    ...DEFAULT_RENEWAL,
+    renewBeforeMs: options.acme.renewBeforeMs,
+    checkIntervalMs: options.acme.checkIntervalMs,
+    backoffMs: options.acme.retryBackoffMs,
+  });
+  const registry = new Registry(new StateStore(options.stateDir), certificates);
 
-  const proxy = createProxyApp(registry, "http");
+  // HTTPS first: its port must be known for redirects before traffic flows.
+  let httpsListener: HttpsListener | undefined;
+  const tlsContext = { certificates, httpsPort: 0 };
+  if (options.httpsPort > 0) {
+    const httpsProxy = createProxyApp(registry, "https", tlsContext);
+    httpsListener = new HttpsListener({
+      port: options.httpsPort,
+      hostname: options.bind,
+      fallback: await fallbackCertificate(),
+      fetch: ((req: Request, server: Server<never>) =>
+        isWebSocketUpgrade(req) ? upgradeWebSocket(req, server as never, registry, "https") : httpsProxy.fetch(req, server)) as never,
+      websocket: websocketHandler as never,
+    });
+    listen("HTTPS", options.httpsPort, () => httpsListener!.start());
+    tlsContext.httpsPort = httpsListener.boundPort;
+    certificates.onChange = () => httpsListener!.update(certificates.entries());
+  }
+  registry.restore();
+  certificates.start();
+
+  const proxy = createProxyApp(registry, "http", tlsContext);
   const http = listen("HTTP", options.httpPort, () =>
     Bun.serve({
       port: options.httpPort,
@@ -107,7 +144,7 @@ export async function runServer(options: RunOptions): Promise<void> {
 
   log.info("Server started", {
     http_port: http.port,
-    https_port: 0, // the HTTPS listener (ACME, SNI) is not built yet
+    https_port: httpsListener?.boundPort ?? 0,
     metrics_port: metricsServer?.port ?? 0,
     socket: options.socket,
     state_dir: options.stateDir,
@@ -121,9 +158,10 @@ export async function runServer(options: RunOptions): Promise<void> {
     log.info("Shutting down", { signal, in_flight: http.pendingRequests });
     adminServer.stop(true);
     metricsServer?.stop(true);
-    const graceful = http.stop(false).then(() => "done" as const);
+    certificates.stop();
+    const graceful = Promise.all([http.stop(false), httpsListener?.stop(false)]).then(() => "done" as const);
     const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
-    if (outcome === "timeout") await http.stop(true);
+    if (outcome === "timeout") await Promise.all([http.stop(true), httpsListener?.stop(true)]);
     registry.dispose();
     log.info("Server stopped", { graceful: outcome === "done" });
     log.flush();

@@ -6,6 +6,8 @@ import { metrics, type GaugeSource } from "../metrics.ts";
 import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
 import { Router } from "../routing/router.ts";
 import type { SavedService, SavedState, StateStore } from "../state/store.ts";
+import { CertificateError, loadCustomCertificate, type Certificate } from "../tls/certificates.ts";
+import type { CertificateManager } from "../tls/manager.ts";
 import { formatDuration } from "../values.ts";
 import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
 import { checkOnce, HealthCheck, type HealthCheckConfig } from "./health-check.ts";
@@ -40,11 +42,16 @@ export interface ServiceView {
 export class Registry implements GaugeSource {
   private readonly services = new Map<string, Service>();
   private readonly pages = new Map<string, CustomPages>();
+  /** Custom certificates by service, validated at deploy. */
+  private readonly customCertificates = new Map<string, Certificate>();
   router = new Router<Service>([]);
   /** Changes to one service run one after another; different services do not wait for each other. */
   private readonly locks = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly store: StateStore) {}
+  constructor(
+    private readonly store: StateStore,
+    readonly certificates?: CertificateManager,
+  ) {}
 
   service(name: string): Service | undefined {
     return this.services.get(name);
@@ -67,6 +74,7 @@ export class Registry implements GaugeSource {
 
   private rebuildRouter() {
     this.router = new Router(this.services.values());
+    this.certificates?.sync(this.services.values(), this.customCertificates);
   }
 
   // ---------------------------------------------------------------- deploy
@@ -91,6 +99,7 @@ export class Registry implements GaugeSource {
     // 1. Validate everything first; nothing changes on any error.
     const options = this.optionsFrom(request);
     const pages = options.errorPages ? this.loadPages(options.errorPages) : undefined;
+    const certificate = this.loadCertificate(options);
     this.checkConflicts(name, options);
 
     const existing = this.services.get(name);
@@ -119,6 +128,8 @@ export class Registry implements GaugeSource {
     }
     if (pages) this.pages.set(name, pages);
     else this.pages.delete(name);
+    if (certificate) this.customCertificates.set(name, certificate);
+    else this.customCertificates.delete(name);
     this.rebuildRouter();
 
     // 5 (first half). Persist as soon as the switch is made: a crash while
@@ -138,7 +149,15 @@ export class Registry implements GaugeSource {
   }
 
   private optionsFrom(request: DeployRequest): ServiceOptions {
-    if (request.tls && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host");
+    // Certificate files mean TLS with that certificate instead of ACME.
+    const tls = request.tls || Boolean(request.tlsCertificatePath);
+    if (tls && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host");
+    const wildcard = request.hosts.find((h) => h.startsWith("*."));
+    if (tls && wildcard && !request.tlsCertificatePath) {
+      throw new CommandError(
+        `wildcard host ${wildcard} needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards`,
+      );
+    }
     if (request.canonicalHost && !request.hosts.includes(request.canonicalHost)) {
       throw new CommandError(`canonical host "${request.canonicalHost}" must be one of the service's hosts`);
     }
@@ -149,7 +168,7 @@ export class Registry implements GaugeSource {
       hosts: [...new Set(request.hosts)],
       pathPrefixes: [...new Set(request.pathPrefixes)],
       stripPathPrefix: request.stripPathPrefix,
-      tls: request.tls,
+      tls,
       tlsStaging: request.tlsStaging,
       tlsCertificatePath: request.tlsCertificatePath,
       tlsPrivateKeyPath: request.tlsPrivateKeyPath,
@@ -164,7 +183,7 @@ export class Registry implements GaugeSource {
       },
       targetTimeoutMs: request.targetTimeout,
       drainTimeoutMs: request.drainTimeout,
-      forwardHeaders: request.forwardHeaders ?? !request.tls,
+      forwardHeaders: request.forwardHeaders ?? !tls,
       bufferRequests: request.bufferRequests,
       bufferResponses: request.bufferResponses,
       bufferMemory: request.bufferMemory,
@@ -175,6 +194,16 @@ export class Registry implements GaugeSource {
       logResponseHeaders: request.logResponseHeaders,
       writerAffinityTimeoutMs: request.writerAffinityTimeout,
     };
+  }
+
+  private loadCertificate(options: ServiceOptions): Certificate | undefined {
+    if (!options.tlsCertificatePath || !options.tlsPrivateKeyPath) return undefined;
+    try {
+      return loadCustomCertificate(options.tlsCertificatePath, options.tlsPrivateKeyPath, options.hosts);
+    } catch (error) {
+      if (error instanceof CertificateError) throw new CommandError(error.message);
+      throw error;
+    }
   }
 
   private loadPages(dir: string): CustomPages {
@@ -258,6 +287,7 @@ export class Registry implements GaugeSource {
       const service = this.mustGet(request.service);
       this.services.delete(service.name);
       this.pages.delete(service.name);
+      this.customCertificates.delete(service.name);
       this.rebuildRouter();
       this.persist();
       service.dispose();
@@ -416,7 +446,7 @@ export class Registry implements GaugeSource {
   }
 
   certificateExpiry(): { host: string; expiresAt: number }[] {
-    return [];
+    return this.certificates?.expiries() ?? [];
   }
 
   // ---------------------------------------------------------------- state
@@ -472,6 +502,14 @@ export class Registry implements GaugeSource {
           this.pages.set(saved.name, loadCustomPages(options.errorPages));
         } catch (error) {
           log.warn("Error pages unavailable; using built-in pages", { service: saved.name, error: (error as Error).message });
+        }
+      }
+      if (options.tlsCertificatePath) {
+        try {
+          const certificate = this.loadCertificate(options);
+          if (certificate) this.customCertificates.set(saved.name, certificate);
+        } catch (error) {
+          log.error("Custom certificate unavailable; HTTPS for this service has no certificate", { service: saved.name, error: (error as Error).message });
         }
       }
       this.services.set(saved.name, service);

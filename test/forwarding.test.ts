@@ -1,0 +1,678 @@
+// SPEC §7 Forwarding (and the request log of §10), end to end: a real
+// parachute process in front of real backends, with raw sockets where fetch
+// would hide what is on the wire. One rule per test.
+import * as fs from "node:fs";
+import * as net from "node:net";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { deadPort, GZIP_BYTES, startBackend, type Backend } from "./support/backend.ts";
+import { deployOk, echoVia, rawPathAndQuery } from "./support/helpers.ts";
+import {
+  bigByte,
+  buildRequest,
+  generatedBody,
+  header,
+  headLines,
+  peakRss,
+  rawRequest,
+  startProbeBackend,
+  startRawTarget,
+  startStallTarget,
+  waitFor,
+  waitForStable,
+  type ProbeBackend,
+  type RawTarget,
+  type StallTarget,
+} from "./support/net.ts";
+import { Proxy } from "./support/proxy.ts";
+
+// Every CLI command is a new process: generous timeouts keep a loaded 2-core box from failing tests.
+setDefaultTimeout(30_000);
+
+const MiB = 1024 * 1024;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+let proxy: Proxy;
+let app: Backend; // the standard echo backend
+let sick1: Backend;
+let sick2: Backend;
+let rr1: Backend;
+let rr2: Backend;
+let probe: ProbeBackend;
+let rawEcho: RawTarget; // answers with the raw request head it received
+let closer: RawTarget; // closes the connection when the request arrives
+let halfHead: RawTarget; // writes half a response head, then closes
+let truncated: RawTarget; // sends a head announcing 100000 bytes, 10 bytes, then closes
+let hopper: RawTarget; // answers with every kind of hop-by-hop response header
+let stall: StallTarget; // reads the first bytes of a request, then nothing more
+
+beforeAll(async () => {
+  app = startBackend("app");
+  sick1 = startBackend("sick-1");
+  sick2 = startBackend("sick-2");
+  rr1 = startBackend("rr-1");
+  rr2 = startBackend("rr-2");
+  probe = startProbeBackend();
+  rawEcho = startRawTarget("echo-head");
+  closer = startRawTarget("close");
+  halfHead = startRawTarget("partial-head");
+  truncated = startRawTarget("truncated-body");
+  hopper = startRawTarget("hop-headers");
+  stall = await startStallTarget();
+  proxy = await Proxy.start();
+  const dead = await deadPort();
+  await Promise.all([
+    deployOk(proxy, "app", ["--target", app.address, "--host", "app.test"]),
+    deployOk(proxy, "nofwd", ["--target", app.address, "--host", "nofwd.test", "--forward-headers=false"]),
+    deployOk(proxy, "logged", [
+      "--target",
+      app.address,
+      "--host",
+      "log.test",
+      "--log-request-header",
+      "X-Custom",
+      "--log-response-header",
+      "X-Backend",
+    ]),
+    deployOk(proxy, "impatient", ["--target", app.address, "--host", "timeout.test", "--target-timeout", "300ms"]),
+    deployOk(proxy, "probe", ["--target", probe.address, "--host", "probe.test"]),
+    deployOk(proxy, "raw", ["--target", rawEcho.address, "--host", "raw.test", "--force"]),
+    deployOk(proxy, "dead", ["--target", `127.0.0.1:${dead}`, "--host", "dead.test", "--force"]),
+    deployOk(proxy, "closer", ["--target", closer.address, "--host", "closer.test", "--force"]),
+    deployOk(proxy, "halfhead", ["--target", halfHead.address, "--host", "halfhead.test", "--force"]),
+    deployOk(proxy, "truncated", ["--target", truncated.address, "--host", "truncated.test", "--force"]),
+    deployOk(proxy, "stall", ["--target", stall.address, "--host", "stall.test", "--force"]),
+    deployOk(proxy, "hopper", ["--target", hopper.address, "--host", "hopper.test", "--force"]),
+    deployOk(proxy, "rr", ["--target", `${rr1.address},${rr2.address}`, "--host", "rr.test"]),
+    deployOk(proxy, "sick", [
+      "--target",
+      `${sick1.address},${sick2.address}`,
+      "--host",
+      "sick.test",
+      "--health-check-interval",
+      "100ms",
+      "--health-check-timeout",
+      "1s",
+    ]),
+  ]);
+});
+
+afterAll(async () => {
+  await proxy?.stop();
+  if (proxy) fs.rmSync(proxy.stateDir, { recursive: true, force: true });
+  await Promise.all([app, sick1, sick2, rr1, rr2, probe].map((b) => b?.stop()));
+  for (const t of [rawEcho, closer, halfHead, truncated, hopper]) t?.stop();
+  await stall?.stop();
+});
+
+/** The Request log line for a request id, once it has been written. */
+function requestLog(requestId: string, timeoutMs = 10_000) {
+  return proxy.waitForLog((l) => l.msg === "Request" && l.request_id === requestId, timeoutMs);
+}
+
+async function expectHtmlError(res: Response, status: number) {
+  const body = await res.text();
+  expect(res.status).toBe(status);
+  expect(res.headers.get("content-type") ?? "").toStartWith("text/html");
+  expect(body).toMatch(/<html/i);
+  return body;
+}
+
+describe("target selection", () => {
+  test("requests go to the healthy targets round robin", async () => {
+    const answered: string[] = [];
+    for (let i = 0; i < 6; i++) answered.push((await echoVia(proxy, "/", "rr.test")).backend);
+    expect(new Set(answered)).toEqual(new Set(["rr-1", "rr-2"]));
+    // Strict alternation.
+    for (let i = 1; i < answered.length; i++) expect(answered[i]).not.toBe(answered[i - 1]);
+  });
+});
+
+describe("request line and Host", () => {
+  test("the original Host header is kept", async () => {
+    const echo = await echoVia(proxy, "/", "app.test");
+    expect(echo.headers.host).toBe("app.test");
+    const withPort = await echoVia(proxy, "/", "App.Test:8080");
+    expect(withPort.headers.host).toBe("App.Test:8080");
+  });
+
+  test("the path and raw query are passed verbatim (percent-encodings, +, repeated keys, empty values)", async () => {
+    const target = "/a%2Fb/c+d%20e/%C3%A9?x=1&x=2&empty=&flag&enc=%2F%3D%26&plus=a+b&sp=%20&amp;x=3";
+    const echo = await echoVia(proxy, target, "app.test");
+    expect(rawPathAndQuery(echo.url)).toBe(target);
+  });
+
+  test("the request target is forwarded verbatim on the wire (raw socket on both sides)", async () => {
+    const target = "/p%2Fq/r+s?k=v%2Fw&k=&k&z=a+b%2B";
+    const res = await rawRequest(proxy.httpPort, buildRequest("GET", target, [["Host", "raw.test"]]));
+    expect(res.status).toBe(200);
+    expect(res.body.split("\r\n")[0]).toBe(`GET ${target} HTTP/1.1`);
+  });
+
+  test("a path with empty segments (`//`) is forwarded verbatim", async () => {
+    const target = "//double//slash/?q=//x";
+    const res = await rawRequest(proxy.httpPort, buildRequest("GET", target, [["Host", "raw.test"]]));
+    expect(res.status).toBe(200);
+    expect(res.body.split("\r\n")[0]).toBe(`GET ${target} HTTP/1.1`);
+  });
+
+  test("the method and request body reach the target", async () => {
+    const echo = await echoVia(proxy, "/put", "app.test", { method: "PUT", body: "twelve bytes" });
+    expect(echo.method).toBe("PUT");
+    expect(echo.bodyBytes).toBe(12);
+  });
+});
+
+describe("X-Forwarded-* and X-Request-* headers", () => {
+  test("X-Forwarded-For is the client IP", async () => {
+    const echo = await echoVia(proxy, "/", "app.test");
+    expect(echo.headers["x-forwarded-for"]).toBe("127.0.0.1");
+  });
+
+  test("with --forward-headers (the default without TLS) the client IP is appended to an inbound X-Forwarded-For", async () => {
+    const echo = await echoVia(proxy, "/", "app.test", { headers: { "X-Forwarded-For": "203.0.113.7, 198.51.100.2" } });
+    expect(echo.headers["x-forwarded-for"]).toBe("203.0.113.7, 198.51.100.2, 127.0.0.1");
+  });
+
+  test("with --forward-headers=false inbound X-Forwarded-* values are discarded and replaced", async () => {
+    const echo = await echoVia(proxy, "/", "nofwd.test", {
+      headers: {
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "spoofed.example",
+        "X-Forwarded-Port": "8443",
+        "X-Forwarded-Prefix": "/evil",
+      },
+    });
+    expect(echo.headers["x-forwarded-for"]).toBe("127.0.0.1");
+    expect(echo.headers["x-forwarded-proto"]).toBe("http");
+    expect(echo.headers["x-forwarded-host"]).toBe("nofwd.test");
+    expect(echo.headers["x-forwarded-port"]).toBeUndefined();
+    expect(echo.headers["x-forwarded-prefix"]).toBeUndefined();
+  });
+
+  test("X-Forwarded-Proto is http on the HTTP listener", async () => {
+    const echo = await echoVia(proxy, "/", "app.test");
+    expect(echo.headers["x-forwarded-proto"]).toBe("http");
+  });
+
+  test("X-Forwarded-Host is the original host", async () => {
+    const echo = await echoVia(proxy, "/", "app.test");
+    expect(echo.headers["x-forwarded-host"]).toBe("app.test");
+  });
+
+  test("an inbound X-Request-ID is kept", async () => {
+    const echo = await echoVia(proxy, "/", "app.test", { headers: { "X-Request-ID": "my-request-42" } });
+    expect(echo.headers["x-request-id"]).toBe("my-request-42");
+  });
+
+  test("without an inbound X-Request-ID each request gets a new UUID", async () => {
+    const first = await echoVia(proxy, "/", "app.test");
+    const second = await echoVia(proxy, "/", "app.test");
+    expect(first.headers["x-request-id"]).toMatch(UUID);
+    expect(second.headers["x-request-id"]).toMatch(UUID);
+    expect(first.headers["x-request-id"]).not.toBe(second.headers["x-request-id"]);
+  });
+
+  test("an inbound X-Request-Start is kept", async () => {
+    const echo = await echoVia(proxy, "/", "app.test", { headers: { "X-Request-Start": "t=1234567890123" } });
+    expect(echo.headers["x-request-start"]).toBe("t=1234567890123");
+  });
+
+  test("without an inbound X-Request-Start, `t=<unix ms>` of the arrival is added", async () => {
+    const before = Date.now();
+    const echo = await echoVia(proxy, "/", "app.test");
+    const after = Date.now();
+    const match = /^t=(\d+)$/.exec(echo.headers["x-request-start"] ?? "");
+    expect(match).not.toBeNull();
+    const t = Number(match![1]);
+    expect(t).toBeGreaterThanOrEqual(before - 5);
+    expect(t).toBeLessThanOrEqual(after + 5);
+  });
+});
+
+describe("hop-by-hop headers", () => {
+  test("are not forwarded to the target: Connection and the headers it names, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade", async () => {
+    const res = await rawRequest(
+      proxy.httpPort,
+      buildRequest("GET", "/hop", [
+        ["Host", "raw.test"],
+        ["Connection", "close, X-Private, X-Other"],
+        ["X-Private", "secret"],
+        ["X-Other", "other"],
+        ["Keep-Alive", "timeout=5, max=100"],
+        ["Proxy-Connection", "keep-alive"],
+        ["TE", "trailers"],
+        ["Trailer", "X-Checksum"],
+        ["Upgrade", "h2c"],
+        ["X-Kept", "kept"],
+      ]),
+    );
+    expect(res.status).toBe(200);
+    const seen = headLines(res.body);
+    const names = seen.map(([n]) => n);
+    expect(names).toContain("x-kept");
+    for (const name of ["x-private", "x-other", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"]) {
+      expect(names, `${name} reached the target`).not.toContain(name);
+    }
+    // The proxy may open its own keep-alive connection, but must not pass on the client's Connection tokens.
+    for (const [, value] of seen.filter(([n]) => n === "connection")) {
+      expect(value.toLowerCase()).not.toContain("x-private");
+      expect(value.toLowerCase()).not.toContain("x-other");
+    }
+  });
+
+  test("are not forwarded to the client: Connection-named headers, Keep-Alive, Proxy-Connection", async () => {
+    // Sanity: the backend really sends them.
+    const direct = await rawRequest(app.port, buildRequest("GET", "/hop", [["Host", "app.test"]]));
+    expect(header(direct, "x-private")).toBe("secret");
+    expect(header(direct, "keep-alive")).toBe("timeout=5");
+
+    const res = await rawRequest(proxy.httpPort, buildRequest("GET", "/hop", [["Host", "app.test"]]));
+    expect(res.status).toBe(200);
+    expect(res.body).toBe("hop");
+    const names = res.headers.map(([n]) => n);
+    expect(names).not.toContain("x-private");
+    expect(names).not.toContain("keep-alive");
+    expect(names).not.toContain("proxy-connection");
+    for (const [, value] of res.headers.filter(([n]) => n === "connection")) {
+      expect(value.toLowerCase()).not.toContain("x-private");
+    }
+  });
+
+  test("are not forwarded to the client: also Upgrade and Trailer, and every header Connection names", async () => {
+    const res = await rawRequest(proxy.httpPort, buildRequest("GET", "/", [["Host", "hopper.test"]]));
+    expect(res.status).toBe(200);
+    expect(res.body).toBe("hop");
+    const names = res.headers.map(([n]) => n);
+    expect(names).toContain("x-kept");
+    for (const name of ["x-private", "x-secret-two", "keep-alive", "proxy-connection", "upgrade", "trailer"]) {
+      expect(names, `${name} reached the client`).not.toContain(name);
+    }
+    for (const [, value] of res.headers.filter(([n]) => n === "connection")) {
+      expect(value.toLowerCase()).not.toContain("x-private");
+      expect(value.toLowerCase()).not.toContain("x-secret-two");
+    }
+  });
+});
+
+describe("bodies and responses pass through", () => {
+  test("gzip responses pass byte for byte with their Content-Encoding", async () => {
+    // decompress: false so that the client, too, hands over the bytes as they arrived.
+    const res = await fetch(proxy.url("/gzip"), { headers: { Host: "app.test", "Accept-Encoding": "gzip" }, decompress: false });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-encoding")).toBe("gzip");
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    expect(bytes.byteLength).toBe(GZIP_BYTES.byteLength);
+    expect(Buffer.from(bytes).equals(Buffer.from(GZIP_BYTES))).toBe(true);
+  });
+
+  test("redirects from the app are not followed: the 302 and its Location reach the client", async () => {
+    const before = app.seen.length;
+    const res = await proxy.fetch("/redirect", { host: "app.test" });
+    expect(res.status).toBe(302);
+    expect(res.headers.get("location")).toBe("/echo?from=redirect");
+    await res.body?.cancel();
+    // The proxy made exactly one request: it did not follow the Location itself.
+    expect(app.seen.slice(before).map((s) => rawPathAndQuery(s.url))).toEqual(["/redirect"]);
+  });
+
+  test("several Set-Cookie headers stay separate", async () => {
+    const res = await proxy.fetch("/cookies", { host: "app.test" });
+    expect(res.status).toBe(200);
+    expect(res.headers.getSetCookie()).toEqual(["a=1; Path=/", "b=2; Path=/; HttpOnly", "c=3, with comma; Path=/"]);
+  });
+
+  test("the app's own errors pass through untouched", async () => {
+    for (const status of [500, 503, 404, 502]) {
+      const res = await proxy.fetch(`/status/${status}`, { host: "app.test" });
+      expect(res.status).toBe(status);
+      expect(await res.text()).toBe(`app says ${status}`);
+      expect(res.headers.get("content-type") ?? "").not.toContain("text/html");
+      expect(res.headers.get("x-backend")).toBe("app");
+    }
+  });
+
+  test("a 10 MB request body reaches the target whole", async () => {
+    const body = new Uint8Array(10 * MiB).fill(7);
+    const echo = await echoVia(proxy, "/upload", "app.test", { method: "POST", body });
+    expect(echo.method).toBe("POST");
+    expect(echo.bodyBytes).toBe(10 * MiB);
+  });
+
+  test("a request body is streamed: the target sees the first bytes before the client has sent the rest", async () => {
+    const id = crypto.randomUUID();
+    const first = new Uint8Array(64 * 1024).fill(1);
+    const rest = 4 * MiB;
+    let stage = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (stage === 0) {
+          stage = 1;
+          controller.enqueue(first);
+          return;
+        }
+        if (stage === 1) {
+          stage = 2;
+          // Hold back the rest until the target reports the first bytes: a
+          // proxy that buffered whole request bodies would never get here.
+          const arrived = await Promise.race([
+            probe.firstUploadBytes(id).then(() => true),
+            Bun.sleep(5000).then(() => false),
+          ]);
+          if (!arrived) {
+            controller.error(new Error("the target did not see the first bytes within 5 s: the request body is not streamed"));
+            return;
+          }
+          controller.enqueue(new Uint8Array(rest).fill(2));
+          return;
+        }
+        controller.close();
+      },
+    });
+    const res = await proxy.fetch(`/upload-probe?id=${id}`, { host: "probe.test", method: "POST", body });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { bodyBytes: number }).bodyBytes).toBe(first.byteLength + rest);
+  });
+
+  test("a streamed response arrives chunk by chunk as the target produces it", async () => {
+    const res = await proxy.fetch("/stream?chunks=5&interval=200", { host: "app.test" });
+    expect(res.status).toBe(200);
+    const lines: { text: string; arrived: number }[] = [];
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for await (const chunk of res.body!) {
+      const arrived = Date.now();
+      buffered += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buffered.indexOf("\n")) !== -1) {
+        lines.push({ text: buffered.slice(0, nl), arrived });
+        buffered = buffered.slice(nl + 1);
+      }
+    }
+    expect(lines.map((l) => l.text.split(" at ")[0])).toEqual(["chunk 0", "chunk 1", "chunk 2", "chunk 3", "chunk 4"]);
+    const producedLast = Number(lines[4]!.text.split(" at ")[1]);
+    // The first chunk reached the client long before the target produced the last one ...
+    expect(lines[0]!.arrived).toBeLessThan(producedLast - 400);
+    // ... and the client saw the chunks spread over the ~800 ms the target took.
+    expect(lines[4]!.arrived - lines[0]!.arrived).toBeGreaterThanOrEqual(600);
+  });
+});
+
+describe("large bodies", () => {
+  test("a 150 MiB upload (over Bun's default 128 MiB limit) passes, streamed", async () => {
+    const size = 150 * MiB;
+    const echo = await echoVia(proxy, "/big-upload", "app.test", { method: "POST", body: generatedBody(size) });
+    expect(echo.bodyBytes).toBe(size);
+  }, 60_000);
+
+  test("a 200 MiB download passes intact", async () => {
+    const size = 200 * MiB;
+    const res = await proxy.fetch(`/big?n=${size}`, { host: "probe.test" });
+    expect(res.status).toBe(200);
+    let received = 0;
+    let mismatch = -1;
+    for await (const chunk of res.body!) {
+      // Spot-check the pattern at the start and the end of every chunk.
+      for (const i of [0, chunk.byteLength - 1]) {
+        if (mismatch === -1 && chunk[i] !== bigByte(received + i)) mismatch = received + i;
+      }
+      received += chunk.byteLength;
+    }
+    expect(mismatch).toBe(-1);
+    expect(received).toBe(size);
+  }, 60_000);
+
+  test("a client that stops reading slows the target down (backpressure), and closing cancels it", async () => {
+    const sentBefore = probe.bigSent;
+    const cancelledBefore = probe.bigCancelled;
+    const socket = net.connect(proxy.httpPort, "127.0.0.1");
+    try {
+      await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+      socket.write(`GET /big?n=${4 * 1024 * MiB} HTTP/1.1\r\nHost: probe.test\r\n\r\n`);
+      // Read the first bytes, then stop reading.
+      await new Promise<void>((resolve) =>
+        socket.once("data", () => {
+          socket.pause();
+          resolve();
+        }),
+      );
+      const sent = (await waitForStable(() => probe.bigSent, 500, 15_000, "bytes the target produced")) - sentBefore;
+      // Only socket buffers' worth was produced, not the 4 GiB body.
+      expect(sent).toBeGreaterThan(0);
+      expect(sent).toBeLessThan(64 * MiB);
+    } finally {
+      socket.destroy();
+    }
+    await waitFor(() => probe.bigCancelled > cancelledBefore, 5000, "the target's stream to be cancelled");
+  }, 30_000);
+
+  test("a target that stops reading slows the client's upload down (backpressure), and the client leaving closes the upstream", async () => {
+    const connectionsBefore = stall.connections;
+    const closedBefore = stall.closed;
+    let pulled = 0;
+    const block = new Uint8Array(MiB).fill(0x62);
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulled += block.byteLength;
+        controller.enqueue(block.slice());
+      },
+    });
+    const controller = new AbortController();
+    const pending = proxy
+      .fetch("/upload", { host: "stall.test", method: "POST", body, signal: controller.signal })
+      .then((res) => res.status)
+      .catch((error: Error) => error);
+    try {
+      await waitFor(() => stall.connections > connectionsBefore && stall.received > 0, 10_000, "the upload to reach the target");
+      const accepted = await waitForStable(() => pulled, 500, 15_000, "bytes the client could send");
+      // Only socket buffers' worth left the client, not an endless body.
+      expect(accepted).toBeLessThan(64 * MiB);
+    } finally {
+      controller.abort();
+    }
+    expect(await pending).toBeInstanceOf(Error);
+    await waitFor(() => stall.closed > closedBefore, 5000, "the proxy to close the upstream connection");
+  }, 30_000);
+
+  test("large bodies do not make the proxy hold them in memory", async () => {
+    // Runs after the 150 MiB upload and the 200 MiB download: the proxy's peak
+    // RSS must stay far below either body size.
+    const peak = await peakRss(proxy.pid);
+    if (peak === undefined) return; // no /proc on this platform
+    expect(peak).toBeLessThan(140 * MiB);
+  });
+});
+
+describe("cancellation", () => {
+  test("a client that disconnects while waiting for the response cancels the upstream request", async () => {
+    const id = crypto.randomUUID();
+    const controller = new AbortController();
+    const pending = proxy
+      .fetch(`/hang?id=${id}`, { host: "probe.test", headers: { "X-Request-ID": id }, signal: controller.signal })
+      .catch((error: Error) => error);
+    await waitFor(() => probe.hanging.has(id), 5000, "the request to reach the target");
+    const aborted = Date.now();
+    controller.abort();
+    expect(await pending).toBeInstanceOf(Error);
+    await waitFor(() => probe.cancelled.find((c) => c.id === id), 5000, "the target to see the request cancelled");
+    expect(probe.cancelled.find((c) => c.id === id)!.at - aborted).toBeLessThan(2000);
+    const line = await requestLog(id, 5000);
+    expect(line.status).toBe(499);
+    expect(line.service).toBe("probe");
+  });
+
+  test("a client that disconnects during a long download cancels the upstream stream", async () => {
+    const cancelledBefore = probe.bigCancelled;
+    const controller = new AbortController();
+    const res = await proxy.fetch(`/big?n=${50 * 1024 * MiB}`, { host: "probe.test", signal: controller.signal });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let received = 0;
+    while (received < 4 * MiB) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      received += value.byteLength;
+    }
+    controller.abort();
+    await reader.cancel().catch(() => {});
+    await waitFor(() => probe.bigCancelled > cancelledBefore, 5000, "the target's stream to be cancelled");
+    expect(probe.bigActive).toBe(0);
+  });
+});
+
+describe("errors the proxy produces", () => {
+  test("502 (HTML) when the target refuses the connection", async () => {
+    const res = await proxy.fetch("/", { host: "dead.test" });
+    await expectHtmlError(res, 502);
+  });
+
+  test("502 (HTML) when the target closes the connection on receipt of the request", async () => {
+    const before = closer.connections;
+    const res = await proxy.fetch("/", { host: "closer.test" });
+    await expectHtmlError(res, 502);
+    expect(closer.connections).toBeGreaterThan(before);
+  });
+
+  test("502 (HTML) when the target breaks the connection in the middle of its response head", async () => {
+    const before = halfHead.heads.length;
+    const res = await proxy.fetch("/", { host: "halfhead.test" });
+    await expectHtmlError(res, 502);
+    expect(halfHead.heads.length).toBeGreaterThan(before);
+  });
+
+  test("a response body cut short by the target is not delivered to the client as complete", async () => {
+    // The target announced 200 and 100000 bytes, sent 10 and closed. Whether or
+    // not the proxy has already sent the head, the client must see a broken
+    // transfer (or a 502), never a clean response that looks complete.
+    const res = await rawRequest(proxy.httpPort, buildRequest("GET", "/", [["Host", "truncated.test"]]));
+    expect(truncated.heads.length).toBeGreaterThan(0);
+    if (res.status === 502) return;
+    expect(res.complete, `looked complete:\n${res.raw}`).toBe(false);
+    expect(res.body.length).toBeLessThan(100000);
+  });
+
+  test("503 (HTML) when no target is healthy", async () => {
+    // Both targets serve; then both fail their health checks.
+    expect((await echoVia(proxy, "/", "sick.test")).backend).toMatch(/^sick-/);
+    sick1.setHealth(500);
+    sick2.setHealth(500);
+    try {
+      const unhealthy = (address: string) => (l: Record<string, unknown>) =>
+        l.msg === "Target health changed" && l.target === address && l.to === "unhealthy";
+      await proxy.waitForLog(unhealthy(sick1.address), 5000);
+      await proxy.waitForLog(unhealthy(sick2.address), 5000);
+      const requestsBefore = sick1.requests + sick2.requests;
+      await expectHtmlError(await proxy.fetch("/", { host: "sick.test" }), 503);
+      expect(sick1.requests + sick2.requests).toBe(requestsBefore);
+    } finally {
+      sick1.setHealth(200);
+      sick2.setHealth(200);
+    }
+    // They rejoin once they pass again.
+    await waitFor(async () => (await proxy.fetch("/", { host: "sick.test" }).then((r) => (r.body?.cancel(), r.status))) === 200, 5000, "a target to rejoin");
+  });
+
+  test("504 (HTML) when the target does not answer within --target-timeout", async () => {
+    const started = Date.now();
+    const res = await proxy.fetch("/slow?ms=3000", { host: "timeout.test" });
+    await expectHtmlError(res, 504);
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(250);
+    expect(elapsed).toBeLessThan(2500);
+  });
+
+  test("--target-timeout bounds the wait for response headers only: a longer streamed body is not cut", async () => {
+    const res = await proxy.fetch("/stream?chunks=4&interval=200", { host: "timeout.test" });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text.trim().split("\n").map((l) => l.split(" at ")[0])).toEqual(["chunk 0", "chunk 1", "chunk 2", "chunk 3"]);
+  });
+
+  test("404 (HTML) when no service matches", async () => {
+    await expectHtmlError(await proxy.fetch("/", { host: "unknown.test" }), 404);
+  });
+});
+
+describe("request log", () => {
+  test("each proxied request logs one `Request` line with the SPEC §10 fields", async () => {
+    const id = `log-${crypto.randomUUID()}`;
+    const started = Date.now();
+    const res = await proxy.fetch("/echo/path?a=1&b=two", {
+      host: "log.test",
+      method: "POST",
+      body: "hello",
+      headers: { "User-Agent": "e2e-agent/1.0", "X-Request-ID": id, "X-Custom": "custom-value" },
+    });
+    expect(res.status).toBe(200);
+    const body = await res.arrayBuffer();
+    const line = await requestLog(id);
+    expect(proxy.logs.filter((l) => l.msg === "Request" && l.request_id === id)).toHaveLength(1);
+
+    expect(typeof line.time).toBe("string");
+    expect(Math.abs(Date.parse(line.time as string) - started)).toBeLessThan(10_000);
+    expect(line.level).toBe("info");
+    expect(line.service).toBe("logged");
+    expect(line.target).toBe(app.address);
+    expect(line.host).toBe("log.test");
+    expect(line.method).toBe("POST");
+    expect(line.path).toBe("/echo/path");
+    expect(line.query).toBe("a=1&b=two");
+    expect(line.status).toBe(200);
+    expect(typeof line.duration_ms).toBe("number");
+    expect(line.duration_ms as number).toBeGreaterThanOrEqual(0);
+    expect(line.duration_ms as number).toBeLessThan(10_000);
+    expect(line.request_id).toBe(id);
+    expect(line.client_addr).toBe("127.0.0.1");
+    expect(String(line.remote_addr)).toStartWith("127.0.0.1");
+    expect(line.user_agent).toBe("e2e-agent/1.0");
+    expect(line.req_content_length).toBe(5);
+    expect(line.resp_content_length).toBe(body.byteLength);
+    expect(line.proto).toBe("HTTP/1.1");
+    expect(line.scheme).toBe("http");
+    // --log-request-header / --log-response-header
+    expect(line.req_x_custom ?? line["req_x-custom"]).toBe("custom-value");
+    expect(line.resp_x_backend ?? line["resp_x-backend"]).toBe("app");
+  });
+
+  test("the logged request id is the one sent to the target when the proxy generated it", async () => {
+    const echo = await echoVia(proxy, "/generated-id", "app.test");
+    const id = echo.headers["x-request-id"]!;
+    expect(id).toMatch(UUID);
+    const line = await requestLog(id);
+    expect(line.path).toBe("/generated-id");
+    expect(line.status).toBe(200);
+  });
+
+  test("with a trusted X-Forwarded-For, client_addr is the original client and remote_addr the peer", async () => {
+    const id = `log-${crypto.randomUUID()}`;
+    const res = await proxy.fetch("/", { host: "app.test", headers: { "X-Request-ID": id, "X-Forwarded-For": "203.0.113.9" } });
+    await res.body?.cancel();
+    const line = await requestLog(id);
+    expect(line.client_addr).toBe("203.0.113.9");
+    expect(String(line.remote_addr)).toStartWith("127.0.0.1");
+  });
+
+  test("proxy errors are logged with their status", async () => {
+    const id = `log-${crypto.randomUUID()}`;
+    const res = await proxy.fetch("/", { host: "dead.test", headers: { "X-Request-ID": id } });
+    await res.body?.cancel();
+    expect(res.status).toBe(502);
+    const line = await requestLog(id);
+    expect(line.status).toBe(502);
+    expect(line.service).toBe("dead");
+    expect(line.host).toBe("dead.test");
+  });
+
+  test("resp_content_length of a proxy error is the size of the error page sent", async () => {
+    for (const host of ["dead.test", "nothing-here.test"]) {
+      const id = `log-${crypto.randomUUID()}`;
+      const res = await proxy.fetch("/", { host, headers: { "X-Request-ID": id } });
+      const page = await res.arrayBuffer();
+      expect(res.status).toBeGreaterThanOrEqual(400);
+      expect(page.byteLength).toBeGreaterThan(0);
+      const line = await requestLog(id);
+      expect(line.status).toBe(res.status);
+      expect(line.resp_content_length, `${host}: logged ${line.resp_content_length} for a ${page.byteLength}-byte page`).toBe(page.byteLength);
+    }
+  });
+});

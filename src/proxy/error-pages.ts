@@ -39,13 +39,19 @@ export function builtinPage(status: number, message?: string): string {
 }
 
 /** Renders the page for `status`: the service's own page if it has one, else the built-in page. */
-export function errorResponse(status: number, options: { message?: string; pages?: CustomPages } = {}): Response {
+export function errorPage(status: number, options: { message?: string; pages?: CustomPages } = {}): { response: Response; bytes: number } {
   const custom = options.pages?.get(status);
   const body = custom !== undefined ? custom.replaceAll("{{message}}", escapeHtml(options.message ?? "")) : builtinPage(status, options.message);
-  return new Response(body, {
+  const bytes = new TextEncoder().encode(body);
+  const response = new Response(bytes, {
     status,
     headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
   });
+  return { response, bytes: bytes.byteLength };
+}
+
+export function errorResponse(status: number, options: { message?: string; pages?: CustomPages } = {}): Response {
+  return errorPage(status, options).response;
 }
 
 /**

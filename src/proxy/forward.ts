@@ -37,7 +37,11 @@ export interface ForwardRequest {
   headers: Headers;
   timeoutMs: number;
   buffering?: Buffering;
-  /** Called exactly once, when the exchange is over (body relayed, failed or cancelled). */
+  /**
+   * Called exactly once when a relayed exchange is over (body relayed, failed
+   * or cancelled). Not called when forward() returns an error: the caller
+   * renders the error page and reports it.
+   */
   done: (outcome: Outcome) => void;
 }
 
@@ -61,11 +65,11 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
   const finish = target.begin(controller);
   let finished = false;
   let headers: Headers | undefined;
-  const end = (outcome: Outcome) => {
+  const end = (outcome: Outcome | undefined) => {
     if (finished) return;
     finished = true;
     finish();
-    f.done(headers ? { ...outcome, headers } : outcome);
+    if (outcome) f.done(headers ? { ...outcome, headers } : outcome);
   };
 
   const clientSignal = req.signal;
@@ -85,7 +89,7 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
       clearTimeout(timer);
       clientSignal.removeEventListener("abort", onClientGone);
       const failure = error instanceof BodyTooLarge ? { error: 413, reason: "request body too large" } : { error: 499, reason: "client disconnected" };
-      end({ status: failure.error, bytes: 0, error: failure.reason });
+      end(undefined);
       return failure;
     }
   }
@@ -107,7 +111,7 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
     bufferedRequest?.dispose();
     clientSignal.removeEventListener("abort", onClientGone);
     const failure = classify(controller.signal.reason, error);
-    end({ status: failure.error, bytes: 0, error: failure.reason });
+    end(undefined);
     return failure;
   }
   clearTimeout(timer);
@@ -139,7 +143,7 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
     } catch (error) {
       clientSignal.removeEventListener("abort", onClientGone);
       const failure = error instanceof BodyTooLarge ? { error: 502, reason: "response body too large" } : classify(controller.signal.reason, error);
-      end({ status: failure.error, bytes: 0, error: failure.reason });
+      end(undefined);
       return failure;
     }
   }
@@ -154,7 +158,7 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
     } catch (error) {
       clientSignal.removeEventListener("abort", onClientGone);
       const failure = classify(controller.signal.reason, error);
-      end({ status: failure.error, bytes: 0, error: failure.reason });
+      end(undefined);
       return failure;
     }
   }

@@ -4,7 +4,7 @@ import type { Server } from "bun";
 import { Hono } from "hono";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { errorResponse } from "../proxy/error-pages.ts";
+import { errorPage } from "../proxy/error-pages.ts";
 import { forward, type Outcome } from "../proxy/forward.ts";
 import { normalizeClientIp, upstreamRequestHeaders } from "../proxy/headers.ts";
 import { normalizeHost } from "../routing/router.ts";
@@ -131,6 +131,12 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
       scheme,
       started,
     };
+    /** Answers with a proxy error page and logs it with the page's size. */
+    const reject = (status: number, error: string, options: Parameters<typeof errorPage>[1] = {}) => {
+      const page = errorPage(status, options);
+      logRequest(entry, { status, bytes: page.bytes, error });
+      return page.response;
+    };
 
     // ACME HTTP-01 challenges are answered for every host, before routing
     // and redirects; unknown tokens fall through to the app.
@@ -141,8 +147,7 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
 
     const route = registry.router.match(host, path);
     if (!route) {
-      logRequest(entry, { status: 404, bytes: 0, error: "no service matches" });
-      return errorResponse(404);
+      return reject(404, "no service matches");
     }
     const service: Service = route.service;
     const options = service.options;
@@ -151,8 +156,7 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
     const pages = registry.errorPages(service);
 
     if (scheme === "https" && !options.tls) {
-      logRequest(entry, { status: 503, bytes: 0, error: "service is not served over HTTPS" });
-      return errorResponse(503, { pages, message: "This site is not served over HTTPS." });
+      return reject(503, "service is not served over HTTPS", { pages, message: "This site is not served over HTTPS." });
     }
     const location = await redirectTarget(service, host, req.headers.get("host") ?? "", scheme, path, query, tls);
     if (location) {
@@ -166,23 +170,19 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
       if (path === options.healthCheck.path) return new Response("OK", { status: 200 });
       const outcome = await service.pause.wait();
       if (outcome === "stopped") {
-        logRequest(entry, { status: 503, bytes: 0, error: "service stopped" });
-        return errorResponse(503, { pages, message: service.pause.message });
+        return reject(503, "service stopped", { pages, message: service.pause.message });
       }
       if (outcome === "timeout") {
-        logRequest(entry, { status: 504, bytes: 0, error: "paused longer than max-pause" });
-        return errorResponse(504, { pages });
+        return reject(504, "paused longer than max-pause", { pages });
       }
       if (registry.service(service.name) !== service) {
-        logRequest(entry, { status: 404, bytes: 0, error: "service removed" });
-        return errorResponse(404);
+        return reject(404, "service removed");
       }
     }
 
     // A declared length over the limit is refused before anything is read.
     if (options.maxRequestBody > 0 && Number(req.headers.get("content-length") ?? 0) > options.maxRequestBody) {
-      logRequest(entry, { status: 413, bytes: 0, error: "request body too large" });
-      return errorResponse(413, { pages });
+      return reject(413, "request body too large", { pages });
     }
 
     const isRead = req.method === "GET" || req.method === "HEAD";
@@ -196,8 +196,7 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
     }
     const { target, pinWriter } = service.pick(isRead, rolloutValue, pinnedToWriter);
     if (!target) {
-      logRequest(entry, { status: 503, bytes: 0, error: "no healthy target" });
-      return errorResponse(503, { pages });
+      return reject(503, "no healthy target", { pages });
     }
     entry.target = target.address;
 
@@ -235,7 +234,7 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
       }
       return result.response;
     }
-    return errorResponse(result.error, { pages });
+    return reject(result.error, result.reason, { pages });
   });
 
   return app;

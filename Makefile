@@ -2,7 +2,7 @@
 BUN ?= bun
 SOURCES := $(shell find src -name '*.ts') package.json bun.lock
 
-.PHONY: all build test typecheck unit run demo bench docker clean install bun
+.PHONY: all build test typecheck unit run demo bench docker sample clean install bun
 
 all: build
 
@@ -36,6 +36,22 @@ run: install
 
 bench: install
 	$(BUN) run bench
+
+# The zero-downtime demo (scripts/demo.ts): the proxy and four sample app
+# instances on free local ports, a redeploy under load, a report, then it keeps
+# running until Ctrl-C. DEMO_EXIT=1 stops right after the report;
+# PARACHUTE_BIN=dist/parachute runs the compiled binary instead of the source.
+demo: install
+	$(BUN) scripts/demo.ts
+
+# The sample app alone (sample/app.ts): PORT (default 3000), BIND, INSTANCE.
+sample: | bun
+	$(BUN) sample/app.ts
+
+# The container image (Dockerfile: this Makefile's install and build steps in
+# oven/bun, the binary on debian-slim). docker-compose.yml adds the sample app.
+docker:
+	docker build -t parachute .
 
 clean:
 	rm -rf dist .state

@@ -20,7 +20,11 @@ export class AdminClient {
         // Deploys can legitimately take minutes (deploy + drain timeouts).
         timeout: false,
       });
-    } catch {
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === "EACCES" || code === "EPERM") {
+        throw new CliError(`permission denied on ${this.socket}: the socket belongs to the user running "parachute run" (mode 0600)`);
+      }
       throw this.unreachable();
     }
   }

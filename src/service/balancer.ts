@@ -1,6 +1,10 @@
 import type { Target } from "./target.ts";
 
-/** Round robin over the healthy members of a fixed target list. */
+/**
+ * Round robin over the healthy members of a fixed target list. A lone target
+ * is used even when its checks fail: there is nowhere else to send the
+ * request, and the app's own answer (or a 502) says more than a 503 would.
+ */
 export class Balancer {
   private next = 0;
 
@@ -11,7 +15,7 @@ export class Balancer {
     const n = targets.length;
     if (n === 1) {
       const only = targets[0]!;
-      return only.health === "healthy" ? only : undefined;
+      return only.health === "adding" ? undefined : only;
     }
     for (let i = 0; i < n; i++) {
       const target = targets[(this.next + i) % n]!;

@@ -10,7 +10,7 @@ import { CertificateError, loadCustomCertificate, type Certificate } from "../tl
 import type { CertificateManager } from "../tls/manager.ts";
 import { formatDuration } from "../values.ts";
 import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
-import { checkOnce, HealthCheck, type HealthCheckConfig } from "./health-check.ts";
+import { HealthCheck, type HealthCheckConfig } from "./health-check.ts";
 import { RolloutSplit } from "./rollout.ts";
 import { Service, type ServiceOptions } from "./service.ts";
 import { Target } from "./target.ts";
@@ -512,14 +512,8 @@ export class Registry implements GaugeSource {
           log.error("Custom certificate unavailable; HTTPS for this service has no certificate", { service: saved.name, error: (error as Error).message });
         }
       }
+      // Its monitors (started by cutover) re-check every target in the background.
       this.services.set(saved.name, service);
-      // Monitored targets are checked by their monitors; a single writer gets one check so a dead one is visible in the log.
-      const only = service.targets.length === 1 ? service.targets[0] : undefined;
-      if (only) {
-        void checkOnce(only, options.healthCheck).then((r) => {
-          if (!r.ok) log.warn("Restored target is not healthy", { service: saved.name, target: only.address, check: r.description });
-        });
-      }
     }
     this.rebuildRouter();
     if (state.services.length) log.info("State restored", { services: state.services.map((s) => s.name) });

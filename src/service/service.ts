@@ -156,17 +156,12 @@ export class Service {
   }
 
   /**
-   * Health checks go on after the deploy wherever taking a failing target out
-   * changes something (SPEC §5): writers when there are several, and always
-   * readers and rollout targets, whose requests can fall back to the writers.
-   * A single writer is always used: taking it out would only turn 502s into 503s.
+   * Health checks go on after the deploy for every live target (SPEC §5): a
+   * failing target leaves the rotation and rejoins when it passes, and `list`
+   * tells the truth. A lone writer stays in use while failing (see Balancer).
    */
   monitor() {
-    const watched = new Set<Target>([
-      ...(this.targets.length > 1 ? this.targets : []),
-      ...this.readTargets,
-      ...(this.rolloutTargets ?? []),
-    ]);
+    const watched = new Set<Target>(this.live);
     for (const [target, check] of this.monitors) {
       if (!watched.has(target)) {
         check.stop();

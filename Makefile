@@ -27,7 +27,7 @@ typecheck: install
 	$(BUN) x tsc --noEmit -p .
 
 unit: install
-	$(BUN) test
+	$(BUN) test --timeout 60000
 
 test: typecheck unit
 

@@ -35,7 +35,7 @@ export interface ServiceView {
   /** running, paused or stopped */
   state: string;
   message?: string;
-  targets: { address: string; state: string; role: "writer" | "reader" | "rollout" | "draining" }[];
+  targets: { address: string; state: string; role: "writer" | "reader" | "rollout" | "draining" | "adding" }[];
   rollout?: { percent: number; list: string[] };
 }
 
@@ -232,7 +232,13 @@ export class Registry implements GaugeSource {
       for (const target of fresh) target.health = "healthy";
       return;
     }
-    await this.waitHealthy(name, fresh, config, timeoutMs, progress);
+    const shown = fresh.filter((t) => !live.includes(t));
+    for (const target of shown) service?.adding.add(target);
+    try {
+      await this.waitHealthy(name, fresh, config, timeoutMs, progress);
+    } finally {
+      for (const target of shown) service?.adding.delete(target);
+    }
   }
 
   /**
@@ -427,6 +433,7 @@ export class Registry implements GaugeSource {
         targets: [
           ...s.live.map((t) => ({ address: t.address, state: t.health as string, role: s.role(t) })),
           ...[...s.draining].map((t) => ({ address: t.address, state: "draining", role: "draining" as const })),
+          ...[...s.adding].filter((t) => !s.live.includes(t)).map((t) => ({ address: t.address, state: "adding", role: "adding" as const })),
         ],
         ...(s.rolloutTargets ? { rollout: { percent: s.split.percent, list: [...s.split.list] } } : {}),
       }));

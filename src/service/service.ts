@@ -50,6 +50,8 @@ export class Service {
   split = new RolloutSplit();
   /** Old targets that get no new requests and are finishing what they have. */
   readonly draining = new Set<Target>();
+  /** New targets being health-checked before they join (shown by `list`, never routed to). */
+  readonly adding = new Set<Target>();
   readonly pause = new PauseController();
   private readonly monitors = new Map<Target, HealthCheck>();
 

@@ -22,18 +22,67 @@ export interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** Set when the command was still running at `timeoutMs` and was killed. */
+  timedOut?: boolean;
+}
+
+export interface RunCliOptions {
+  /** Kill the command (SIGKILL) if it has not exited after this long; the result then has `timedOut`. */
+  timeoutMs?: number;
 }
 
 /** Runs a parachute command to completion. */
-export async function runCli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+export async function runCli(args: string[], env: Record<string, string | undefined> = {}, options: RunCliOptions = {}): Promise<CliResult> {
   const proc = Bun.spawn([...parachuteCommand(), ...args], {
     env: { ...process.env, NO_COLOR: "1", ...env },
     stdout: "pipe",
     stderr: "pipe",
     stdin: "ignore",
   });
+  let timedOut = false;
+  const timer =
+    options.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          proc.kill("SIGKILL");
+        }, options.timeoutMs);
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, stdout, stderr };
+  clearTimeout(timer);
+  return timedOut ? { code, stdout, stderr, timedOut } : { code, stdout, stderr };
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1 (bound to port 0, then closed). */
+export async function freePort(): Promise<number> {
+  const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = server.port;
+  server.stop(true);
+  return port;
+}
+
+/**
+ * Polls `check` until it returns a truthy value (which is returned) or the
+ * deadline passes (then throws, naming `what`). The short sleep between polls
+ * is the only sleep: the wait itself is bounded by the condition.
+ */
+export async function waitFor<T>(
+  what: string,
+  check: () => T | Promise<T>,
+  options: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<NonNullable<T>> {
+  const deadline = performance.now() + (options.timeoutMs ?? 10_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+      last = value;
+    } catch (error) {
+      last = error;
+    }
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${String(last)})`);
+    await Bun.sleep(options.intervalMs ?? 20);
+  }
 }
 
 export interface ProxyOptions {
@@ -41,6 +90,22 @@ export interface ProxyOptions {
   socket?: string;
   env?: Record<string, string | undefined>;
   args?: string[];
+  /**
+   * Default `run` flags the harness should NOT pass (`http-port`, `https-port`,
+   * `bind`, `socket`), e.g. to observe the environment deciding them. With
+   * `socket` omitted, `socket` (used by `cli`) should match what the env says.
+   */
+  omitDefaults?: ("http-port" | "https-port" | "bind" | "socket")[];
+}
+
+/** One service as `list --json` prints it. */
+export interface ListedService {
+  name: string;
+  hosts: string[];
+  pathPrefixes: string[];
+  tls: boolean;
+  state: string;
+  targets: { address: string; state: string }[];
 }
 
 export class Proxy {
@@ -68,20 +133,21 @@ export class Proxy {
   /** Starts (or restarts) the server process and waits for `Server started`. */
   async spawn(): Promise<void> {
     this.httpPort = 0;
+    // Only a `Server started` from this process counts, not one from before a restart.
+    const since = this.logs.length;
+    const omit = new Set(this.options.omitDefaults ?? []);
+    const defaults: string[] = [];
+    for (const [flag, value] of [["http-port", "0"], ["https-port", "0"], ["bind", "127.0.0.1"]] as const) {
+      if (!omit.has(flag)) defaults.push(`--${flag}`, value);
+    }
     this.proc = Bun.spawn(
       [
         ...parachuteCommand(),
         "run",
-        "--http-port",
-        "0",
-        "--https-port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+        ...defaults,
         "--state-dir",
         this.stateDir,
-        "--socket",
-        this.socket,
+        ...(omit.has("socket") ? [] : ["--socket", this.socket]),
         ...(this.options.args ?? []),
       ],
       { env: { ...process.env, NO_COLOR: "1", ...this.options.env }, stdout: "pipe", stderr: "pipe", stdin: "ignore" },
@@ -90,7 +156,7 @@ export class Proxy {
     void this.pump(this.proc.stdout);
     void this.pump(this.proc.stderr);
     const started = await Promise.race([
-      this.waitForLog((l) => l.msg === "Server started", 15_000),
+      this.waitForLog((l) => l.msg === "Server started", 15_000, since),
       this.exited.then((code) => {
         throw new Error(`parachute exited with ${code} before starting:\n${this.rawOutput.join("")}`);
       }),
@@ -125,9 +191,12 @@ export class Proxy {
     }
   }
 
-  /** Resolves with the first log line (already logged or future) matching the predicate. */
-  waitForLog(predicate: (line: Record<string, unknown>) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> {
-    const seen = this.logs.find(predicate);
+  /**
+   * Resolves with the first log line (already logged or future) matching the
+   * predicate; `since` skips the lines logged before that index (see `logMark`).
+   */
+  waitForLog(predicate: (line: Record<string, unknown>) => boolean, timeoutMs = 10_000, since = 0): Promise<Record<string, unknown>> {
+    const seen = this.logs.slice(since).find(predicate);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs}ms`)), timeoutMs);
@@ -141,8 +210,28 @@ export class Proxy {
     });
   }
 
+  /** The current position in the log, for `waitForLog(…, since)`. */
+  logMark(): number {
+    return this.logs.length;
+  }
+
   get pid(): number {
     return this.proc.pid;
+  }
+
+  /** The exit code once the server process has exited, else null. */
+  get exitCode(): number | null {
+    return this.proc.exitCode;
+  }
+
+  /** Everything the server printed so far (stdout and stderr), as text. */
+  get output(): string {
+    return this.rawOutput.join("");
+  }
+
+  /** Path of the state file in this server's state directory. */
+  get stateFile(): string {
+    return path.join(this.stateDir, "parachute.state");
   }
 
   url(pathAndQuery = "/"): string {
@@ -157,8 +246,15 @@ export class Proxy {
   }
 
   /** Runs a client command against this server. */
-  cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
-    return runCli([...args, "--socket", this.socket], env);
+  cli(args: string[], env: Record<string, string | undefined> = {}, options: RunCliOptions = {}): Promise<CliResult> {
+    return runCli([...args, "--socket", this.socket], env, options);
+  }
+
+  /** `list --json`, parsed. */
+  async listJson(): Promise<ListedService[]> {
+    const result = await this.cli(["list", "--json"]);
+    if (result.code !== 0) throw new Error(`list --json exited ${result.code}: ${result.stderr}`);
+    return (JSON.parse(result.stdout) as { services: ListedService[] }).services;
   }
 
   kill(signal: NodeJS.Signals | number = "SIGTERM") {

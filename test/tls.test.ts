@@ -1,0 +1,468 @@
+// Automatic certificates over ACME HTTP-01 (SPEC §8), against a real pebble
+// that validates challenges on the proxy's real HTTP port: issuance for two
+// hosts of one service and for a second service (verified against pebble's
+// root by SNI, HTTP/2), redirects and ACME challenge paths, the certificate
+// cache (0600 files, reused after a restart without new orders), renewal
+// swapping certificates under load with no failed request, races between
+// orders and deploys, and a failing CA that leaves the HTTP side working.
+//
+// Each describe has its own pebble and proxy, so that a failure in one
+// (e.g. an order race) cannot turn the others' results into noise.
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { X509Certificate } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { startBackend, type Backend } from "./support/backend.ts";
+import type { Echo } from "./support/helpers.ts";
+import { freePort, pebbleAvailable, startPebble, type Pebble } from "./support/pebble.ts";
+import { Proxy, waitFor } from "./support/proxy.ts";
+import { curl, curlHttps, httpsPortOf, peerCertificate, restart } from "./support/tls-tools.ts";
+
+// Real processes and a real CA: more room than the 5 s default, still bounded.
+setDefaultTimeout(40_000);
+
+/** Pebble issues in well under a second; a host without its certificate after this is a failure. */
+const ISSUE_TIMEOUT_MS = 10_000;
+
+const backends: Backend[] = [];
+function backend(name: string): Backend {
+  const b = startBackend(name);
+  backends.push(b);
+  return b;
+}
+afterAll(async () => {
+  await Promise.all(backends.map((b) => b.stop()));
+});
+
+const fast = ["--health-check-interval", "100ms"];
+
+async function deployOk(proxy: Proxy, service: string, args: string[]) {
+  const result = await proxy.cli(["deploy", service, ...fast, ...args]);
+  if (result.code !== 0) throw new Error(`deploy ${service} failed (${result.code}):\n${result.stderr}${result.stdout}`);
+  return result;
+}
+
+/** The lifecycle log lines (no request lines), for failure messages. */
+function lifecycle(proxy: Proxy, from = 0): string {
+  return proxy.logs
+    .slice(from)
+    .filter((l) => l.msg !== "Request")
+    .map((l) => JSON.stringify(l))
+    .join("\n");
+}
+
+/** Waits for a log line `msg` for `host`, logged at or after index `from` of proxy.logs. */
+function waitForHostLog(proxy: Proxy, msg: string, host: string, from = 0, timeoutMs = ISSUE_TIMEOUT_MS) {
+  return proxy.waitForLog((l) => l.msg === msg && l.host === host && proxy.logs.indexOf(l) >= from, timeoutMs).catch((error: Error) => {
+    throw new Error(`${error.message}: waiting for "${msg}" for ${host}; proxy logs:\n${lifecycle(proxy)}`);
+  });
+}
+
+/** Certificates pebble has issued so far (one log line each). */
+function pebbleIssued(pebble: Pebble): number {
+  return pebble.output().match(/Issued certificate serial/g)?.length ?? 0;
+}
+
+/** ACME accounts pebble has registered. */
+function pebbleAccounts(pebble: Pebble): number {
+  const counts = [...pebble.output().matchAll(/There are now (\d+) accounts/g)].map((m) => Number(m[1]));
+  return Math.max(0, ...counts);
+}
+
+function mode(file: string): number {
+  return fs.statSync(file).mode & 0o777;
+}
+
+interface AcmeStack {
+  pebble: Pebble;
+  proxy: Proxy;
+  httpPort: number;
+  httpsPort: number;
+  env: Record<string, string>;
+  rootPem: string;
+  rootFile: string;
+  https(host: string, pathAndQuery?: string): ReturnType<typeof curlHttps>;
+  stop(): Promise<void>;
+}
+
+/**
+ * pebble + a fresh proxy on fixed ports (the HTTP port must be known before
+ * pebble starts: pebble validates HTTP-01 on it). `validatePort` sends
+ * pebble's validations elsewhere instead, so that every order fails.
+ */
+async function startAcmeStack(options: { validatePort?: number } = {}): Promise<AcmeStack> {
+  const httpPort = await freePort();
+  const httpsPort = await freePort();
+  const pebble = await startPebble(options.validatePort ?? httpPort);
+  const env = { PARACHUTE_ACME_DIRECTORY: pebble.directory, PARACHUTE_ACME_CA: pebble.apiCaFile, PARACHUTE_ACME_RETRY: "1s" };
+  let proxy: Proxy;
+  try {
+    proxy = await Proxy.start({ args: ["--http-port", String(httpPort), "--https-port", String(httpsPort)], env });
+  } catch (error) {
+    await pebble.stop();
+    throw error;
+  }
+  expect(httpsPortOf(proxy.logs)).toBe(httpsPort);
+  const rootPem = await pebble.rootPem();
+  expect(rootPem).toContain("BEGIN CERTIFICATE");
+  const rootFile = path.join(pebble.dir, "issuing-root.pem");
+  fs.writeFileSync(rootFile, rootPem);
+  const stack: AcmeStack = {
+    pebble,
+    proxy,
+    httpPort,
+    httpsPort,
+    env,
+    rootPem,
+    rootFile,
+    https: (host, pathAndQuery = "/echo") => curlHttps(host, httpsPort, pathAndQuery, rootFile),
+    async stop() {
+      await stack.proxy.stop();
+      await pebble.stop();
+    },
+  };
+  return stack;
+}
+
+describe.skipIf(!pebbleAvailable())("ACME certificates from pebble", () => {
+  let s: AcmeStack;
+  let one: Backend;
+  let two: Backend;
+
+  beforeAll(async () => {
+    s = await startAcmeStack();
+    one = backend("one");
+    two = backend("two");
+  });
+
+  afterAll(async () => {
+    await s?.stop();
+  });
+
+  test("issues certificates for two hosts of one service and for a second service, each served by SNI over HTTP/2", async () => {
+    // One order at a time here (each deploy waits for its certificates); the
+    // describes below race orders against each other on purpose.
+    await deployOk(s.proxy, "two", ["--target", two.address, "--host", "b.test", "--tls"]);
+    await waitForHostLog(s.proxy, "Certificate issued", "b.test");
+    await deployOk(s.proxy, "one", ["--target", one.address, "--host", "a.test,www.a.test", "--tls"]);
+    for (const host of ["a.test", "www.a.test", "b.test"]) {
+      const requested = await waitForHostLog(s.proxy, "Requesting certificate", host);
+      expect(requested.directory).toBe(s.pebble.directory);
+      await waitForHostLog(s.proxy, "Certificate issued", host);
+    }
+    for (const [host, name] of [["a.test", "one"], ["www.a.test", "one"], ["b.test", "two"]] as const) {
+      const res = await s.https(host);
+      expect(res.stderr).toBe("");
+      expect(res.exit).toBe(0); // verified against pebble's root for this name
+      expect(res.status).toBe(200);
+      expect(res.httpVersion).toBe("2");
+      const echo = JSON.parse(res.body) as Echo;
+      expect(echo.backend).toBe(name);
+      expect(echo.headers["x-forwarded-proto"]).toBe("https");
+      const peer = await peerCertificate(s.httpsPort, host, s.rootPem);
+      expect(peer.authorized, `${host}: ${peer.authorizationError}`).toBe(true);
+      expect(peer.alpn).toBe("h2");
+    }
+    // Each host has its own certificate, all from one ACME account, with no failed order.
+    const serials = await Promise.all(["a.test", "www.a.test", "b.test"].map(async (h) => (await peerCertificate(s.httpsPort, h, s.rootPem)).serial));
+    expect(new Set(serials).size).toBe(3);
+    expect(pebbleAccounts(s.pebble)).toBe(1);
+    expect(s.proxy.logs.filter((l) => l.msg === "Certificate request failed")).toEqual([]);
+  });
+
+  test("HTTP is redirected to HTTPS with 301, path and query kept, and the target works", async () => {
+    const res = await s.proxy.fetch("/some/page?x=1&y=2", { host: "a.test" });
+    expect(res.status).toBe(301);
+    expect(res.headers.get("location")).toBe(`https://a.test:${s.httpsPort}/some/page?x=1&y=2`);
+    const followed = await s.https("a.test", "/some/page?x=1&y=2");
+    expect(followed.status).toBe(200);
+    expect((JSON.parse(followed.body) as Echo).url).toEndWith("/some/page?x=1&y=2");
+  });
+
+  test("ACME challenge paths are never redirected, even for unknown tokens", async () => {
+    // Pebble's validations of known tokens went through this redirecting
+    // HTTP port above; a path with a token the proxy does not know must not
+    // be redirected to HTTPS either.
+    const challenge = await s.proxy.fetch("/.well-known/acme-challenge/not-a-known-token", { host: "a.test" });
+    await challenge.body?.cancel();
+    expect(challenge.headers.get("location")).toBeNull();
+    expect(challenge.status).not.toBe(301);
+  });
+
+  test("an HTTP → HTTPS redirect for a host still being issued waits for its certificate", async () => {
+    const early = backend("early");
+    const mark = s.proxy.logs.length;
+    await deployOk(s.proxy, "early", ["--target", early.address, "--host", "early.test", "--tls"]);
+    const res = await s.proxy.fetch("/x?y=1", { host: "early.test" });
+    const answeredAt = Date.now();
+    expect(res.status).toBe(301);
+    const location = res.headers.get("location");
+    expect(location).toBe(`https://early.test:${s.httpsPort}/x?y=1`);
+    // The certificate was there before the redirect was answered (the log
+    // line may reach us after the response, so compare its time)…
+    const issued = await waitForHostLog(s.proxy, "Certificate issued", "early.test", mark);
+    expect(Date.parse(String(issued.time))).toBeLessThanOrEqual(answeredAt);
+    // …so the browser following it gets a verified connection.
+    const followed = await s.https("early.test", "/x?y=1");
+    expect(followed.exit).toBe(0);
+    expect(followed.status).toBe(200);
+  });
+
+  test("a first HTTPS request for a host whose certificate is not issued yet waits for it instead of failing", async () => {
+    const first = backend("first");
+    const mark = s.proxy.logs.length;
+    await deployOk(s.proxy, "first", ["--target", first.address, "--host", "first.test", "--tls"]);
+    try {
+      // Straight after the deploy: the order is still running.
+      const res = await s.https("first.test", "/echo?first=1");
+      const issued = s.proxy.logs.slice(mark).find((l) => l.msg === "Certificate issued" && l.host === "first.test");
+      expect(res.stderr, `issued at ${String(issued?.time)}`).toBe("");
+      expect(res.exit).toBe(0);
+      expect(res.status).toBe(200);
+    } finally {
+      // Whatever happened, later tests expect every host to have its certificate.
+      await waitForHostLog(s.proxy, "Certificate issued", "first.test", mark);
+    }
+  });
+
+  test("an HTTPS request for a host without TLS gets 503; an unknown name fails verification", async () => {
+    const plain = backend("plain");
+    await deployOk(s.proxy, "plain", ["--target", plain.address, "--host", "plain.test"]);
+    const secure = await curl(`https://plain.test:${s.httpsPort}/echo`, { insecure: true, resolve: [{ host: "plain.test", port: s.httpsPort }] });
+    expect(secure.exit).toBe(0);
+    expect(secure.status).toBe(503);
+    expect(plain.requests).toBe(0);
+    // No ACME order for a service without --tls.
+    expect(s.proxy.logs.some((l) => l.msg === "Requesting certificate" && l.host === "plain.test")).toBe(false);
+
+    const unknown = await s.https("unknown.test");
+    expect(unknown.exit).toBe(60); // CURLE_PEER_FAILED_VERIFICATION
+    const peer = await peerCertificate(s.httpsPort, "unknown.test", s.rootPem);
+    expect(peer.authorized).toBe(false);
+    expect(peer.subjectCN).not.toMatch(/\.test$/);
+  });
+
+  test("certificates and the ACME account are cached under <state-dir>/certs, private files 0600", () => {
+    const certs = path.join(s.proxy.stateDir, "certs");
+    expect(mode(certs) & 0o077).toBe(0);
+    for (const host of ["a.test", "www.a.test", "b.test"]) {
+      expect(mode(path.join(certs, `${host}.key`))).toBe(0o600);
+      expect(mode(path.join(certs, `${host}.crt`))).toBe(0o600);
+      expect(fs.readFileSync(path.join(certs, `${host}.crt`), "utf8")).toContain("BEGIN CERTIFICATE");
+      expect(fs.readFileSync(path.join(certs, `${host}.key`), "utf8")).toContain("PRIVATE KEY");
+    }
+    expect(mode(path.join(certs, "account.key"))).toBe(0o600);
+    expect(mode(path.join(certs, "account.json"))).toBe(0o600);
+    expect(fs.readFileSync(path.join(certs, "account.json"), "utf8")).toContain(s.pebble.directory);
+    // No temp files left behind by the atomic writes.
+    expect(fs.readdirSync(certs).filter((f) => f.includes(".tmp"))).toEqual([]);
+  });
+
+  test("a restart reuses the cached certificates: HTTPS works at once and nothing is ordered", async () => {
+    const hosts = ["a.test", "www.a.test", "b.test", "early.test"];
+    const before = await Promise.all(hosts.map(async (h) => (await peerCertificate(s.httpsPort, h, s.rootPem)).serial));
+    const issuedBefore = pebbleIssued(s.pebble);
+    const mark = s.proxy.logs.length;
+    await s.proxy.kill("SIGKILL");
+    await restart(s.proxy);
+    // At once: no waiting for anything after `Server started`.
+    for (const host of hosts) {
+      const res = await s.https(host);
+      expect(res.exit).toBe(0);
+      expect(res.status).toBe(200);
+    }
+    const after = await Promise.all(hosts.map(async (h) => (await peerCertificate(s.httpsPort, h, s.rootPem)).serial));
+    expect(after).toEqual(before);
+    // A (wrong) background order would have been logged at restore, before `Server started`.
+    const since = s.proxy.logs.slice(mark);
+    expect(since.filter((l) => l.msg === "Requesting certificate" || l.msg === "Renewing certificate")).toEqual([]);
+    expect(pebbleIssued(s.pebble)).toBe(issuedBefore);
+  });
+
+  test("renewal swaps the certificate while keep-alive and new-connection clients see no error", async () => {
+    const before = await peerCertificate(s.httpsPort, "a.test", s.rootPem);
+    const cachedBefore = new X509Certificate(fs.readFileSync(path.join(s.proxy.stateDir, "certs", "a.test.crt"))).serialNumber;
+    await s.proxy.kill("SIGKILL");
+    // Same state dir and ports. Pebble's certificates last 5 years, so
+    // renewing 48000 h (2000 days) ahead makes every check (each second) renew.
+    s.proxy = await Proxy.start({
+      stateDir: s.proxy.stateDir,
+      args: ["--http-port", String(s.httpPort), "--https-port", String(s.httpsPort)],
+      env: { ...s.env, PARACHUTE_ACME_RENEW_BEFORE: "48000h", PARACHUTE_ACME_CHECK_INTERVAL: "1s" },
+    });
+    const proxy = s.proxy;
+
+    // Bounded: the loops stop once a.test has been renewed twice (and the
+    // swap after it has seen traffic), or after MAX requests in all.
+    const MAX = 40_000;
+    let stop = false;
+    const errors: string[] = [];
+    let ok = 0;
+    const running = () => !stop && ok + errors.length < MAX;
+    const record = (what: string, status: number, body: string, expected: string) => {
+      if (status === 200 && body.includes(`"backend":"${expected}"`)) ok++;
+      else errors.push(`${what}: ${status} ${body.slice(0, 120)}`);
+    };
+    // Bun fetch pools connections (keep-alive, HTTP/1.1)…
+    const keepAlive = async () => {
+      while (running()) {
+        try {
+          const res = await fetch(`https://127.0.0.1:${s.httpsPort}/echo`, { headers: { host: "a.test" }, tls: { ca: s.rootPem, serverName: "a.test" } });
+          record("keep-alive", res.status, await res.text(), "one");
+        } catch (error) {
+          errors.push(`keep-alive: ${String(error)}`);
+        }
+      }
+    };
+    // …or opens a new connection per request…
+    const fresh = async () => {
+      while (running()) {
+        try {
+          const res = await fetch(`https://127.0.0.1:${s.httpsPort}/echo`, {
+            headers: { host: "b.test", connection: "close" },
+            keepalive: false,
+            tls: { ca: s.rootPem, serverName: "b.test" },
+          });
+          record("new connection", res.status, await res.text(), "two");
+        } catch (error) {
+          errors.push(`new connection: ${String(error)}`);
+        }
+      }
+    };
+    // …and curl: a new connection with HTTP/2 and full verification each time.
+    const curls = async () => {
+      while (running()) {
+        const res = await s.https("www.a.test");
+        if (res.exit !== 0) errors.push(`curl: exit ${res.exit} ${res.stderr.trim()}`);
+        else record("curl", res.status, res.body, "one");
+      }
+    };
+    const mark = proxy.logs.length;
+    const loops = [keepAlive(), keepAlive(), fresh(), curls()];
+    try {
+      // Two renewals of a.test completed while the load runs.
+      await waitForHostLog(proxy, "Certificate renewed", "a.test", mark);
+      await waitForHostLog(proxy, "Certificate renewed", "a.test", proxy.logs.length);
+      // Keep the load on across the swap that follows the second renewal.
+      const okAtSwap = ok;
+      await waitFor("requests after the second renewal", () => ok >= okAtSwap + 30 || errors.length > 0, { timeoutMs: 10_000 });
+    } finally {
+      stop = true;
+      await Promise.all(loops);
+    }
+    const since = proxy.logs.slice(mark);
+    const swaps = since.filter((l) => l.msg === "HTTPS certificates loaded").length;
+    expect(since.filter((l) => l.msg === "Certificate renewed" && l.host === "a.test").length).toBeGreaterThanOrEqual(2);
+    expect(since.filter((l) => l.msg === "Renewing certificate" && l.host === "a.test").length).toBeGreaterThanOrEqual(1);
+    expect(proxy.logs.filter((l) => l.msg === "Certificate request failed")).toEqual([]);
+    // (Renewals go on each second; a handshake cut by a swap is what the
+    // load loops count below, so this check of the serial retries.)
+    let after: Awaited<ReturnType<typeof peerCertificate>> | undefined;
+    for (let attempt = 0; !after && attempt < 3; attempt++) after = await peerCertificate(s.httpsPort, "a.test", s.rootPem).catch(() => undefined);
+    expect(after?.authorized).toBe(true);
+    expect(after?.serial).not.toBe(before.serial);
+    // The renewed certificate is in the cache too.
+    const cachedAfter = new X509Certificate(fs.readFileSync(path.join(proxy.stateDir, "certs", "a.test.crt"))).serialNumber;
+    expect(cachedAfter).not.toBe(cachedBefore);
+    // No request failed while the certificates were swapped.
+    expect(ok).toBeGreaterThan(50);
+    expect(errors, `${errors.length} failed and ${ok} good requests across ${swaps} certificate swaps`).toEqual([]);
+  });
+});
+
+describe.skipIf(!pebbleAvailable())("ACME orders racing each other", () => {
+  test("the first deploy with two TLS hosts on a fresh state dir registers one ACME account, and later orders succeed", async () => {
+    const s = await startAcmeStack();
+    try {
+      const app = backend("fresh-two-hosts");
+      await deployOk(s.proxy, "site", ["--target", app.address, "--host", "x.test,www.x.test", "--tls"]);
+      await waitForHostLog(s.proxy, "Certificate issued", "x.test");
+      await waitForHostLog(s.proxy, "Certificate issued", "www.x.test");
+      // A later order (a new host) with the saved account succeeds at the first attempt…
+      const later = backend("later");
+      await deployOk(s.proxy, "later", ["--target", later.address, "--host", "later.test", "--tls"]);
+      await waitForHostLog(s.proxy, "Certificate issued", "later.test");
+      expect(s.proxy.logs.filter((l) => l.msg === "Certificate request failed")).toEqual([]);
+      expect((await s.https("later.test")).status).toBe(200);
+      // …because the proxy has exactly one account (key and URL saved together).
+      expect(pebbleAccounts(s.pebble)).toBe(1);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  test("a deploy of another service while an order is in flight does not lose that order's certificate", async () => {
+    const s = await startAcmeStack();
+    try {
+      // The account exists before the race (one order on its own first).
+      const warm = backend("warm");
+      await deployOk(s.proxy, "warm", ["--target", warm.address, "--host", "warm.test", "--tls"]);
+      await waitForHostLog(s.proxy, "Certificate issued", "warm.test");
+
+      // Service "four" is deploying, held by its target's health check, when
+      // the order for c.test (service "three") starts; the target turns
+      // healthy at that moment, so four's deploy completes during the order.
+      const three = backend("three");
+      const four = backend("four");
+      four.setHealth(500);
+      const mark = s.proxy.logs.length;
+      const deployFour = deployOk(s.proxy, "four", ["--target", four.address, "--host", "d.test", "--tls", "--health-check-interval", "10ms"]);
+      await s.proxy.waitForLog((l) => l.msg === "Deploying" && l.service === "four" && s.proxy.logs.indexOf(l) >= mark, 10_000);
+      const deployThree = deployOk(s.proxy, "three", ["--target", three.address, "--host", "c.test", "--tls"]);
+      await waitForHostLog(s.proxy, "Requesting certificate", "c.test", mark);
+      four.setHealth(200);
+      await Promise.all([deployThree, deployFour]);
+
+      await waitForHostLog(s.proxy, "Certificate issued", "d.test", mark);
+      await waitForHostLog(s.proxy, "Certificate issued", "c.test", mark);
+      for (const [host, name] of [["c.test", "three"], ["d.test", "four"]] as const) {
+        const res = await s.https(host);
+        expect(res.exit).toBe(0);
+        expect(res.status).toBe(200);
+        expect((JSON.parse(res.body) as Echo).backend).toBe(name);
+      }
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
+describe.skipIf(!pebbleAvailable())("ACME failure", () => {
+  let s: AcmeStack;
+
+  beforeAll(async () => {
+    // Pebble validates challenges on a port where nothing listens: every order fails.
+    s = await startAcmeStack({ validatePort: await freePort() });
+  });
+
+  afterAll(async () => {
+    await s?.stop();
+  });
+
+  test("a failed order logs the reason and retries with backoff; HTTP keeps serving", async () => {
+    const app = backend("failing-ca-app");
+    await deployOk(s.proxy, "site", ["--target", app.address, "--host", "f.test", "--tls", "--tls-redirect=false"]);
+
+    const first = await waitForHostLog(s.proxy, "Certificate request failed", "f.test");
+    expect(first.level).toBe("error");
+    expect(typeof first.reason).toBe("string");
+    expect(String(first.reason).length).toBeGreaterThan(0);
+    expect(first.attempt).toBe(1);
+    expect(first.retry_in).toBe("1s");
+    // The retry comes after the backoff, and the next backoff is longer.
+    const second = await s.proxy.waitForLog((l) => l.msg === "Certificate request failed" && l.host === "f.test" && l.attempt === 2, 15_000);
+    expect(second.retry_in).toBe("2s");
+    expect(Date.parse(String(second.time)) - Date.parse(String(first.time))).toBeGreaterThanOrEqual(900);
+
+    // HTTP still serves the service.
+    const res = await s.proxy.fetch("/echo?still=up", { host: "f.test" });
+    expect(res.status).toBe(200);
+    const echo = (await res.json()) as Echo;
+    expect(echo.backend).toBe("failing-ca-app");
+    expect(echo.headers["x-forwarded-proto"]).toBe("http");
+    // HTTPS for it has no certificate: verification fails cleanly.
+    expect((await s.https("f.test")).exit).toBe(60);
+    expect(s.proxy.logs.some((l) => l.msg === "Certificate issued")).toBe(false);
+    expect(s.proxy.exitCode).toBeNull();
+  });
+});

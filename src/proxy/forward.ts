@@ -75,7 +75,6 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
   const clientSignal = req.signal;
   const onClientGone = () => controller.abort(new ClientGone("client disconnected"));
   clientSignal.addEventListener("abort", onClientGone, { once: true });
-  const timer = setTimeout(() => controller.abort(new TargetTimeout("target timeout")), f.timeoutMs);
 
   const buffering = f.buffering;
   let requestBody: RequestInit["body"] = req.body;
@@ -86,7 +85,6 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
       requestBody = bufferedRequest.body;
       f.headers.set("content-length", String(bufferedRequest.size));
     } catch (error) {
-      clearTimeout(timer);
       clientSignal.removeEventListener("abort", onClientGone);
       const failure = error instanceof BodyTooLarge ? { error: 413, reason: "request body too large" } : { error: 499, reason: "client disconnected" };
       end(undefined);
@@ -94,6 +92,9 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
     }
   }
 
+  // The target timeout counts from when the target is asked: a buffered
+  // upload that the client sends slowly is not the target's fault.
+  const timer = setTimeout(() => controller.abort(new TargetTimeout("target timeout")), f.timeoutMs);
   let upstream: Response;
   try {
     upstream = await fetch(target.origin + f.pathAndQuery, {
@@ -123,6 +124,11 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
 
   const body = upstream.body;
   if (!body || hasNoBody(req.method, upstream.status)) {
+    // Bun.serve announces `content-length: 0` for a body-less response; for
+    // HEAD that would misstate the GET body, so say what the app said.
+    if (req.method === "HEAD" && !headers.has("content-length") && upstream.headers.get("transfer-encoding")) {
+      headers.set("transfer-encoding", "chunked");
+    }
     clientSignal.removeEventListener("abort", onClientGone);
     if (body) void body.cancel().catch(() => {});
     end({ status: upstream.status, bytes: 0 });

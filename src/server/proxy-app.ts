@@ -2,12 +2,10 @@
 // target and forwards. Shared by the HTTP and HTTPS listeners.
 import type { Server } from "bun";
 import { Hono } from "hono";
-import { log } from "../log.ts";
-import { metrics } from "../metrics.ts";
 import { errorPage } from "../proxy/error-pages.ts";
-import { forward, type Outcome } from "../proxy/forward.ts";
-import { normalizeClientIp, upstreamRequestHeaders } from "../proxy/headers.ts";
-import { normalizeHost } from "../routing/router.ts";
+import { forward } from "../proxy/forward.ts";
+import { upstreamRequestHeaders } from "../proxy/headers.ts";
+import { logRequest, startRequestLog, stripPrefix, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
@@ -16,65 +14,6 @@ import { parse as parseCookies } from "hono/utils/cookie";
 
 /** After a write, this cookie sends the client's reads to the writers until the time it holds (unix ms). */
 const WRITER_COOKIE = "parachute-writer";
-
-type Scheme = "http" | "https";
-
-/** Splits `http://host/p/a?q` into the raw path and the raw query (with its `?`), without URL re-encoding. */
-export function splitTarget(url: string): { path: string; query: string } {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start === -1) return { path: "/", query: "" };
-  const q = url.indexOf("?", start);
-  return q === -1 ? { path: url.slice(start), query: "" } : { path: url.slice(start, q), query: url.slice(q) };
-}
-
-export function stripPrefix(path: string, prefix: string): string {
-  if (prefix === "/") return path;
-  const rest = path.slice(prefix.length);
-  return rest === "" ? "/" : rest;
-}
-
-interface RequestLog {
-  req: Request;
-  service: string;
-  target: string;
-  host: string;
-  path: string;
-  query: string;
-  requestId: string;
-  clientAddr: string;
-  remoteAddr: string;
-  scheme: Scheme;
-  started: number;
-  logRequestHeaders?: string[];
-}
-
-function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeaders?: string[]) {
-  const { req } = entry;
-  const seconds = (performance.now() - entry.started) / 1000;
-  metrics.recordRequest(entry.service, req.method, outcome.status, seconds);
-  const fields: Record<string, unknown> = {
-    service: entry.service,
-    target: entry.target,
-    host: entry.host,
-    method: req.method,
-    path: entry.path,
-    query: entry.query.slice(1),
-    status: outcome.status,
-    duration_ms: Math.round(seconds * 100_000) / 100,
-    request_id: entry.requestId,
-    client_addr: entry.clientAddr,
-    remote_addr: entry.remoteAddr,
-    user_agent: req.headers.get("user-agent") ?? "",
-    req_content_length: Number(req.headers.get("content-length") ?? 0),
-    resp_content_length: outcome.bytes,
-    proto: "HTTP/1.1",
-    scheme: entry.scheme,
-  };
-  if (outcome.error) fields.error = outcome.error;
-  for (const name of entry.logRequestHeaders ?? []) fields[`req_${name.replaceAll("-", "_")}`] = req.headers.get(name) ?? "";
-  for (const name of logResponseHeaders ?? []) fields[`resp_${name.replaceAll("-", "_")}`] = outcome.headers?.get(name) ?? "";
-  log.info("Request", fields);
-}
 
 export interface TlsContext {
   certificates: CertificateManager;
@@ -113,24 +52,8 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
   app.all("*", async (c) => {
     const req = c.req.raw;
     const server = c.env;
-    const started = performance.now();
-    // requestIP must be read before any await: it is null once the client has gone.
-    const remoteAddr = normalizeClientIp(server.requestIP(req)?.address);
-    const host = normalizeHost(req.headers.get("host"));
-    const { path, query } = splitTarget(req.url);
-    const entry: RequestLog = {
-      req,
-      service: "",
-      target: "",
-      host,
-      path,
-      query,
-      requestId: req.headers.get("x-request-id") ?? "",
-      clientAddr: remoteAddr,
-      remoteAddr,
-      scheme,
-      started,
-    };
+    const entry = startRequestLog(req, server, scheme);
+    const { host, path, query, remoteAddr } = entry;
     /** Answers with a proxy error page and logs it with the page's size. */
     const reject = (status: number, error: string, options: Parameters<typeof errorPage>[1] = {}) => {
       const page = errorPage(status, options);

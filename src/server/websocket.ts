@@ -4,12 +4,12 @@
 // so a dead target is a 502 before the client is upgraded.
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import { log } from "../log.ts";
-import { errorResponse } from "../proxy/error-pages.ts";
-import { normalizeClientIp, upstreamRequestHeaders } from "../proxy/headers.ts";
-import { normalizeHost } from "../routing/router.ts";
+import { errorPage } from "../proxy/error-pages.ts";
+import { upstreamRequestHeaders } from "../proxy/headers.ts";
+import { logRequest, startRequestLog, stripPrefix, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
-import type { Target } from "../service/target.ts";
-import { splitTarget, stripPrefix } from "./proxy-app.ts";
+import { ROLLOUT_COOKIE } from "../service/rollout.ts";
+import { parse as parseCookies } from "hono/utils/cookie";
 
 interface Relay {
   upstream: WebSocket;
@@ -47,14 +47,16 @@ export function isWebSocketUpgrade(req: Request): boolean {
   return req.headers.get("upgrade")?.toLowerCase() === "websocket";
 }
 
+class HandshakeTimeout extends Error {}
+
 /** Opens the upstream socket; resolves once it is open, rejects on failure or after the target timeout. */
 function connectUpstream(url: string, headers: Headers, protocols: string[], timeoutMs: number): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const upstream = new WebSocket(url, { headers, protocols } as unknown as string[]);
     upstream.binaryType = "arraybuffer";
     const timer = setTimeout(() => {
-      reject(new Error("target timeout"));
-      upstream.close();
+      reject(new HandshakeTimeout("target timeout"));
+      upstream.terminate();
     }, timeoutMs);
     upstream.onopen = () => {
       clearTimeout(timer);
@@ -67,23 +69,49 @@ function connectUpstream(url: string, headers: Headers, protocols: string[], tim
   });
 }
 
-export async function upgradeWebSocket(req: Request, server: Server<Relay>, registry: Registry, scheme: "http" | "https"): Promise<Response | undefined> {
-  const remoteAddr = normalizeClientIp(server.requestIP(req)?.address);
-  const host = normalizeHost(req.headers.get("host"));
-  const { path, query } = splitTarget(req.url);
+/**
+ * The status to answer when the upstream handshake failed: 504 for a target
+ * timeout; the app's own status when it refused the upgrade (Bun's WebSocket
+ * client reports only the status, not the headers or body); else 502.
+ */
+function handshakeFailure(error: unknown): { status: number; reason: string; fromApp: boolean } {
+  if (error instanceof HandshakeTimeout) return { status: 504, reason: "target timeout", fromApp: false };
+  const message = (error as Error)?.message ?? "";
+  const refused = /Expected 101 status code: (\d{3})/.exec(message);
+  if (refused && refused[1] !== "101") return { status: Number(refused[1]), reason: `app answered ${refused[1]} to the upgrade`, fromApp: true };
+  return { status: 502, reason: `target failed: ${message || "connection failed"}`, fromApp: false };
+}
+
+export async function upgradeWebSocket(req: Request, server: Server<Relay>, registry: Registry, scheme: Scheme): Promise<Response | undefined> {
+  const entry = startRequestLog(req, server as Server<unknown>, scheme);
+  const { host, path, query, remoteAddr } = entry;
+  const reject = (status: number, error: string, options: Parameters<typeof errorPage>[1] = {}) => {
+    const page = errorPage(status, options);
+    logRequest(entry, { status, bytes: page.bytes, error });
+    return page.response;
+  };
   const route = registry.router.match(host, path);
-  if (!route) return errorResponse(404);
+  if (!route) return reject(404, "no service matches");
   const service = route.service;
+  entry.service = service.name;
+  entry.logRequestHeaders = service.options.logRequestHeaders;
   const pages = registry.errorPages(service);
+  if (scheme === "https" && !service.options.tls) return reject(503, "service is not served over HTTPS", { pages });
   if (service.pause.mode !== "running") {
     const outcome = await service.pause.wait();
-    if (outcome === "stopped") return errorResponse(503, { pages, message: service.pause.message });
-    if (outcome === "timeout") return errorResponse(504, { pages });
+    if (outcome === "stopped") return reject(503, "service stopped", { pages, message: service.pause.message });
+    if (outcome === "timeout") return reject(504, "paused longer than max-pause", { pages });
   }
-  const { target } = service.pick(true, undefined, true);
-  if (!target) return errorResponse(503, { pages });
+  // A WebSocket is a long write-capable session: it goes to the writers.
+  const cookieHeader = req.headers.get("cookie");
+  const rolloutValue = cookieHeader && service.rolloutTargets ? parseCookies(cookieHeader)[ROLLOUT_COOKIE] : undefined;
+  const { target } = service.pick(false, rolloutValue, true);
+  if (!target) return reject(503, "no healthy target", { pages });
+  entry.target = target.address;
 
   const headers = upstreamRequestHeaders(req.headers, { ip: remoteAddr, scheme }, service.options.forwardHeaders);
+  entry.requestId = headers.get("x-request-id")!;
+  entry.clientAddr = headers.get("x-forwarded-for")!.split(",")[0]!.trim();
   for (const name of HANDSHAKE) headers.delete(name);
   headers.set("host", req.headers.get("host") ?? "");
   const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
@@ -93,14 +121,18 @@ export async function upgradeWebSocket(req: Request, server: Server<Relay>, regi
   const pathAndQuery = (service.options.stripPathPrefix ? stripPrefix(path, route.prefix) : path) + query;
 
   const controller = new AbortController();
-  const finish = (target as Target).begin(controller);
+  const finish = target.begin(controller);
   let upstream: WebSocket;
   try {
     upstream = await connectUpstream(`ws://${target.address}${pathAndQuery}`, headers, protocols, service.options.targetTimeoutMs);
   } catch (error) {
     finish();
-    log.info("Request", { service: service.name, target: target.address, host, method: "GET", path, status: 502, websocket: true, error: (error as Error).message });
-    return errorResponse(502, { pages });
+    const failure = handshakeFailure(error);
+    if (failure.fromApp) {
+      logRequest(entry, { status: failure.status, bytes: 0, error: failure.reason });
+      return new Response(null, { status: failure.status });
+    }
+    return reject(failure.status, failure.reason, { pages });
   }
 
   const relay: Relay = { upstream, early: [], finish, controller, service: service.name, target: target.address };
@@ -115,9 +147,9 @@ export async function upgradeWebSocket(req: Request, server: Server<Relay>, regi
   if (!upgraded) {
     upstream.close();
     finish();
-    return new Response("WebSocket upgrade failed", { status: 400 });
+    return reject(400, "WebSocket upgrade failed");
   }
-  log.info("Request", { service: service.name, target: target.address, host, method: "GET", path, status: 101, websocket: true, client_addr: remoteAddr });
+  logRequest(entry, { status: 101, bytes: 0 });
   return undefined;
 }
 

@@ -18,6 +18,9 @@ export interface Backend {
   server: Server<unknown>;
   inflight: number;
   requests: number;
+  /** Health checks (GET /up) answered, and the headers of the latest one. */
+  healthChecks: number;
+  lastHealthCheck?: Record<string, string>;
   /** Requests seen, newest last (method + path + headers), for assertions. */
   seen: { method: string; url: string; headers: Record<string, string>; bodyBytes: number }[];
   setHealth(status: number): void;
@@ -36,6 +39,7 @@ export function startBackend(name: string, options: { port?: number } = {}): Bac
     server: undefined as unknown as Server<unknown>,
     inflight: 0,
     requests: 0,
+    healthChecks: 0,
     seen: [],
     setHealth(status) {
       health = status;
@@ -53,7 +57,11 @@ export function startBackend(name: string, options: { port?: number } = {}): Bac
     async fetch(req) {
       const url = new URL(req.url);
       const headers = { "x-backend": name };
-      if (url.pathname === "/up") return new Response(health === 200 ? "ok" : "unhealthy", { status: health, headers });
+      if (url.pathname === "/up") {
+        backend.healthChecks++;
+        backend.lastHealthCheck = Object.fromEntries(req.headers);
+        return new Response(health === 200 ? "ok" : "unhealthy", { status: health, headers });
+      }
       backend.requests++;
       backend.inflight++;
       try {

@@ -14,6 +14,13 @@ export function parachuteCommand(): string[] {
   return bin ? [path.resolve(ROOT, bin)] : [process.execPath, path.join(ROOT, "src/main.ts")];
 }
 
+/**
+ * Per-test and per-hook timeouts for tests that start processes: a plain
+ * `bun test FILE` has a 5 s default, which a loaded 2-core machine can exceed.
+ */
+export const SLOW_TEST = 20_000;
+export const HOOK_TIMEOUT = 20_000;
+
 export function tempDir(prefix = "parachute-test-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }

@@ -1,0 +1,208 @@
+// State and process lifecycle (SPEC §1, §2, §9): the state file, restarts
+// after a crash, corrupt state, graceful shutdown, the admin socket and ports.
+import { afterEach, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { startBackend, type Backend } from "./support/backend.ts";
+import { Proxy, freePort, runCli, tempDir, waitFor, SLOW_TEST, HOOK_TIMEOUT } from "./support/proxy.ts";
+
+const cleanups: (() => unknown)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+}, HOOK_TIMEOUT);
+
+async function startProxy(options: Parameters<typeof Proxy.start>[0] = {}): Promise<Proxy> {
+  const proxy = await Proxy.start(options);
+  cleanups.push(() => proxy.stop());
+  return proxy;
+}
+
+function backend(name: string): Backend {
+  const b = startBackend(name);
+  cleanups.push(() => b.stop());
+  return b;
+}
+
+async function deployOk(proxy: Proxy, service: string, args: string[]) {
+  const result = await proxy.cli(["deploy", service, "--health-check-interval", "100ms", ...args]);
+  expect(result.stderr).not.toContain("Error");
+  expect(result.code).toBe(0);
+}
+
+async function get(proxy: Proxy, pathAndQuery: string, host?: string) {
+  const res = await proxy.fetch(pathAndQuery, { host });
+  const body = await res.text();
+  return { status: res.status, backend: res.headers.get("x-backend"), body };
+}
+
+/** Arguments for a second `run` that must fail before it starts (bounded, in case it does not). */
+function runArgs(options: { httpPort?: number; stateDir: string; socket: string }): string[] {
+  return [
+    "run",
+    "--http-port",
+    String(options.httpPort ?? 0),
+    "--https-port",
+    "0",
+    "--bind",
+    "127.0.0.1",
+    "--state-dir",
+    options.stateDir,
+    "--socket",
+    options.socket,
+  ];
+}
+
+test("the state is persisted after deploy as valid JSON in <state-dir>/parachute.state", async () => {
+  const stateDir = path.join(tempDir(), "nested", "state");
+  const proxy = await startProxy({ stateDir, socket: path.join(tempDir(), "admin.sock") });
+  // The state directory is created, private to its owner.
+  expect(fs.statSync(stateDir).mode & 0o777).toBe(0o700);
+  // The admin socket is private too.
+  expect(fs.statSync(proxy.socket).mode & 0o777).toBe(0o600);
+
+  const app = backend("persisted");
+  await deployOk(proxy, "persisted", ["--host", "persist.test", "--target", app.address, "--path-prefix", "/api"]);
+  expect(fs.existsSync(proxy.stateFile)).toBe(true);
+  const state = JSON.parse(fs.readFileSync(proxy.stateFile, "utf8"));
+  const text = JSON.stringify(state);
+  expect(text).toContain("persisted");
+  expect(text).toContain("persist.test");
+  expect(text).toContain(app.address);
+  expect(text).toContain("/api");
+  // Written atomically: no temp files left behind.
+  expect(fs.readdirSync(stateDir).filter((f) => f.startsWith("parachute.state") && f !== "parachute.state")).toEqual([]);
+
+  // remove is persisted too.
+  const removed = await proxy.cli(["remove", "persisted"]);
+  expect(removed.code).toBe(0);
+  expect(fs.readFileSync(proxy.stateFile, "utf8")).not.toContain(app.address);
+}, SLOW_TEST);
+
+test("after kill -9 a restarted server serves the same routes at once, replacing the stale socket", async () => {
+  const proxy = await startProxy();
+  const web = backend("web");
+  const api = backend("api");
+  await deployOk(proxy, "web", ["--host", "www.restart.test", "--target", web.address]);
+  await deployOk(proxy, "api", ["--host", "www.restart.test", "--path-prefix", "/api", "--target", api.address]);
+  expect((await get(proxy, "/api/users?id=7", "www.restart.test")).backend).toBe("api");
+
+  expect(await proxy.kill("SIGKILL")).not.toBe(0);
+  // The crash left the socket file behind.
+  expect(fs.existsSync(proxy.socket)).toBe(true);
+
+  await proxy.spawn(); // resolves at `Server started`
+  // The very first requests after the start are served, with the saved options (prefix stripped).
+  const [first, second] = await Promise.all([get(proxy, "/api/users?id=7", "www.restart.test"), get(proxy, "/home", "www.restart.test")]);
+  expect(first.status).toBe(200);
+  expect(first.backend).toBe("api");
+  const forwarded = new URL(JSON.parse(first.body).url);
+  expect(forwarded.pathname + forwarded.search).toBe("/users?id=7");
+  expect(second).toMatchObject({ status: 200, backend: "web" });
+  expect((await get(proxy, "/home", "other.test")).status).toBe(404);
+
+  // The new server owns the socket: clients reach it.
+  const services = await proxy.listJson();
+  expect(services.map((s) => s.name).sort()).toEqual(["api", "web"]);
+  expect(services.find((s) => s.name === "web")?.targets.map((t) => t.address)).toEqual([web.address]);
+}, SLOW_TEST);
+
+for (const [kind, garbage] of [
+  ["not JSON", "{ this is not json"],
+  ["JSON of the wrong shape", JSON.stringify({ version: 1, services: [{ name: 42, targets: "nope" }] })],
+] as const) {
+  test(`a corrupt state file (${kind}) is reported, kept aside, and the server starts empty`, async () => {
+    const stateDir = tempDir();
+    fs.writeFileSync(path.join(stateDir, "parachute.state"), garbage);
+    const proxy = await startProxy({ stateDir });
+
+    const problem = proxy.logs.find((l) => l.level === "error" && JSON.stringify(l).includes("parachute.state"));
+    expect(problem).toBeDefined();
+    expect(JSON.stringify(problem).toLowerCase()).toContain("corrupt");
+
+    const aside = fs.readdirSync(stateDir).filter((f) => f.startsWith("parachute.state.corrupt-"));
+    expect(aside.length).toBe(1);
+    expect(fs.readFileSync(path.join(stateDir, aside[0]!), "utf8")).toBe(garbage);
+
+    expect(await proxy.listJson()).toEqual([]);
+    expect((await get(proxy, "/")).status).toBe(404);
+
+    // And it works normally from there: a deploy writes a fresh, valid state file.
+    const app = backend("after-corrupt");
+    await deployOk(proxy, "fresh", ["--target", app.address]);
+    expect(JSON.parse(fs.readFileSync(proxy.stateFile, "utf8"))).toBeTruthy();
+    expect((await get(proxy, "/")).backend).toBe("after-corrupt");
+  }, SLOW_TEST);
+}
+
+test("SIGTERM lets an in-flight request finish and exits 0; the state survives", async () => {
+  const proxy = await startProxy();
+  const app = backend("graceful");
+  await deployOk(proxy, "graceful", ["--target", app.address]);
+
+  const slow = get(proxy, "/slow?ms=1500");
+  await waitFor("the slow request to reach the target", () => app.inflight === 1, { timeoutMs: 5000 });
+
+  const mark = proxy.logMark();
+  const exited = proxy.kill("SIGTERM");
+  await proxy.waitForLog((l) => l.msg === "Shutting down", 5000, mark);
+  // It stops accepting: a new connection is refused while the slow request is still running.
+  const refused = await proxy.fetch("/echo", { headers: { connection: "close" } }).then(
+    (res) => `answered ${res.status}`,
+    (error: Error) => error.message,
+  );
+  expect(refused).not.toStartWith("answered");
+  expect(app.inflight).toBe(1);
+
+  expect(await exited).toBe(0);
+  expect(await slow).toMatchObject({ status: 200, backend: "graceful", body: "slow from graceful" });
+
+  await proxy.spawn();
+  expect((await get(proxy, "/echo")).backend).toBe("graceful");
+}, 20_000);
+
+test("a second run on the socket of a live server fails with a clear error", async () => {
+  const proxy = await startProxy();
+  const other = tempDir();
+  const second = await runCli(runArgs({ stateDir: other, socket: proxy.socket }), {}, { timeoutMs: 10_000 });
+  expect(second.timedOut).toBeUndefined();
+  expect(second.code).toBe(1);
+  expect(second.stderr).toStartWith("Error: ");
+  expect(second.stderr).toContain(proxy.socket);
+  expect(second.stderr.toLowerCase()).toContain("already running");
+  // The first server is untouched and still owns its socket.
+  expect(proxy.exitCode).toBeNull();
+  expect((await proxy.cli(["list"])).code).toBe(0);
+}, SLOW_TEST);
+
+test("a taken HTTP port is exit 1 with a clear error", async () => {
+  const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  cleanups.push(() => holder.stop(true));
+  const dir = tempDir();
+  const result = await runCli(runArgs({ httpPort: holder.port, stateDir: dir, socket: path.join(dir, "admin.sock") }), {}, { timeoutMs: 10_000 });
+  expect(result.timedOut).toBeUndefined();
+  expect(result.code).toBe(1);
+  expect(result.stderr).toStartWith("Error: ");
+  expect(result.stderr).toContain(String(holder.port));
+  expect(result.stderr.toLowerCase()).toContain("in use");
+  // It did not leave a socket behind that a client could mistake for a server.
+  const client = await runCli(["list", "--socket", path.join(dir, "admin.sock")]);
+  expect(client.code).toBe(1);
+}, SLOW_TEST);
+
+test("an HTTP port taken by another running parachute is exit 1 too (no silent port sharing)", async () => {
+  const port = await freePort();
+  const first = await startProxy({ args: ["--http-port", String(port)], omitDefaults: ["http-port"] });
+  expect(first.httpPort).toBe(port);
+  // A second server on the same port must refuse to start; if it does start,
+  // the kernel would split the port's connections between the two servers.
+  const outcome = await Proxy.start({ args: ["--http-port", String(port)], omitDefaults: ["http-port"] }).then(
+    async (second) => {
+      await second.stop();
+      return `started and is listening on ${second.httpPort} too`;
+    },
+    (error: Error) => error.message,
+  );
+  expect(outcome).toContain("parachute exited with 1 before starting");
+  expect(outcome).toContain(String(port));
+}, SLOW_TEST);

@@ -46,10 +46,17 @@ export class HttpsListener {
     } as never) as Server<never>;
   }
 
-  /** Binds the port (errors surface at start-up, like the HTTP port's). */
+  /**
+   * Binds the port (errors surface at start-up, like the HTTP port's). The
+   * listeners use reusePort for the certificate swap, which would also let a
+   * second process share the port silently: a plain bind first proves that
+   * nobody else holds it.
+   */
   start() {
+    const probe = Bun.serve({ port: this.port, hostname: this.options.hostname, reusePort: false, fetch: () => new Response() });
+    this.port = probe.port!;
+    probe.stop(true);
     this.server = this.serve([]);
-    this.port = this.server.port!;
   }
 
   /** Swaps in a server with the new certificate set without dropping a connection. */

@@ -62,8 +62,10 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
     };
 
     // ACME HTTP-01 challenges are answered for every host, before routing
-    // and redirects; unknown tokens fall through to the app.
-    if (tls && scheme === "http" && path.startsWith(ACME_CHALLENGE)) {
+    // and redirects; unknown tokens go to the app (which may run its own
+    // ACME client) and are never redirected.
+    const isChallenge = scheme === "http" && path.startsWith(ACME_CHALLENGE);
+    if (tls && isChallenge) {
       const keyAuthorization = tls.certificates.issuer.challenges.get(path.slice(ACME_CHALLENGE.length));
       if (keyAuthorization) return new Response(keyAuthorization, { headers: { "content-type": "text/plain" } });
     }
@@ -81,7 +83,7 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
     if (scheme === "https" && !options.tls) {
       return reject(503, "service is not served over HTTPS", { pages, message: "This site is not served over HTTPS." });
     }
-    const location = await redirectTarget(service, host, req.headers.get("host") ?? "", scheme, path, query, tls);
+    const location = isChallenge ? undefined : await redirectTarget(service, host, req.headers.get("host") ?? "", scheme, path, query, tls);
     if (location) {
       logRequest(entry, { status: 301, bytes: 0 });
       return new Response(null, { status: 301, headers: { location } });

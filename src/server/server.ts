@@ -100,7 +100,8 @@ export async function runServer(options: RunOptions): Promise<void> {
     Bun.serve({
       port: options.httpPort,
       hostname: options.bind,
-      reusePort: true,
+      // No reusePort here: a second parachute on the same port must fail
+      // instead of silently sharing the traffic.
       development: false,
       // Keep-alive connections idle longer than this are closed; a request
       // being proxied lifts it for itself (see proxy-app.ts).

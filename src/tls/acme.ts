@@ -19,7 +19,9 @@ export interface AcmeSettings {
 export class AcmeIssuer {
   /** token → key authorization, served on the HTTP port while a challenge is open. */
   readonly challenges = new Map<string, string>();
-  private accountKey: Buffer | undefined;
+  private accountKey: Promise<Buffer> | undefined;
+  /** One account registration per directory, shared by concurrent orders. */
+  private readonly accounts = new Map<string, Promise<string>>();
 
   constructor(
     private readonly dir: string,
@@ -39,17 +41,44 @@ export class AcmeIssuer {
     return this.settings.directoryUrl ?? acme.directory.letsencrypt.production;
   }
 
-  private async account(): Promise<Buffer> {
-    if (this.accountKey) return this.accountKey;
-    const file = path.join(this.dir, "account.key");
-    try {
-      this.accountKey = fs.readFileSync(file);
-    } catch {
-      fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      this.accountKey = await acme.crypto.createPrivateEcdsaKey();
-      writePrivate(file, this.accountKey.toString());
-    }
+  /** The account key, read or created once: concurrent first orders must share one account. */
+  private account(): Promise<Buffer> {
+    this.accountKey ??= (async () => {
+      const file = path.join(this.dir, "account.key");
+      try {
+        return fs.readFileSync(file);
+      } catch {
+        fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        const key = await acme.crypto.createPrivateEcdsaKey();
+        writePrivate(file, key.toString());
+        return key;
+      }
+    })();
+    this.accountKey.catch(() => (this.accountKey = undefined));
     return this.accountKey;
+  }
+
+  /** The account URL at this directory, registering the account once if needed. */
+  private accountUrl(directoryUrl: string, accountKey: Buffer): Promise<string> {
+    let url = this.accounts.get(directoryUrl);
+    if (!url) {
+      const saved = this.accountUrls()[directoryUrl];
+      url = saved
+        ? Promise.resolve(saved)
+        : (async () => {
+            const client = new acme.Client({ directoryUrl, accountKey });
+            await client.createAccount({
+              termsOfServiceAgreed: true,
+              ...(this.settings.email ? { contact: [`mailto:${this.settings.email}`] } : {}),
+            });
+            const created = client.getAccountUrl();
+            this.saveAccountUrl(directoryUrl, created);
+            return created;
+          })();
+      this.accounts.set(directoryUrl, url);
+      url.catch(() => this.accounts.delete(directoryUrl));
+    }
+    return url;
   }
 
   private accountUrls(): Record<string, string> {
@@ -68,8 +97,9 @@ export class AcmeIssuer {
   /** Orders a certificate for one host; resolves with its PEM chain and key. */
   async issue(host: string, staging: boolean): Promise<{ cert: string; key: string }> {
     const directoryUrl = this.directoryFor(staging);
-    const accountUrl = this.accountUrls()[directoryUrl];
-    const client = new acme.Client({ directoryUrl, accountKey: await this.account(), ...(accountUrl ? { accountUrl } : {}) });
+    const accountKey = await this.account();
+    const accountUrl = await this.accountUrl(directoryUrl, accountKey);
+    const client = new acme.Client({ directoryUrl, accountKey, accountUrl });
     const [key, csr] = await acme.crypto.createCsr({ commonName: host, altNames: [host] }, await acme.crypto.createPrivateEcdsaKey());
     const cert = await client.auto({
       csr,
@@ -87,7 +117,6 @@ export class AcmeIssuer {
         this.challenges.delete(challenge.token);
       },
     });
-    if (!accountUrl) this.saveAccountUrl(directoryUrl, client.getAccountUrl());
     return { cert, key: key.toString() };
   }
 }

@@ -140,6 +140,11 @@ export class CertificateManager {
     this.onChange();
   }
 
+  private wantsAcme(host: string): boolean {
+    const want = this.wanted.get(host);
+    return Boolean(want && !want.custom);
+  }
+
   private dueForRenewal(cert: Certificate): boolean {
     return cert.notAfter.getTime() - Date.now() < this.renewal.renewBeforeMs;
   }
@@ -159,7 +164,9 @@ export class CertificateManager {
       .issue(want.host, want.staging)
       .then(({ cert, key }) => {
         this.attempts.delete(want.host);
-        if (this.wanted.get(want.host) !== want) return; // the host was removed or redeployed meanwhile
+        // Other deploys re-sync the wanted set while an order runs; what
+        // matters is that the host still wants an ACME certificate.
+        if (!this.wantsAcme(want.host)) return;
         this.cache.save(want.host, cert, key);
         const notAfter = certificateExpiry(cert);
         this.certs.set(want.host, { cert, key, notAfter, source: "acme" });
@@ -180,7 +187,8 @@ export class CertificateManager {
         });
         const timer = setTimeout(() => {
           this.retries.delete(want.host);
-          if (this.wanted.get(want.host) === want) this.issueInBackground(want);
+          const current = this.wanted.get(want.host);
+          if (current && this.wantsAcme(want.host)) this.issueInBackground(current);
           else this.attempts.delete(want.host);
         }, delay);
         this.retries.set(want.host, timer);

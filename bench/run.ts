@@ -337,7 +337,7 @@ async function main() {
   const s = readSettings();
   const gen = await chooseLoadGenerator(process.env.BENCH_LOADGEN);
   const nginxBin = findNginx(process.env.BENCH_NGINX);
-  const profileDir = path.join(path.dirname(s.output), "profile");
+  const profileDir = path.join(import.meta.dir, "results", "profile");
   const profileOut = path.join(profileDir, `parachute-${new Date().toISOString().replace(/[:.]/g, "-")}`);
   if (s.profile) {
     if (s.parachuteBin) {

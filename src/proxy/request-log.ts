@@ -10,6 +10,9 @@ import { normalizeClientIp } from "./headers.ts";
 
 export type Scheme = "http" | "https";
 
+/** For connections relayed by the TLS front: the real client address behind a loopback port. */
+export type PeerAddress = (port: number) => string | undefined;
+
 /** Splits `http://host/p/a?q` into the raw path and the raw query (with its `?`), without URL re-encoding. */
 export function splitTarget(url: string): { path: string; query: string } {
   const start = url.indexOf("/", url.indexOf("//") + 2);
@@ -68,8 +71,9 @@ export function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeade
 }
 
 /** Starts the log entry of a request; must run before any await (requestIP is null once the client has gone). */
-export function startRequestLog(req: Request, server: Server<unknown>, scheme: Scheme): RequestLog {
-  const remoteAddr = normalizeClientIp(server.requestIP(req)?.address);
+export function startRequestLog(req: Request, server: Server<unknown>, scheme: Scheme, peerAddress?: PeerAddress): RequestLog {
+  const peer = server.requestIP(req);
+  const remoteAddr = (peer && peerAddress?.(peer.port)) ?? normalizeClientIp(peer?.address);
   const { path, query } = splitTarget(req.url);
   return {
     req,

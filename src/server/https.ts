@@ -1,10 +1,14 @@
 // The HTTPS listener: every TLS service by SNI, HTTP/2 via ALPN. Bun cannot
 // change the certificates of a running server (`reload({tls})` is ignored,
-// BUN-NOTES §3.2), so a new certificate set starts a second server on the
-// same port with reusePort and the old one stops gracefully: open
-// connections finish on the old server, new ones land on the new one.
+// BUN-NOTES §3.2), so the TLS server runs on loopback behind a TCP front
+// (tls-front.ts) that owns the public port. A new certificate set starts a
+// new internal server; the front sends new connections to it, and the old
+// one stops gracefully once its own connections are done.
 import type { Server, WebSocketHandler } from "bun";
 import { log } from "../log.ts";
+import { TlsFront } from "./tls-front.ts";
+
+const OLD_SERVER_GRACE_MS = 2_000;
 
 export interface HttpsOptions {
   port: number;
@@ -13,26 +17,27 @@ export interface HttpsOptions {
   websocket: WebSocketHandler<never>;
   /** Served to names no service has (and to clients without SNI). */
   fallback: { cert: string; key: string };
+  /** Waits (bounded) for the certificate of a name still being issued. */
+  beforeRelay: (serverName: string | undefined) => Promise<void>;
 }
 
 export class HttpsListener {
   private server: Server<never> | undefined;
-  private port: number;
+  readonly front: TlsFront;
 
   constructor(private readonly options: HttpsOptions) {
-    this.port = options.port;
+    this.front = new TlsFront({ port: options.port, hostname: options.hostname, beforeRelay: options.beforeRelay });
   }
 
   get boundPort(): number {
-    return this.port;
+    return this.front.port;
   }
 
   private serve(entries: { host: string; cert: string; key: string }[]): Server<never> {
     const { fallback } = this.options;
     return Bun.serve({
-      port: this.port,
-      hostname: this.options.hostname,
-      reusePort: true,
+      port: 0,
+      hostname: "127.0.0.1",
       development: false,
       idleTimeout: 60,
       maxRequestBodySize: Number.MAX_SAFE_INTEGER,
@@ -46,17 +51,11 @@ export class HttpsListener {
     } as never) as Server<never>;
   }
 
-  /**
-   * Binds the port (errors surface at start-up, like the HTTP port's). The
-   * listeners use reusePort for the certificate swap, which would also let a
-   * second process share the port silently: a plain bind first proves that
-   * nobody else holds it.
-   */
+  /** Binds the public port (errors surface at start-up, like the HTTP port's). */
   start() {
-    const probe = Bun.serve({ port: this.port, hostname: this.options.hostname, reusePort: false, fetch: () => new Response() });
-    this.port = probe.port!;
-    probe.stop(true);
     this.server = this.serve([]);
+    this.front.backendPort = this.server.port!;
+    this.front.start();
   }
 
   /** Swaps in a server with the new certificate set without dropping a connection. */
@@ -68,8 +67,12 @@ export class HttpsListener {
       log.error("Cannot reload HTTPS certificates; keeping the previous set", { error: (error as Error).message });
       return;
     }
+    this.front.backendPort = this.server.port!;
     log.info("HTTPS certificates loaded", { hosts: entries.map((e) => e.host) });
-    void previous?.stop(false);
+    // Connections the front relayed just before the swap may still be in
+    // their handshake; a graceful stop would count them as idle and close
+    // them, so the old server gets a moment before it stops.
+    if (previous) setTimeout(() => void previous.stop(false), OLD_SERVER_GRACE_MS);
   }
 
   get pendingRequests(): number {
@@ -77,6 +80,7 @@ export class HttpsListener {
   }
 
   async stop(force: boolean) {
+    this.front.stop();
     await this.server?.stop(force);
   }
 }

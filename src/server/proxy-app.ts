@@ -5,7 +5,7 @@ import { Hono } from "hono";
 import { errorPage } from "../proxy/error-pages.ts";
 import { forward } from "../proxy/forward.ts";
 import { upstreamRequestHeaders } from "../proxy/headers.ts";
-import { logRequest, startRequestLog, stripPrefix, type Scheme } from "../proxy/request-log.ts";
+import { logRequest, startRequestLog, stripPrefix, type PeerAddress, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
@@ -46,13 +46,13 @@ async function redirectTarget(service: Service, host: string, hostHeader: string
   return `${toScheme}://${toHost}${port}${path}${query}`;
 }
 
-export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsContext) {
+export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsContext, peerAddress?: PeerAddress) {
   const app = new Hono<{ Bindings: Server<unknown> }>();
 
   app.all("*", async (c) => {
     const req = c.req.raw;
     const server = c.env;
-    const entry = startRequestLog(req, server, scheme);
+    const entry = startRequestLog(req, server, scheme, peerAddress);
     const { host, path, query, remoteAddr } = entry;
     /** Answers with a proxy error page and logs it with the page's size. */
     const reject = (status: number, error: string, options: Parameters<typeof errorPage>[1] = {}) => {

@@ -19,6 +19,8 @@ import { isWebSocketUpgrade, upgradeWebSocket, websocketHandler } from "./websoc
 export class StartupError extends Error {}
 
 const SHUTDOWN_GRACE_MS = 10_000;
+/** How long a TLS handshake or an HTTPS redirect waits for a certificate still being issued. */
+const CERTIFICATE_WAIT_MS = 30_000;
 
 /** Is a live server answering on this socket? */
 async function socketIsLive(socket: string): Promise<boolean> {
@@ -79,14 +81,21 @@ export async function runServer(options: RunOptions): Promise<void> {
   let httpsListener: HttpsListener | undefined;
   const tlsContext = { certificates, httpsPort: 0 };
   if (options.httpsPort > 0) {
-    const httpsProxy = createProxyApp(registry, "https", tlsContext);
+    const peerAddress = (port: number) => httpsListener?.front.clientAddress(port);
+    const httpsProxy = createProxyApp(registry, "https", tlsContext, peerAddress);
     httpsListener = new HttpsListener({
       port: options.httpsPort,
       hostname: options.bind,
       fallback: await fallbackCertificate(),
       fetch: ((req: Request, server: Server<never>) =>
-        isWebSocketUpgrade(req) ? upgradeWebSocket(req, server as never, registry, "https") : httpsProxy.fetch(req, server)) as never,
+        isWebSocketUpgrade(req)
+          ? upgradeWebSocket(req, server as never, registry, "https", peerAddress)
+          : httpsProxy.fetch(req, server)) as never,
       websocket: websocketHandler as never,
+      // A first connection for a host whose certificate is being issued waits for it (SPEC §8).
+      beforeRelay: async (serverName) => {
+        if (serverName && !certificates.has(serverName)) await certificates.waitFor(serverName, CERTIFICATE_WAIT_MS);
+      },
     });
     listen("HTTPS", options.httpsPort, () => httpsListener!.start());
     tlsContext.httpsPort = httpsListener.boundPort;

@@ -6,7 +6,7 @@ import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import { log } from "../log.ts";
 import { errorPage } from "../proxy/error-pages.ts";
 import { upstreamRequestHeaders } from "../proxy/headers.ts";
-import { logRequest, startRequestLog, stripPrefix, type Scheme } from "../proxy/request-log.ts";
+import { logRequest, startRequestLog, stripPrefix, type PeerAddress, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import { parse as parseCookies } from "hono/utils/cookie";
@@ -82,8 +82,14 @@ function handshakeFailure(error: unknown): { status: number; reason: string; fro
   return { status: 502, reason: `target failed: ${message || "connection failed"}`, fromApp: false };
 }
 
-export async function upgradeWebSocket(req: Request, server: Server<Relay>, registry: Registry, scheme: Scheme): Promise<Response | undefined> {
-  const entry = startRequestLog(req, server as Server<unknown>, scheme);
+export async function upgradeWebSocket(
+  req: Request,
+  server: Server<Relay>,
+  registry: Registry,
+  scheme: Scheme,
+  peerAddress?: PeerAddress,
+): Promise<Response | undefined> {
+  const entry = startRequestLog(req, server as Server<unknown>, scheme, peerAddress);
   const { host, path, query, remoteAddr } = entry;
   const reject = (status: number, error: string, options: Parameters<typeof errorPage>[1] = {}) => {
     const page = errorPage(status, options);

@@ -38,7 +38,7 @@ export class CertificateManager {
   /** Failed attempts in a row per host (for the backoff), and the pending retry. */
   private readonly attempts = new Map<string, number>();
   private readonly retries = new Map<string, ReturnType<typeof setTimeout>>();
-  private readonly waiters = new Map<string, (() => void)[]>();
+  private readonly waiters = new Map<string, ((issued: boolean) => void)[]>();
   private renewTimer: ReturnType<typeof setInterval> | undefined;
   onChange: () => void = () => {};
 
@@ -70,19 +70,30 @@ export class CertificateManager {
     return [...this.certs].map(([host, c]) => ({ host, expiresAt: c.notAfter.getTime() }));
   }
 
-  /** Resolves true once `host` has a certificate, false after `timeoutMs`. */
+  /**
+   * Resolves true once `host` has a certificate; false at once when no order
+   * for it is running (nothing to wait for, e.g. failing and backing off),
+   * when its order fails, or after `timeoutMs`.
+   */
   waitFor(host: string, timeoutMs: number): Promise<boolean> {
     if (this.certs.has(host)) return Promise.resolve(true);
-    if (!this.wanted.has(host)) return Promise.resolve(false);
+    if (!this.issuing.has(host)) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
       const list = this.waiters.get(host) ?? [];
-      list.push(() => {
+      list.push((issued) => {
         clearTimeout(timer);
-        resolve(true);
+        resolve(issued);
       });
       this.waiters.set(host, list);
     });
+  }
+
+  private wake(host: string, issued: boolean) {
+    const list = this.waiters.get(host);
+    if (!list) return;
+    this.waiters.delete(host);
+    for (const wake of list) wake(issued);
   }
 
   /**
@@ -130,14 +141,9 @@ export class CertificateManager {
   }
 
   private changed() {
-    for (const host of this.certs.keys()) {
-      const list = this.waiters.get(host);
-      if (list) {
-        this.waiters.delete(host);
-        for (const wake of list) wake();
-      }
-    }
+    // The listener gets the new set first, so woken clients find the certificate.
     this.onChange();
+    for (const host of this.certs.keys()) this.wake(host, true);
   }
 
   private wantsAcme(host: string): boolean {
@@ -185,6 +191,7 @@ export class CertificateManager {
           attempt: attempts,
           retry_in: formatDuration(delay),
         });
+        this.wake(want.host, false);
         const timer = setTimeout(() => {
           this.retries.delete(want.host);
           const current = this.wanted.get(want.host);
@@ -193,7 +200,10 @@ export class CertificateManager {
         }, delay);
         this.retries.set(want.host, timer);
       })
-      .finally(() => this.issuing.delete(want.host));
+      .finally(() => {
+        this.issuing.delete(want.host);
+        this.wake(want.host, this.certs.has(want.host));
+      });
     this.issuing.set(want.host, work);
   }
 }

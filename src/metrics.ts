@@ -18,16 +18,22 @@ function labelText(labels: Labels): string {
 
 class Counter {
   private readonly values = new Map<string, { labels: Labels; value: number }>();
+  /** Label sets by a cheap caller-built key, so the hot path never formats labels. */
+  private readonly byKey = new Map<string, { labels: Labels; value: number }>();
   constructor(
     readonly name: string,
     readonly help: string,
   ) {}
 
-  inc(labels: Labels, by = 1) {
-    const key = labelText(labels);
-    const entry = this.values.get(key);
-    if (entry) entry.value += by;
-    else this.values.set(key, { labels, value: by });
+  inc(labels: Labels, by = 1, key?: string) {
+    let entry = key === undefined ? undefined : this.byKey.get(key);
+    if (!entry) {
+      const text = labelText(labels);
+      entry = this.values.get(text);
+      if (!entry) this.values.set(text, (entry = { labels, value: 0 }));
+      if (key !== undefined) this.byKey.set(key, entry);
+    }
+    entry.value += by;
   }
 
   render(): string[] {
@@ -39,16 +45,21 @@ class Counter {
 
 class Histogram {
   private readonly series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
+  private readonly byKey = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
   constructor(
     readonly name: string,
     readonly help: string,
     readonly buckets: number[],
   ) {}
 
-  observe(labels: Labels, value: number) {
-    const key = labelText(labels);
-    let entry = this.series.get(key);
-    if (!entry) this.series.set(key, (entry = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 }));
+  observe(labels: Labels, value: number, key?: string) {
+    let entry = key === undefined ? undefined : this.byKey.get(key);
+    if (!entry) {
+      const text = labelText(labels);
+      entry = this.series.get(text);
+      if (!entry) this.series.set(text, (entry = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 }));
+      if (key !== undefined) this.byKey.set(key, entry);
+    }
     for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) entry.counts[i]!++;
     entry.sum += value;
     entry.count++;
@@ -88,9 +99,10 @@ export class Metrics {
   source: GaugeSource | undefined;
 
   recordRequest(service: string, method: string, status: number, seconds: number) {
+    const key = `${service}\n${method}\n${status}`;
     const labels = { service, method, status: String(status) };
-    this.requests.inc(labels);
-    this.requestDuration.observe(labels, seconds);
+    this.requests.inc(labels, 1, key);
+    this.requestDuration.observe(labels, seconds, key);
   }
 
   recordDeploy(service: string, ok: boolean, seconds: number) {

@@ -2,7 +2,7 @@
 BUN ?= bun
 SOURCES := $(shell find src -name '*.ts') package.json bun.lock
 
-.PHONY: all build test typecheck unit run demo bench docker sample clean install bun
+.PHONY: all build test test-binary typecheck unit run demo bench docker sample clean install bun
 
 all: build
 
@@ -29,7 +29,15 @@ typecheck: install
 unit: install
 	$(BUN) test --timeout 60000
 
-test: typecheck unit
+# The end-to-end suites that matter most run again against the compiled
+# binary: what users install is what gets tested.
+BINARY_SUITES := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.ts test/draining.test.ts \
+	test/state.test.ts test/metrics.test.ts test/websocket.test.ts test/tls.test.ts
+
+test-binary: dist/parachute
+	PARACHUTE_BIN=dist/parachute $(BUN) test --timeout 60000 $(BINARY_SUITES)
+
+test: typecheck unit test-binary
 
 run: install
 	$(BUN) src/main.ts run --http-port 8080 --https-port 0 --state-dir .state --socket .state/parachute.sock

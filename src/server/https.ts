@@ -38,6 +38,7 @@ export class HttpsListener {
     return Bun.serve({
       port: 0,
       hostname: "127.0.0.1",
+      reusePort: false,
       development: false,
       idleTimeout: 60,
       maxRequestBodySize: Number.MAX_SAFE_INTEGER,

@@ -109,8 +109,10 @@ export async function runServer(options: RunOptions): Promise<void> {
     Bun.serve({
       port: options.httpPort,
       hostname: options.bind,
-      // No reusePort here: a second parachute on the same port must fail
-      // instead of silently sharing the traffic.
+      // A second parachute on the same port must fail instead of silently
+      // sharing the traffic. Bun turns reusePort ON by default when
+      // development is false, so it is switched off explicitly.
+      reusePort: false,
       development: false,
       // Keep-alive connections idle longer than this are closed; a request
       // being proxied lifts it for itself (see proxy-app.ts).
@@ -132,6 +134,7 @@ export async function runServer(options: RunOptions): Promise<void> {
           Bun.serve({
             port: options.metricsPort,
             hostname: options.bind,
+            reusePort: false,
             development: false,
             fetch: (req) =>
               new URL(req.url).pathname === "/metrics"

@@ -2,6 +2,7 @@
 // that records the peak resident set size while a transfer runs. Plus a
 // deadline-bounded poll used by the streaming suites.
 import * as fs from "node:fs";
+import { waitFor } from "./proxy.ts";
 
 /** Current resident set size (VmRSS) of `pid` in bytes. */
 export function rssBytes(pid: number): number {
@@ -68,20 +69,8 @@ export function mb(bytes: number): string {
  * passes (throws, naming `what`). The short pause between polls is the only
  * sleep; the wait is bounded by the condition.
  */
-export async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000, intervalMs = 20): Promise<NonNullable<T>> {
-  const deadline = performance.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-      last = value;
-    } catch (error) {
-      last = error;
-    }
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what} (last: ${String(last)})`);
-    await Bun.sleep(intervalMs);
-  }
+export function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000, intervalMs = 20): Promise<NonNullable<T>> {
+  return waitFor(what, check, { timeoutMs, intervalMs });
 }
 
 /** Percentile (0..100) of a list of numbers, nearest-rank. */

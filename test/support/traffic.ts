@@ -5,7 +5,7 @@
 // that a refused command changed nothing.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parachuteCommand, type CliResult, type Proxy } from "./proxy.ts";
+import { parachuteCommand, waitFor, type CliResult, type Proxy } from "./proxy.ts";
 
 export interface TargetView {
   address: string;
@@ -45,20 +45,8 @@ export async function getTarget(proxy: Proxy, service: string, address: string):
  * passes (throws, naming `what`). The short pause between polls is the only
  * sleep; the wait is bounded by the condition.
  */
-export async function eventually<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000, intervalMs = 25): Promise<NonNullable<T>> {
-  const deadline = performance.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-      last = value;
-    } catch (error) {
-      last = error;
-    }
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what} (last: ${String(last)})`);
-    await Bun.sleep(intervalMs);
-  }
+export function eventually<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000, intervalMs = 25): Promise<NonNullable<T>> {
+  return waitFor(what, check, { timeoutMs, intervalMs });
 }
 
 /** Is the promise still unsettled right now? */

@@ -1,6 +1,7 @@
-// Logs are JSON lines on stdout (SPEC §10). Lines are queued and flushed once
-// per event-loop turn: under load one write per request would cost more than
-// the request itself.
+// Logs are JSON lines on stdout (SPEC §10). Lines logged in the same task are
+// written together, in a microtask. (setImmediate batched more, but was seen
+// to stall in Bun 1.4.5 after WebSocket client errors until the next socket
+// event, leaving log lines unwritten.)
 type Level = "debug" | "info" | "warn" | "error";
 type Fields = Record<string, unknown>;
 
@@ -34,7 +35,7 @@ function emit(level: Level, msg: string, fields?: Fields) {
   pending += JSON.stringify({ time: now(), level, msg, ...fields }) + "\n";
   if (!scheduled) {
     scheduled = true;
-    setImmediate(flush);
+    queueMicrotask(flush);
   }
 }
 

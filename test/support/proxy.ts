@@ -190,7 +190,12 @@ export class Proxy {
         }
         this.logs.push(json);
         this.waiters = this.waiters.filter((w) => {
-          if (!w.predicate(json)) return true;
+          // A predicate that throws on some other line must not stop the pump.
+          let matches = false;
+          try {
+            matches = w.predicate(json);
+          } catch {}
+          if (!matches) return true;
           w.resolve(json);
           return false;
         });
@@ -206,14 +211,18 @@ export class Proxy {
     const seen = this.logs.slice(since).find(predicate);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs}ms`)), timeoutMs);
-      this.waiters.push({
+      const waiter = {
         predicate,
-        resolve: (line) => {
+        resolve: (line: Record<string, unknown>) => {
           clearTimeout(timer);
           resolve(line);
         },
-      });
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`no matching log line within ${timeoutMs}ms`));
+      }, timeoutMs);
+      this.waiters.push(waiter);
     });
   }
 

@@ -1,34 +1,71 @@
 #!/usr/bin/env bun
 // parachute: a reverse proxy for zero-downtime deploys. `run` is the server;
 // every other command is a short-lived client of its admin socket.
-import { defineCommand, runMain } from "citty";
+import { defineCommand, runMain, showUsage, type CommandDef } from "citty";
 import { deployCommand } from "./cli/deploy.ts";
 import { listCommand } from "./cli/list.ts";
 import { pauseCommand, resumeCommand, stopCommand } from "./cli/maintenance.ts";
-import { rolloutCommand } from "./cli/rollout.ts";
-import { addCommand, rmCommand } from "./cli/targets.ts";
 import { removeCommand } from "./cli/remove.ts";
+import { rolloutCommand } from "./cli/rollout.ts";
 import { runCommand } from "./cli/run.ts";
+import { addCommand, rmCommand } from "./cli/targets.ts";
 import { VERSION } from "./version.ts";
+
+const subCommands: Record<string, CommandDef> = {
+  run: runCommand,
+  deploy: deployCommand,
+  add: addCommand,
+  rm: rmCommand,
+  remove: removeCommand,
+  list: listCommand,
+  pause: pauseCommand,
+  stop: stopCommand,
+  resume: resumeCommand,
+  rollout: rolloutCommand,
+  version: defineCommand({
+    meta: { name: "version", description: "Print the version" },
+    run: () => console.log(VERSION),
+  }),
+};
 
 const main = defineCommand({
   meta: { name: "parachute", version: VERSION, description: "A reverse proxy for zero-downtime deployments" },
-  subCommands: {
-    run: runCommand,
-    deploy: deployCommand,
-    add: addCommand,
-    rm: rmCommand,
-    remove: removeCommand,
-    list: listCommand,
-    pause: pauseCommand,
-    stop: stopCommand,
-    resume: resumeCommand,
-    rollout: rolloutCommand,
-    version: defineCommand({
-      meta: { name: "version", description: "Print the version" },
-      run: () => console.log(VERSION),
-    }),
+  subCommands,
+});
+
+/** Follows a command path (`rollout set`) through the tree; undefined when a name is unknown. */
+function findCommand(path: string[]): { command: CommandDef; parent?: CommandDef; unknown?: string } {
+  let command: CommandDef = main;
+  let parent: CommandDef | undefined;
+  for (const name of path) {
+    const next = (command.subCommands as Record<string, CommandDef> | undefined)?.[name];
+    if (!next) return { command, parent, unknown: name };
+    parent = command;
+    command = next;
+  }
+  return { command, parent };
+}
+
+subCommands.help = defineCommand({
+  meta: { name: "help", description: "Show help for parachute or one of its commands (parachute help rollout set)" },
+  async run({ rawArgs }) {
+    const found = findCommand(rawArgs.filter((a) => !a.startsWith("-")));
+    if (found.unknown) {
+      console.error(`Error: unknown command ${found.unknown}`);
+      process.exit(1);
+    }
+    await showUsage(found.command, found.parent);
   },
 });
+
+// citty reports an unknown command without our `Error:` prefix; check first.
+const args = process.argv.slice(2);
+const path = args.slice(0, args.findIndex((a) => a.startsWith("-")) === -1 ? args.length : args.findIndex((a) => a.startsWith("-")));
+const walked = findCommand(path.slice(0, 2));
+if (walked.unknown && (walked.command === main || walked.command.subCommands)) {
+  console.error(`Error: unknown command ${walked.unknown}\n`);
+  await showUsage(walked.command, walked.parent);
+  process.exit(1);
+}
 
 void runMain(main);

@@ -36,3 +36,18 @@ test("an unknown flag is a usage error, not ignored", async () => {
   // It failed before trying to reach a server.
   expect(result.stderr).not.toContain("cannot reach parachute");
 });
+
+test("`parachute help [COMMAND]` shows help; an unknown command is an error", async () => {
+  const help = await runCli(["help"]);
+  expect(help.code).toBe(0);
+  expect(help.stdout).toContain("deploy");
+  const sub = await runCli(["help", "rollout", "set"]);
+  expect(sub.code).toBe(0);
+  expect(sub.stdout).toContain("--percent");
+  const unknown = await runCli(["bogus"]);
+  expect(unknown.code).toBe(1);
+  expect(unknown.stderr).toContain("Error: unknown command bogus");
+  const unknownSub = await runCli(["rollout", "bogus"]);
+  expect(unknownSub.code).toBe(1);
+  expect(unknownSub.stderr).toContain("Error: unknown command bogus");
+});

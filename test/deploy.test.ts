@@ -1,28 +1,18 @@
 // `parachute deploy` (SPEC §4): health-check gating, failure messages and
 // rollback, progress output, --force, health-check options, load balancing,
 // option changes on redeploy, and --target-timeout.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { beforeAll, expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { deadPort, startBackend, type Backend } from "./support/backend.ts";
-import { Proxy, waitFor, SLOW_TEST, HOOK_TIMEOUT } from "./support/proxy.ts";
+import { deadPort, type Backend } from "./support/backend.ts";
+import { useProxy } from "./support/fixture.ts";
+import { Proxy, waitFor, SLOW_TEST } from "./support/proxy.ts";
 
+const fixture = useProxy();
+const backend = fixture.backend;
 let proxy: Proxy;
-const backends: Backend[] = [];
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  backends.push(b);
-  return b;
-}
-
-beforeAll(async () => {
-  proxy = await Proxy.start();
-}, HOOK_TIMEOUT);
-
-afterAll(async () => {
-  await proxy?.stop();
-  await Promise.all(backends.map((b) => b.stop()));
-}, HOOK_TIMEOUT);
+beforeAll(() => {
+  proxy = fixture.proxy;
+});
 
 const fast = ["--health-check-interval", "100ms"];
 

@@ -1,27 +1,17 @@
 // Draining (SPEC §4 step 4-5, §5): old targets get no new requests, their
 // in-flight requests may finish within --drain-timeout (then 504), and
 // deploy/remove return only once draining is over.
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { startBackend, type Backend } from "./support/backend.ts";
-import { Proxy, waitFor, type CliResult, HOOK_TIMEOUT, SLOW_TEST } from "./support/proxy.ts";
+import { beforeAll, expect, test } from "bun:test";
+import { type Backend } from "./support/backend.ts";
+import { useProxy } from "./support/fixture.ts";
+import { Proxy, waitFor, type CliResult, SLOW_TEST } from "./support/proxy.ts";
 
+const fixture = useProxy();
+const backend = fixture.backend;
 let proxy: Proxy;
-const backends: Backend[] = [];
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  backends.push(b);
-  return b;
-}
-
-beforeAll(async () => {
-  proxy = await Proxy.start();
-}, HOOK_TIMEOUT);
-
-afterAll(async () => {
-  await proxy?.stop();
-  await Promise.all(backends.map((b) => b.stop()));
-}, HOOK_TIMEOUT);
+beforeAll(() => {
+  proxy = fixture.proxy;
+});
 
 const fast = ["--health-check-interval", "100ms"];
 

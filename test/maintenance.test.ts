@@ -3,7 +3,8 @@
 // for requests already waiting in a pause), the health-check path keeps
 // answering 200, and pause/stop survive a redeploy and a proxy restart.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { startBackend, type Backend } from "./support/backend.ts";
+import { type Backend } from "./support/backend.ts";
+import { useProxy } from "./support/fixture.ts";
 import { Proxy } from "./support/proxy.ts";
 import { eventually, getService, isPending, mustRun, restart } from "./support/traffic.ts";
 
@@ -12,22 +13,11 @@ const TIMEOUT = 30_000;
 // bunfig's `[test] timeout` is not a Bun setting (the default stays 5 s), so hooks get the bound here.
 setDefaultTimeout(TIMEOUT);
 
+const fixture = useProxy();
+const backend = fixture.backend;
 let proxy: Proxy;
-const backends: Backend[] = [];
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  backends.push(b);
-  return b;
-}
-
-beforeAll(async () => {
-  proxy = await Proxy.start();
-});
-
-afterAll(async () => {
-  await proxy?.stop();
-  await Promise.all(backends.map((b) => b.stop().catch(() => {})));
+beforeAll(() => {
+  proxy = fixture.proxy;
 });
 
 interface Answer {

@@ -3,8 +3,9 @@
 // writer affinity (`deploy --read-target`), and every bad
 // input to the traffic-control commands refused with `Error:` and no change
 // (SPEC §12). One real proxy process; each test has its own service and host.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { startBackend, type Backend } from "./support/backend.ts";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { type Backend } from "./support/backend.ts";
+import { useProxy } from "./support/fixture.ts";
 import { Proxy } from "./support/proxy.ts";
 import {
   adminServices,
@@ -29,22 +30,11 @@ const TIMEOUT = 30_000;
 // bunfig's `[test] timeout` is not a Bun setting (the default stays 5 s), so hooks get the bound here.
 setDefaultTimeout(TIMEOUT);
 
+const fixture = useProxy();
+const backend = fixture.backend;
 let proxy: Proxy;
-const backends: Backend[] = [];
-
-function backend(name: string, options: { port?: number } = {}): Backend {
-  const b = startBackend(name, options);
-  backends.push(b);
-  return b;
-}
-
-beforeAll(async () => {
-  proxy = await Proxy.start();
-});
-
-afterAll(async () => {
-  await proxy?.stop();
-  await Promise.all(backends.map((b) => b.stop().catch(() => {})));
+beforeAll(() => {
+  proxy = fixture.proxy;
 });
 
 describe("add", () => {

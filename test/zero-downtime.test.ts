@@ -2,27 +2,17 @@
 // service is redeployed over and over must never see anything but a 200 from
 // one of the real backends, and slow requests caught at a cutover finish on
 // the target they started on.
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { startBackend, type Backend } from "./support/backend.ts";
-import { Proxy, waitFor, HOOK_TIMEOUT } from "./support/proxy.ts";
+import { beforeAll, expect, test } from "bun:test";
+import { type Backend } from "./support/backend.ts";
+import { useProxy } from "./support/fixture.ts";
+import { Proxy, waitFor } from "./support/proxy.ts";
 
+const fixture = useProxy();
+const backend = fixture.backend;
 let proxy: Proxy;
-const backends: Backend[] = [];
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  backends.push(b);
-  return b;
-}
-
-beforeAll(async () => {
-  proxy = await Proxy.start();
-}, HOOK_TIMEOUT);
-
-afterAll(async () => {
-  await proxy?.stop();
-  await Promise.all(backends.map((b) => b.stop()));
-}, HOOK_TIMEOUT);
+beforeAll(() => {
+  proxy = fixture.proxy;
+});
 
 async function deploy(service: string, host: string, target: Backend, extra: string[] = []) {
   const result = await proxy.cli(["deploy", service, "--host", host, "--target", target.address, "--health-check-interval", "100ms", ...extra]);

@@ -83,7 +83,9 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
     if (scheme === "https" && !options.tls) {
       return reject(503, "service is not served over HTTPS", { pages, message: "This site is not served over HTTPS." });
     }
-    const location = isChallenge ? undefined : await redirectTarget(service, host, req.headers.get("host") ?? "", scheme, path, query, tls);
+    // Only services with TLS or a canonical host can redirect; the rest skip the (async) check.
+    const mayRedirect = !isChallenge && (options.tls || options.canonicalHost !== undefined);
+    const location = mayRedirect ? await redirectTarget(service, host, req.headers.get("host") ?? "", scheme, path, query, tls) : undefined;
     if (location) {
       logRequest(entry, { status: 301, bytes: 0 });
       return new Response(null, { status: 301, headers: { location } });

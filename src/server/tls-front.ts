@@ -170,9 +170,9 @@ export class TlsFront {
       }
     };
 
-    this.listener = Bun.listen<ClientData>({
+    const listen = (hostname: string) => Bun.listen<ClientData>({
       port: this.options.port,
-      hostname: this.options.hostname ?? "0.0.0.0",
+      hostname,
       data: undefined as unknown as ClientData,
       socket: {
         open: (client) => {
@@ -201,6 +201,17 @@ export class TlsFront {
         error: (client) => closeBoth(client as unknown as Socket<Pipe>),
       },
     });
+    // "All interfaces" means dual-stack like Bun.serve's default; hosts
+    // without IPv6 get IPv4 only.
+    if (this.options.hostname) this.listener = listen(this.options.hostname);
+    else {
+      try {
+        this.listener = listen("::");
+      } catch (error) {
+        if ((error as { code?: string }).code === "EADDRINUSE") throw error;
+        this.listener = listen("0.0.0.0");
+      }
+    }
   }
 
   stop() {

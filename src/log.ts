@@ -1,7 +1,6 @@
 // Logs are JSON lines on stdout (SPEC §10). Lines logged in the same task are
-// written together, in a microtask. (setImmediate batched more, but was seen
-// to stall in Bun 1.4.5 after WebSocket client errors until the next socket
-// event, leaving log lines unwritten.)
+// written together, in a microtask: one write per task rather than per line.
+
 type Level = "debug" | "info" | "warn" | "error";
 type Fields = Record<string, unknown>;
 

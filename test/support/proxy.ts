@@ -120,7 +120,7 @@ export class Proxy {
   readonly rawOutput: string[] = [];
   httpPort = 0;
   private waiters: { predicate: (line: Record<string, unknown>) => boolean; resolve: (line: Record<string, unknown>) => void }[] = [];
-  private proc!: Subprocess<"ignore", "pipe", "pipe">;
+  private proc!: Subprocess;
   exited!: Promise<number>;
 
   constructor(
@@ -147,6 +147,11 @@ export class Proxy {
     for (const [flag, value] of [["http-port", "0"], ["https-port", "0"], ["bind", "127.0.0.1"]] as const) {
       if (!omit.has(flag)) defaults.push(`--${flag}`, value);
     }
+    // The server writes to a file that is polled, not to a pipe: a pipe
+    // reader in the test process was seen to stall until some other socket
+    // event, which made log-line waits flaky.
+    const outputFile = path.join(tempDir("parachute-output-"), "output.log");
+    const output = fs.openSync(outputFile, "w");
     this.proc = Bun.spawn(
       [
         ...parachuteCommand(),
@@ -157,11 +162,11 @@ export class Proxy {
         ...(omit.has("socket") ? [] : ["--socket", this.socket]),
         ...(this.options.args ?? []),
       ],
-      { env: { ...process.env, NO_COLOR: "1", ...this.options.env }, stdout: "pipe", stderr: "pipe", stdin: "ignore" },
+      { env: { ...process.env, NO_COLOR: "1", ...this.options.env }, stdout: output, stderr: output, stdin: "ignore" },
     );
+    fs.closeSync(output);
     this.exited = this.proc.exited;
-    void this.pump(this.proc.stdout);
-    void this.pump(this.proc.stderr);
+    this.follow(outputFile);
     const started = await Promise.race([
       this.waitForLog((l) => l.msg === "Server started", 15_000, since),
       this.exited.then((code) => {
@@ -171,11 +176,33 @@ export class Proxy {
     this.httpPort = Number(started.http_port);
   }
 
-  private async pump(stream: ReadableStream<Uint8Array>) {
+  /** Reads the server's output file as it grows, until the process has exited. */
+  private follow(file: string) {
+    const fd = fs.openSync(file, "r");
+    const chunk = Buffer.alloc(64 * 1024);
+    let offset = 0;
+    const consume = this.consumer();
+    const read = () => {
+      for (;;) {
+        const n = fs.readSync(fd, chunk, 0, chunk.length, offset);
+        if (n <= 0) return;
+        offset += n;
+        consume(chunk.subarray(0, n));
+      }
+    };
+    const timer = setInterval(read, 10);
+    void this.exited.then(() => {
+      read();
+      clearInterval(timer);
+      fs.closeSync(fd);
+    });
+  }
+
+  private consumer() {
     const decoder = new TextDecoder();
     let buffered = "";
-    for await (const chunk of stream) {
-      const text = decoder.decode(chunk, { stream: true });
+    return (bytes: Uint8Array) => {
+      const text = decoder.decode(bytes, { stream: true });
       this.rawOutput.push(text);
       buffered += text;
       let nl: number;
@@ -200,7 +227,7 @@ export class Proxy {
           return false;
         });
       }
-    }
+    };
   }
 
   /**

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import type { Echo } from "./support/helpers.ts";
-import { freePort, Proxy, tempDir, type ListedService } from "./support/proxy.ts";
+import { freePort, Proxy, tempDir, waitFor, type ListedService } from "./support/proxy.ts";
 import { createTestCa, curl, curlHttps, httpsPortOf, peerCertificate, restart, type TestCa } from "./support/tls-tools.ts";
 
 const opensslAvailable = Boolean(Bun.which("openssl") && Bun.which("curl"));
@@ -288,5 +288,16 @@ describe.skipIf(!opensslAvailable)("custom certificates", () => {
     expect(res.status).toBe(200);
     expect(await serialOf("c.test")).toBe(before);
     expect((await https("x.w.test")).status).toBe(200);
+  });
+
+  test("SIGTERM lets an in-flight HTTPS request finish before the server exits 0", async () => {
+    const slow = https("c.test", "/slow?ms=1500");
+    await waitFor("the slow request to reach the app", () => app.inflight > 0, { timeoutMs: 5000 });
+    await proxy.kill("SIGTERM");
+    const res = await slow;
+    expect(res.exit).toBe(0);
+    expect(res.status).toBe(200);
+    expect(res.body).toBe("slow from app");
+    expect(await proxy.exited).toBe(0);
   });
 });

@@ -81,7 +81,7 @@ export class HttpsListener {
   }
 
   async stop(force: boolean) {
-    this.front.stop();
+    this.front.stop(force);
     await this.server?.stop(force);
   }
 }

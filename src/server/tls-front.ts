@@ -214,7 +214,8 @@ export class TlsFront {
     }
   }
 
-  stop() {
-    this.listener?.stop(true);
+  /** Stops accepting; relayed connections go on unless `force`. */
+  stop(force = false) {
+    this.listener?.stop(force);
   }
 }

@@ -3,7 +3,7 @@
 // socket where the handshake itself is under test).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { deadPort } from "./support/backend.ts";
-import { RawConnection, headerValue, requestHead } from "./support/raw-client.ts";
+import { RawConnection, headerValue, headerValues, requestHead } from "./support/raw-client.ts";
 import { isAlive, MB, RssSampler, mb, until } from "./support/rss.ts";
 import { startSilentTarget, startWsBackend, WsClient, type WsBackend } from "./support/ws-backend.ts";
 import { Proxy } from "./support/proxy.ts";
@@ -429,14 +429,20 @@ test("an app that refuses the upgrade: its status reaches the client, not a prox
   expect(head.status).toBe(403);
 });
 
-// Known gap: Bun's WebSocket client reports only the status of a refused
-// handshake, so the app's headers and body are lost. Marked failing so it is
-// flipped the day the relay can see the whole answer.
-test.failing("an app that refuses the upgrade with its own response (403) is passed through untouched", async () => {
+test("an app that refuses the upgrade with its own response (403) is passed through untouched", async () => {
   const { head, body } = await rawUpgrade("ws.test", "/forbidden");
   expect(head.status).toBe(403);
   expect(headerValue(head, "x-app")).toBe("ws-app");
   expect(body).toBe("no entry");
+});
+
+test("a refusal with a large body and several Set-Cookie headers reaches the client whole", async () => {
+  const { head, body } = await rawUpgrade("ws.test", "/login-first");
+  expect(head.status).toBe(302);
+  expect(headerValue(head, "location")).toBe("/login");
+  expect(headerValues(head, "set-cookie")).toEqual(["a=1; Path=/", "b=2; Path=/"]);
+  expect(headerValues(head, "date")).toHaveLength(1);
+  expect(body).toBe("<p>sign in</p>".repeat(20_000));
 });
 
 test("a proxied WebSocket is logged as a `Request` line with the SPEC §10 fields and the configured req_<header> fields", async () => {

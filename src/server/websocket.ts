@@ -3,9 +3,12 @@
 // subprotocol nor apply backpressure. The upstream connection is opened first,
 // so a dead target is a 502 before the client is upgraded.
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
+import type { IncomingMessage } from "node:http";
+import { Readable } from "node:stream";
+import { WebSocket } from "ws";
 import { log } from "../log.ts";
 import { errorPage } from "../proxy/error-pages.ts";
-import { upstreamRequestHeaders } from "../proxy/headers.ts";
+import { stripHopByHop, upstreamRequestHeaders } from "../proxy/headers.ts";
 import { logRequest, startRequestLog, stripPrefix, type PeerAddress, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
@@ -49,37 +52,68 @@ export function isWebSocketUpgrade(req: Request): boolean {
 
 class HandshakeTimeout extends Error {}
 
-/** Opens the upstream socket; resolves once it is open, rejects on failure or after the target timeout. */
+/** The app answered the upgrade with an ordinary response instead of 101. */
+class HandshakeRefused extends Error {
+  readonly response: Response;
+  /** The body size the app declared, for the request log (0 when it streams). */
+  readonly bytes: number;
+  constructor(res: IncomingMessage) {
+    super(`app answered ${res.statusCode} to the upgrade`);
+    this.bytes = Number(res.headers["content-length"] ?? 0) || 0;
+    this.response = refusal(res);
+  }
+}
+
+/**
+ * The app's refusal as a Response: its status, headers (hop-by-hop removed)
+ * and body, streamed as it arrives (the target timeout covers the headers only).
+ */
+function refusal(res: IncomingMessage): Response {
+  const headers = new Headers();
+  const raw = res.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  stripHopByHop(headers);
+  // Bun.serve sets its own Date and frames the streamed body itself.
+  headers.delete("date");
+  headers.delete("content-length");
+  const empty = res.statusCode === 204 || res.statusCode === 304;
+  if (empty) res.resume();
+  const body = empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
+  return new Response(body, { status: res.statusCode, statusText: res.statusMessage, headers });
+}
+
+/**
+ * Opens the upstream socket; resolves once it is open, rejects on failure or
+ * after the target timeout. Bun's `ws` client is used rather than the global
+ * WebSocket because it reports a refused handshake in full ("unexpected-response":
+ * status, headers and body), so the app's answer reaches the client untouched.
+ */
 function connectUpstream(url: string, headers: Headers, protocols: string[], timeoutMs: number): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const upstream = new WebSocket(url, { headers, protocols } as unknown as string[]);
-    upstream.binaryType = "arraybuffer";
+    const upstream = new WebSocket(url, protocols, { headers: Object.fromEntries(headers) });
     const timer = setTimeout(() => {
       reject(new HandshakeTimeout("target timeout"));
       upstream.terminate();
     }, timeoutMs);
-    upstream.onopen = () => {
+    upstream.on("open", () => {
       clearTimeout(timer);
       resolve(upstream);
-    };
-    upstream.onerror = (event) => {
+    });
+    upstream.on("unexpected-response", (_request, res) => {
       clearTimeout(timer);
-      reject(new Error((event as ErrorEvent).message || "connection failed"));
-    };
+      reject(new HandshakeRefused(res));
+    });
+    upstream.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
   });
 }
 
-/**
- * The status to answer when the upstream handshake failed: 504 for a target
- * timeout; the app's own status when it refused the upgrade (Bun's WebSocket
- * client reports only the status, not the headers or body); else 502.
- */
-function handshakeFailure(error: unknown): { status: number; reason: string; fromApp: boolean } {
-  if (error instanceof HandshakeTimeout) return { status: 504, reason: "target timeout", fromApp: false };
-  const message = (error as Error)?.message ?? "";
-  const refused = /Expected 101 status code: (\d{3})/.exec(message);
-  if (refused && refused[1] !== "101") return { status: Number(refused[1]), reason: `app answered ${refused[1]} to the upgrade`, fromApp: true };
-  return { status: 502, reason: `target failed: ${message || "connection failed"}`, fromApp: false };
+/** The error page for a failed upstream handshake: 504 for a target timeout, else 502. */
+function handshakeFailure(error: unknown): { status: number; reason: string } {
+  if (error instanceof HandshakeTimeout) return { status: 504, reason: "target timeout" };
+  return { status: 502, reason: `target failed: ${(error as Error)?.message || "connection failed"}` };
 }
 
 export async function upgradeWebSocket(
@@ -133,18 +167,19 @@ export async function upgradeWebSocket(
     upstream = await connectUpstream(`ws://${target.address}${pathAndQuery}`, headers, protocols, service.options.targetTimeoutMs);
   } catch (error) {
     finish();
-    const failure = handshakeFailure(error);
-    if (failure.fromApp) {
-      logRequest(entry, { status: failure.status, bytes: 0, error: failure.reason });
-      return new Response(null, { status: failure.status });
+    if (error instanceof HandshakeRefused) {
+      // The app's own answer: passed through untouched, never an error page.
+      logRequest(entry, { status: error.response.status, bytes: error.bytes, error: error.message });
+      return error.response;
     }
+    const failure = handshakeFailure(error);
     return reject(failure.status, failure.reason, { pages });
   }
 
   const relay: Relay = { upstream, early: [], finish, controller, service: service.name, target: target.address };
   // Buffer what the upstream says until the client socket is open.
-  upstream.onmessage = (event) => relay.early.push(event.data as string | ArrayBuffer);
-  upstream.onclose = () => {};
+  upstream.on("message", (data, isBinary) => relay.early.push(isBinary ? data : data.toString("utf8")));
+  upstream.on("error", () => {}); // a failure after open is followed by "close", handled there
   // Bun would echo the client's *first* offered protocol; the upstream's choice is the right one.
   const upgraded = server.upgrade(req, {
     data: relay,
@@ -174,15 +209,16 @@ export const websocketHandler: WebSocketHandler<Relay> = {
     };
     for (const data of relay.early) deliver(data);
     relay.early = [];
-    upstream.onmessage = (event) => deliver(event.data as string | ArrayBuffer);
-    upstream.onclose = (event) => {
+    upstream.removeAllListeners("message");
+    upstream.on("message", (data, isBinary) => deliver(isBinary ? data : data.toString("utf8")));
+    upstream.on("close", (code, reason) => {
       relay.finish();
       try {
-        ws.close(safeCloseCode(event.code), safeReason(event.reason));
+        ws.close(safeCloseCode(code), safeReason(reason.toString("utf8")));
       } catch {
         ws.terminate();
       }
-    };
+    });
     if (upstream.readyState !== WebSocket.OPEN) ws.close(1011, "upstream closed");
     // Draining past its deadline closes the connection (the target is going away).
     relay.controller.signal.addEventListener("abort", () => {

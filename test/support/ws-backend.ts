@@ -12,7 +12,8 @@
 // Anything else is echoed back unchanged (text as text, binary as binary),
 // except on /sink, where binary messages are only counted (`sunk`).
 // On /greet the backend sends "welcome" as soon as the socket opens; /forbidden
-// is refused with a plain 403 instead of an upgrade.
+// is refused with a plain 403 instead of an upgrade, /login-first with a 302
+// carrying a 280 KB page and two cookies.
 // The subprotocol: chat.v2 when offered (whatever the client listed first).
 import type { Server, ServerWebSocket } from "bun";
 
@@ -120,6 +121,13 @@ export function startWsBackend(name: string): WsBackend {
       const url = new URL(req.url);
       if (url.pathname === "/up") return new Response("ok");
       if (url.pathname === "/forbidden") return new Response("no entry", { status: 403, headers: { "content-type": "text/plain", "x-app": name } });
+      if (url.pathname === "/login-first") {
+        // A refusal with a body larger than one socket read and two cookies.
+        const headers = new Headers({ "content-type": "text/html", location: "/login" });
+        headers.append("set-cookie", "a=1; Path=/");
+        headers.append("set-cookie", "b=2; Path=/");
+        return new Response("<p>sign in</p>".repeat(20_000), { status: 302, headers });
+      }
       const offered = (req.headers.get("sec-websocket-protocol") ?? "")
         .split(",")
         .map((p) => p.trim())

@@ -148,14 +148,29 @@ describe("request line and Host", () => {
     expect(res.body.split("\r\n")[0]).toBe(`GET ${target} HTTP/1.1`);
   });
 
-  // Known gap: Bun's fetch client collapses a *leading* `//` in the request
-  // target (Bun.serve's req.url keeps it). Marked failing so the suite stays
-  // honest: this test starts to "fail" the day Bun fixes it, and we flip it.
-  test.failing("a path with empty segments (`//`) is forwarded verbatim", async () => {
+  // Bun's fetch collapses a *leading* `//`; such targets go through node:http.
+  test("a path with empty segments (`//`) is forwarded verbatim", async () => {
     const target = "//double//slash/?q=//x";
     const res = await rawRequest(proxy.httpPort, buildRequest("GET", target, [["Host", "raw.test"]]));
     expect(res.status).toBe(200);
     expect(res.body.split("\r\n")[0]).toBe(`GET ${target} HTTP/1.1`);
+  });
+
+  test("a `//` path: method, body, forwarded headers and the app's answer go both ways; a dead target is 502", async () => {
+    const res = await rawRequest(
+      proxy.httpPort,
+      buildRequest("POST", "//upload//here?x=1", [["Host", "app.test"], ["X-Request-ID", "req-slash"]], "hello body"),
+    );
+    expect(res.status).toBe(200);
+    const echo = JSON.parse(res.body);
+    expect(rawPathAndQuery(echo.url)).toBe("//upload//here?x=1");
+    expect(echo.method).toBe("POST");
+    expect(echo.bodyBytes).toBe(10);
+    expect(echo.headers["x-request-id"]).toBe("req-slash");
+    expect(echo.headers["x-forwarded-for"]).toBe("127.0.0.1");
+    expect(echo.headers.host).toBe("app.test");
+    const dead = await rawRequest(proxy.httpPort, buildRequest("GET", "//x", [["Host", "dead.test"]]));
+    expect(dead.status).toBe(502);
   });
 
   test("the method and request body reach the target", async () => {

@@ -7,6 +7,7 @@
 import { DrainCancelled, type Target } from "../service/target.ts";
 import { BodyTooLarge, bufferBody, type BufferedBody } from "./buffer.ts";
 import { stripHopByHop } from "./headers.ts";
+import { needsVerbatimFetch, verbatimFetch } from "./verbatim-fetch.ts";
 
 /** Small bodies whose length is known are read whole: cheaper than a relayed stream, and the length is kept exactly. */
 const SMALL_BODY = 64 * 1024;
@@ -97,16 +98,23 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
   const timer = setTimeout(() => controller.abort(new TargetTimeout("target timeout")), f.timeoutMs);
   let upstream: Response;
   try {
-    upstream = await fetch(target.origin + f.pathAndQuery, {
-      method: req.method,
-      headers: f.headers,
-      body: requestBody,
-      redirect: "manual",
-      decompress: false,
-      signal: controller.signal,
-      // Long responses (SSE, downloads) must not be cut by fetch's idle timer.
-      timeout: false,
-    });
+    upstream = needsVerbatimFetch(f.pathAndQuery)
+      ? await verbatimFetch(target.origin, f.pathAndQuery, {
+          method: req.method,
+          headers: f.headers,
+          body: (requestBody ?? null) as Blob | ReadableStream<Uint8Array> | null,
+          signal: controller.signal,
+        })
+      : await fetch(target.origin + f.pathAndQuery, {
+          method: req.method,
+          headers: f.headers,
+          body: requestBody,
+          redirect: "manual",
+          decompress: false,
+          signal: controller.signal,
+          // Long responses (SSE, downloads) must not be cut by fetch's idle timer.
+          timeout: false,
+        });
   } catch (error) {
     clearTimeout(timer);
     bufferedRequest?.dispose();

@@ -2,7 +2,8 @@
 // goes out as `GET /a//b`), and SPEC §7 passes the path verbatim. Those rare
 // requests go through node:http's client instead, which writes the path as
 // given; everything else keeps the faster fetch. The answer is turned into a
-// Response so the forwarder relays it the same way.
+// Response (responseFrom, also used for an app's refused WebSocket upgrade)
+// so it is relayed the same way.
 import http from "node:http";
 import { Readable } from "node:stream";
 
@@ -23,6 +24,17 @@ function bodiless(status: number): boolean {
   return status === 204 || status === 205 || status === 304;
 }
 
+/** A node:http response as a web Response: headers in order (repeated ones kept apart), body streamed. */
+export function responseFrom(res: http.IncomingMessage): Response {
+  const headers = new Headers();
+  const raw = res.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  const status = res.statusCode ?? 502;
+  if (bodiless(status)) res.resume();
+  const body = bodiless(status) ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
+  return new Response(body, { status, statusText: res.statusMessage, headers });
+}
+
 export function verbatimFetch(origin: string, pathAndQuery: string, init: VerbatimInit): Promise<Response> {
   const url = new URL(origin);
   return new Promise((resolve, reject) => {
@@ -35,15 +47,7 @@ export function verbatimFetch(origin: string, pathAndQuery: string, init: Verbat
         headers: Object.fromEntries(init.headers),
         signal: init.signal,
       },
-      (res) => {
-        const headers = new Headers();
-        const raw = res.rawHeaders;
-        for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
-        const status = res.statusCode ?? 502;
-        if (bodiless(status)) res.resume();
-        const body = bodiless(status) ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
-        resolve(new Response(body, { status, statusText: res.statusMessage, headers }));
-      },
+      (res) => resolve(responseFrom(res)),
     );
     request.on("error", reject);
     if (!init.body) request.end();

@@ -4,11 +4,11 @@
 // so a dead target is a 502 before the client is upgraded.
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import type { IncomingMessage } from "node:http";
-import { Readable } from "node:stream";
 import { WebSocket } from "ws";
 import { log } from "../log.ts";
 import { errorPage } from "../proxy/error-pages.ts";
 import { stripHopByHop, upstreamRequestHeaders } from "../proxy/headers.ts";
+import { responseFrom } from "../proxy/verbatim-fetch.ts";
 import { logRequest, startRequestLog, stripPrefix, type PeerAddress, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
@@ -17,7 +17,7 @@ import { parse as parseCookies } from "hono/utils/cookie";
 interface Relay {
   upstream: WebSocket;
   /** Upstream messages that arrived before the client socket was open. */
-  early: (string | ArrayBuffer | Uint8Array)[];
+  early: (string | Uint8Array)[];
   finish: () => void;
   controller: AbortController;
   service: string;
@@ -69,17 +69,13 @@ class HandshakeRefused extends Error {
  * and body, streamed as it arrives (the target timeout covers the headers only).
  */
 function refusal(res: IncomingMessage): Response {
-  const headers = new Headers();
-  const raw = res.rawHeaders;
-  for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  const answer = responseFrom(res);
+  const headers = new Headers(answer.headers);
   stripHopByHop(headers);
   // Bun.serve sets its own Date and frames the streamed body itself.
   headers.delete("date");
   headers.delete("content-length");
-  const empty = res.statusCode === 204 || res.statusCode === 304;
-  if (empty) res.resume();
-  const body = empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
-  return new Response(body, { status: res.statusCode, statusText: res.statusMessage, headers });
+  return new Response(answer.body, { status: answer.status, statusText: answer.statusText, headers });
 }
 
 /**
@@ -202,7 +198,7 @@ export const websocketHandler: WebSocketHandler<Relay> = {
   open(ws: ServerWebSocket<Relay>) {
     const relay = ws.data;
     const { upstream } = relay;
-    const deliver = (data: string | ArrayBuffer | Uint8Array) => {
+    const deliver = (data: string | Uint8Array) => {
       // -1: queued but the client is slow. Stop reading from the upstream
       // until `drain`, so nothing piles up and nothing is dropped.
       if (ws.send(data) === -1 && !upstream.isPaused) upstream.pause();

@@ -297,3 +297,39 @@ test("--target-timeout cuts a target that is slow to answer (504) but not a long
   // The stream took well over the target timeout and still arrived whole.
   expect(elapsed).toBeGreaterThan(1500);
 }, 15_000);
+
+test("a deploy that waits longer than 10 s between progress lines still gets its answer, and the server stays up", async () => {
+  // Bun closes idle connections after 10 s by default; a failing health check
+  // prints nothing new while it keeps failing, so the admin socket must not time out.
+  const port = await deadPort();
+  const started = performance.now();
+  const result = await proxy.cli(["deploy", "quiet", "--target", `127.0.0.1:${port}`, "--host", "quiet.test", "--deploy-timeout", "13s"]);
+  expect(performance.now() - started).toBeGreaterThan(12_500);
+  expect(result.code).toBe(1);
+  expect(result.stderr).toContain(`Error: target 127.0.0.1:${port} failed to become healthy within 13s`);
+  expect(result.stderr).not.toContain("lost the connection");
+  expect(proxy.exitCode).toBeNull();
+  expect((await proxy.cli(["list"])).code).toBe(0);
+}, 30_000);
+
+test("a client that goes away while its deploy waits does not take the server down; the deploy still completes", async () => {
+  const app = backend("left-behind");
+  app.setHealth(500);
+  const controller = new AbortController();
+  const res = await fetch("http://parachute/deploy", {
+    unix: proxy.socket,
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ service: "left", targets: [app.address], hosts: ["left.test"], healthCheckInterval: "100ms" }),
+    signal: controller.signal,
+  } as RequestInit);
+  expect(res.status).toBe(200);
+  // Read the first progress line, then hang up while the deploy is still waiting.
+  const reader = res.body!.getReader();
+  await reader.read();
+  controller.abort();
+  app.setHealth(200);
+  await waitFor("the deploy to complete without its client", async () => (await proxy.listJson()).some((s) => s.name === "left"));
+  expect(proxy.exitCode).toBeNull();
+  expect(await get("/echo", "left.test")).toMatchObject({ status: 200, backend: "left-behind" });
+}, SLOW_TEST);

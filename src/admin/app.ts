@@ -24,13 +24,17 @@ async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v
   return result.output;
 }
 
-/** Runs a long command, streaming its progress lines and then its result as NDJSON. */
+/**
+ * Runs a long command, streaming its progress lines and then its result as
+ * NDJSON. A client that goes away does not stop the command: it completes and
+ * its result is simply not sent.
+ */
 function streamed(work: (progress: Progress) => Promise<void>): Response {
   const encoder = new TextEncoder();
+  let open = true;
   let send: (event: ProgressEvent) => void = () => {};
   const stream = new ReadableStream<Uint8Array>({
     start(controller) {
-      let open = true;
       send = (event) => {
         if (!open) return;
         try {
@@ -45,12 +49,17 @@ function streamed(work: (progress: Progress) => Promise<void>): Response {
           (error) => send({ error: errorMessage(error) }),
         )
         .finally(() => {
-          if (open) controller.close();
+          if (!open) return;
           open = false;
+          try {
+            controller.close();
+          } catch {
+            // cancelled meanwhile: nothing left to close
+          }
         });
     },
     cancel() {
-      send = () => {};
+      open = false;
     },
   });
   return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });

@@ -147,7 +147,11 @@ export async function runServer(options: RunOptions): Promise<void> {
   const admin = createAdminApp(registry);
   let adminServer: Server<unknown>;
   try {
-    adminServer = Bun.serve({ unix: options.socket, development: false, fetch: admin.fetch });
+    // idleTimeout 0: a deploy may wait minutes between two progress lines
+    // (a failing health check, a long drain); Bun's 10 s default would cut it.
+    // Bun honours it on unix sockets, but its types omit it there, hence the cast.
+    const adminOptions = { unix: options.socket, development: false, idleTimeout: 0, fetch: admin.fetch };
+    adminServer = Bun.serve(adminOptions as never);
     fs.chmodSync(options.socket, 0o600);
   } catch (error) {
     http.stop(true);
@@ -182,4 +186,10 @@ export async function runServer(options: RunOptions): Promise<void> {
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+  // A stray error in one request or command must not take every service
+  // down with it: it is logged, and the proxy keeps serving.
+  const survive = (kind: string) => (error: unknown) =>
+    log.error("Unhandled error", { kind, error: (error as Error)?.message ?? String(error) });
+  process.on("unhandledRejection", survive("rejection"));
+  process.on("uncaughtException", survive("exception"));
 }

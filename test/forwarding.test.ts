@@ -231,6 +231,20 @@ describe("X-Forwarded-* and X-Request-* headers", () => {
     expect(first.headers["x-request-id"]).not.toBe(second.headers["x-request-id"]);
   });
 
+  test("an empty inbound X-Request-ID is replaced by a new UUID", async () => {
+    const res = await rawRequest(proxy.httpPort, buildRequest("GET", "/", [["Host", "app.test"], ["X-Request-ID", ""]]));
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body).headers["x-request-id"]).toMatch(UUID);
+  });
+
+  test("a request with `Upgrade: websocket` that is not a handshake is forwarded as an ordinary request, Upgrade dropped", async () => {
+    const res = await rawRequest(proxy.httpPort, buildRequest("GET", "/plain", [["Host", "app.test"], ["Upgrade", "websocket"]]));
+    expect(res.status).toBe(200);
+    const seen = JSON.parse(res.body).headers as Record<string, string>;
+    expect(seen.upgrade).toBeUndefined();
+    expect(Object.keys(seen).filter((name) => name.startsWith("sec-websocket"))).toEqual([]);
+  });
+
   test("an inbound X-Request-Start is kept", async () => {
     const echo = await echoVia(proxy, "/", "app.test", { headers: { "X-Request-Start": "t=1234567890123" } });
     expect(echo.headers["x-request-start"]).toBe("t=1234567890123");

@@ -49,8 +49,9 @@ export function upstreamRequestHeaders(inbound: Headers, client: ClientInfo, for
   headers.set("x-forwarded-for", priorFor ? `${priorFor}, ${client.ip}` : client.ip);
   headers.set("x-forwarded-proto", (forwardHeaders && inbound.get("x-forwarded-proto")) || client.scheme);
   headers.set("x-forwarded-host", (forwardHeaders && inbound.get("x-forwarded-host")) || host);
-  if (!headers.has("x-request-id")) headers.set("x-request-id", crypto.randomUUID());
-  if (!headers.has("x-request-start")) headers.set("x-request-start", `t=${Date.now()}`);
+  // An empty value is as good as none: the app and the log need a real id.
+  if (!headers.get("x-request-id")?.trim()) headers.set("x-request-id", crypto.randomUUID());
+  if (!headers.get("x-request-start")?.trim()) headers.set("x-request-start", `t=${Date.now()}`);
   return headers;
 }
 

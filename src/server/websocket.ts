@@ -46,8 +46,15 @@ function safeReason(reason: string | undefined): string {
   return bytes.length <= 123 ? reason : new TextDecoder().decode(bytes.slice(0, 120));
 }
 
+/**
+ * A WebSocket handshake (RFC 6455 §4.2.1): a GET with `Upgrade: websocket`,
+ * `Connection: upgrade` and a key. Anything less is an ordinary request whose
+ * Upgrade header is hop-by-hop and dropped.
+ */
 export function isWebSocketUpgrade(req: Request): boolean {
-  return req.headers.get("upgrade")?.toLowerCase() === "websocket";
+  if (req.method !== "GET" || req.headers.get("upgrade")?.toLowerCase() !== "websocket") return false;
+  const connection = req.headers.get("connection")?.toLowerCase() ?? "";
+  return connection.split(",").some((token) => token.trim() === "upgrade") && req.headers.has("sec-websocket-key");
 }
 
 class HandshakeTimeout extends Error {}

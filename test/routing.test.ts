@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { startBackend, type Backend } from "./support/backend.ts";
 import { deployOk, echoVia, listServices, rawPathAndQuery, removeOk, whoAnswers } from "./support/helpers.ts";
+import { rawRequest } from "./support/net.ts";
 import { Proxy } from "./support/proxy.ts";
 
 // Every CLI command is a new process: generous timeouts keep a loaded 2-core box from failing tests.
@@ -107,6 +108,19 @@ describe("host matching", () => {
     });
     // Gone again after remove.
     expect(await whoAnswers(proxy, "/", "unknown.invalid")).toBe(404);
+  });
+
+  test("a request without a usable Host header goes to the catch-all with its whole path", async () => {
+    await withCatchAll(async () => {
+      for (const hostLine of [[], [["Host", ""]], [["Host", "bad host"]]] as [string, string][][]) {
+        const request = `GET /api/v1/users?id=7 HTTP/1.0\r\n${hostLine.map(([n, v]) => `${n}: ${v}\r\n`).join("")}\r\n`;
+        const res = await rawRequest(proxy.httpPort, request);
+        expect(res.status).toBe(200);
+        const echo = JSON.parse(res.body);
+        expect(echo.backend).toBe("catchall");
+        expect(rawPathAndQuery(echo.url)).toBe("/api/v1/users?id=7");
+      }
+    });
   });
 
   test("no fall-through: an exact host whose services do not match the path is a 404, even with a catch-all", async () => {

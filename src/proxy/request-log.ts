@@ -13,9 +13,13 @@ export type Scheme = "http" | "https";
 /** For connections relayed by the TLS front: the real client address behind a loopback port. */
 export type PeerAddress = (port: number) => string | undefined;
 
-/** Splits `http://host/p/a?q` into the raw path and the raw query (with its `?`), without URL re-encoding. */
+/**
+ * Splits `http://host/p/a?q` into the raw path and the raw query (with its
+ * `?`), without URL re-encoding. Without a usable Host header Bun.serve gives
+ * the bare request target (`/p/a?q`) instead.
+ */
 export function splitTarget(url: string): { path: string; query: string } {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
+  const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
   if (start === -1) return { path: "/", query: "" };
   const q = url.indexOf("?", start);
   return q === -1 ? { path: url.slice(start), query: "" } : { path: url.slice(start, q), query: url.slice(q) };

@@ -55,7 +55,8 @@ export function startBackend(name: string, options: { port?: number } = {}): Bac
     idleTimeout: 0,
     maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     async fetch(req) {
-      const url = new URL(req.url);
+      // Without a usable Host header Bun gives the bare request target.
+      const url = new URL(req.url, "http://no-host.invalid");
       const headers = { "x-backend": name };
       if (url.pathname === "/up") {
         backend.healthChecks++;

@@ -34,6 +34,7 @@ export async function echoVia(proxy: Proxy, pathAndQuery: string, host: string, 
 
 /** The path and raw query from an absolute URL, without any re-encoding. */
 export function rawPathAndQuery(url: string): string {
+  if (url.startsWith("/")) return url; // a bare request target (no usable Host)
   const start = url.indexOf("/", url.indexOf("//") + 2);
   return start === -1 ? "/" : url.slice(start);
 }

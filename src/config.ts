@@ -1,6 +1,7 @@
 // Run options (SPEC §2): an explicit flag beats PARACHUTE_<NAME>, which beats
 // <NAME>, which beats the default. A bad value is an error naming where it
 // came from; it never silently falls back.
+import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { booleanSchema, durationSchema, portSchema } from "./values.ts";
@@ -58,7 +59,7 @@ function resolve<T>(schema: v.GenericSchema<unknown, T>, flagName: string, flag:
 
 const bindSchema = v.pipe(
   v.string(),
-  v.check((s) => /^[0-9.]+$/.test(s) ? /^(\d{1,3}\.){3}\d{1,3}$/.test(s) : /^\[?[0-9a-f:.]+\]?$/i.test(s) || s === "localhost", (i) => `invalid address "${i.input}" (expected an IPv4 or IPv6 address)`),
+  v.check((s) => s === "localhost" || isIP(s.replace(/^\[(.*)\]$/, "$1")) !== 0, (i) => `invalid address "${i.input}" (expected an IPv4 or IPv6 address)`),
   v.transform((s) => s.replace(/^\[(.*)\]$/, "$1")),
 );
 const dirSchema = v.pipe(v.string(), v.nonEmpty("empty directory"));

@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 // parachute: a reverse proxy for zero-downtime deploys. `run` is the server;
 // every other command is a short-lived client of its admin socket.
-import { defineCommand, runMain, showUsage, type CommandDef } from "citty";
+import { defineCommand, renderUsage, runMain, showUsage, type CommandDef } from "citty";
 import { deployCommand } from "./cli/deploy.ts";
 import { listCommand } from "./cli/list.ts";
 import { pauseCommand, resumeCommand, stopCommand } from "./cli/maintenance.ts";
@@ -58,13 +58,20 @@ subCommands.help = defineCommand({
   },
 });
 
-// citty reports an unknown command without our `Error:` prefix; check first.
+// citty reports an unknown command without our `Error:` prefix; check first ...
 const args = process.argv.slice(2);
 const path = args.slice(0, args.findIndex((a) => a.startsWith("-")) === -1 ? args.length : args.findIndex((a) => a.startsWith("-")));
 const walked = findCommand(path.slice(0, 2));
 if (walked.unknown && (walked.command === main || walked.command.subCommands)) {
   console.error(`Error: unknown command ${walked.unknown}\n`);
-  await showUsage(walked.command, walked.parent);
+  console.error(await renderUsage(walked.command, walked.parent));
+  process.exit(1);
+}
+// ... and a missing one (`parachute`, `parachute rollout`) as "No command specified.".
+const wantsMeta = args.some((a) => ["--help", "-h", "--version", "-v"].includes(a));
+if (!walked.unknown && walked.command.subCommands && !walked.command.run && !wantsMeta) {
+  console.error(`Error: missing command\n`);
+  console.error(await renderUsage(walked.command, walked.parent));
   process.exit(1);
 }
 

@@ -151,12 +151,25 @@ export const targetSchema = parsed(v.string("expected a target string"), parseTa
 export const hostSchema = parsed(v.string("expected a host string"), parseHost);
 export const pathPrefixSchema = parsed(v.string("expected a path string"), parsePathPrefix);
 export const portSchema = parsed(stringOrNumber, parsePort);
+/** A port something must be reached on (a health check): 0 means "any" only for listeners. */
+export const remotePortSchema = parsed(stringOrNumber, (input) => {
+  const port = parsePort(input);
+  if (port === 0) throw new ValueError(`invalid port "${input}" (expected 1-65535)`);
+  return port;
+});
 export const booleanSchema = parsed(v.union([v.string(), v.boolean()], "expected a boolean"), parseBoolean);
 
 /** Describes the first valibot issue as `field: message`, so errors name what was wrong. */
+/** Whether the issue is a required field that is absent (valibot reports it as an invalid key). */
+export function isMissingField(issue: v.BaseIssue<unknown> | undefined): boolean {
+  return issue?.kind === "schema" && issue.type === "object" && issue.input === undefined && (issue.path?.length ?? 0) > 0;
+}
+
 export function describeIssues(issues: readonly v.BaseIssue<unknown>[], nameOf: (key: string) => string = (k) => k): string {
   const issue = issues[0];
   if (!issue) return "invalid input";
   const key = issue.path?.map((p) => String(p.key)).find((k) => !/^\d+$/.test(k));
+  if (key && isMissingField(issue)) return `${nameOf(key)} is required`;
+  if (!key && issue.input === null) return "expected a JSON object";
   return key ? `${nameOf(key)}: ${issue.message}` : issue.message;
 }

@@ -75,6 +75,7 @@ describe("invalid run options are an error naming their source", () => {
     ["--http-port abc", {}, ["--http-port", "abc"], "--http-port"],
     ["METRICS_PORT=-1", { METRICS_PORT: "-1" }, ["--http-port", "0"], "METRICS_PORT"],
     ["BIND=not-an-address", { BIND: "not-an-address" }, ["--http-port", "0"], "BIND"],
+    ["BIND=999.1.1.1", { BIND: "999.1.1.1" }, ["--http-port", "0"], "BIND"],
     ["DEBUG=maybe", { DEBUG: "maybe" }, ["--http-port", "0"], "DEBUG"],
   ] as const) {
     test(label, async () => {
@@ -169,11 +170,21 @@ describe("clients without a server", () => {
     expect(result.stderr).not.toContain("cannot reach");
   }, SLOW_TEST);
 
-  test("deploy without any --target is an error naming --target", async () => {
+  test("deploy without any --target is a usage error naming --target", async () => {
     const result = await runCli(["deploy", "web", "--socket", nowhere]);
     expect(result.code).toBe(1);
-    expect(result.stderr.split("\n")[0]).toContain("--target");
+    expect(result.stderr.split("\n")[0]).toBe("Error: --target is required");
+    expect(result.stderr).toMatch(/usage/i);
     expect(result.stderr).not.toContain("cannot reach");
+  }, SLOW_TEST);
+
+  test("no command, or a command group without its subcommand, is an `Error:` with the usage", async () => {
+    for (const args of [[], ["rollout"]]) {
+      const result = await runCli(args);
+      expect(result.code).toBe(1);
+      expect(result.stderr.split("\n")[0]).toBe("Error: missing command");
+      expect(result.stderr).toMatch(/usage/i);
+    }
   }, SLOW_TEST);
 });
 

@@ -372,9 +372,9 @@ describe("bad input is refused with Error:, exit 1, and no state change", () => 
     { name: "rollout deploy to an unknown service", args: () => ["rollout", "deploy", "nosuch", "--target", other.address], error: /^Error: service not found$/m },
     { name: "rollout set on an unknown service", args: () => ["rollout", "set", "nosuch", "--percent", "10"], error: /^Error: service not found$/m },
     { name: "rollout stop on an unknown service", args: () => ["rollout", "stop", "nosuch"], error: /^Error: service not found$/m },
-    { name: "add without --target", args: () => ["add", "bads"], error: /^Error: .*--target/m },
-    { name: "rm without --target", args: () => ["rm", "bads"], error: /^Error: .*--target/m },
-    { name: "rollout deploy without --target", args: () => ["rollout", "deploy", "bads"], error: /^Error: .*--target/m },
+    { name: "add without --target", args: () => ["add", "bads"], error: /^Error: --target is required\n[\s\S]*USAGE/m },
+    { name: "rm without --target", args: () => ["rm", "bads"], error: /^Error: --target is required\n[\s\S]*USAGE/m },
+    { name: "rollout deploy without --target", args: () => ["rollout", "deploy", "bads"], error: /^Error: --target is required\n[\s\S]*USAGE/m },
     { name: "add with a URL as target", args: () => ["add", "bads", "--target", "http://x"], error: /^Error: .*invalid target "http:\/\/x"/m },
     { name: "add with an out-of-range port", args: () => ["add", "bads", "--target", "x:99999"], error: /^Error: .*"x:99999"/m },
     { name: "add with a target starting with -", args: () => ["add", "bads", "--target", "-x"], error: /^Error: .*"-x"/m },
@@ -390,6 +390,8 @@ describe("bad input is refused with Error:, exit 1, and no state change", () => 
     { name: "stop with a bad --drain-timeout", args: () => ["stop", "bads", "--drain-timeout", "-1s"], error: /^Error: .*--drain-timeout/m },
     { name: "add with an unknown flag", args: () => ["add", "bads", "--target", other.address, "--frobnicate"], error: /^Error: .*--frobnicate/m },
     { name: "pause without a service", args: () => ["pause"], error: /^Error: .*SERVICE/m },
+    { name: "deploy with --health-check-port 0", args: () => ["deploy", "bads", "--target", other.address, "--health-check-port", "0"], error: /^Error: --health-check-port: invalid port "0"/m },
+    { name: "deploy with a missing error pages directory", args: () => ["deploy", "bads", "--target", other.address, "--error-pages", "/nonexistent-pages"], error: /^Error: .*"\/nonexistent-pages"/m },
   ];
 
   test.each(cases.map((c) => [c.name, c] as const))("%s", async (_name, c) => {
@@ -423,6 +425,16 @@ describe("bad input is refused with Error:, exit 1, and no state change", () => 
     const maxPause = await post("/pause", { service: "bads", maxPause: "forever" });
     expect(maxPause.status).toBe(400);
     expect(maxPause.json.error).toMatch(/maxPause/);
+    // Bad input found by the command itself, before any progress: also a 400 with JSON, not a stream.
+    const pages = await post("/deploy", { service: "bads", targets: [other.address], errorPages: "/nonexistent-pages" });
+    expect(pages.status).toBe(400);
+    expect(pages.json.error).toMatch(/"\/nonexistent-pages"/);
+    const unknown = await post("/pause", { service: "nosuch" });
+    expect(unknown.status).toBe(404);
+    expect(unknown.json.error).toBe("service not found");
+    const notObject = await post("/remove", null);
+    expect(notObject.status).toBe(400);
+    expect(notObject.json.error).toBe("expected a JSON object");
     expect(await quickSnapshot(proxy)).toEqual(quickBaseline);
   }, TIMEOUT);
 

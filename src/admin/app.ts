@@ -25,44 +25,58 @@ async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v
 }
 
 /**
- * Runs a long command, streaming its progress lines and then its result as
- * NDJSON. A client that goes away does not stop the command: it completes and
- * its result is simply not sent.
+ * Runs a long command. The answer waits for its first event: a command that
+ * fails before reporting any progress (bad input, a conflict, an unknown
+ * service) is answered with its status and a JSON error; otherwise progress
+ * lines and then the result stream as NDJSON. A client that goes away does
+ * not stop the command: it completes and its result is simply not sent.
  */
-function streamed(work: (progress: Progress) => Promise<void>): Response {
+function streamed(work: (progress: Progress) => Promise<void>): Promise<Response> {
   const encoder = new TextEncoder();
-  let open = true;
-  let send: (event: ProgressEvent) => void = () => {};
-  const stream = new ReadableStream<Uint8Array>({
-    start(controller) {
-      send = (event) => {
-        if (!open) return;
-        try {
-          controller.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
-        } catch {
-          open = false; // the client went away; the command still completes
-        }
-      };
-      work((line) => send({ progress: line }))
-        .then(
-          () => send({ ok: true }),
-          (error) => send({ error: errorMessage(error) }),
-        )
-        .finally(() => {
-          if (!open) return;
+  return new Promise((respond) => {
+    let responded = false;
+    let open = true;
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        controller = c;
+      },
+      cancel() {
+        open = false;
+      },
+    });
+    const send = (event: ProgressEvent, status = 200) => {
+      if (!responded) {
+        responded = true;
+        if ("error" in event) {
           open = false;
-          try {
-            controller.close();
-          } catch {
-            // cancelled meanwhile: nothing left to close
-          }
-        });
-    },
-    cancel() {
-      open = false;
-    },
+          respond(Response.json(event, { status }));
+          return;
+        }
+        respond(new Response(stream, { headers: { "content-type": "application/x-ndjson" } }));
+      }
+      if (!open) return;
+      try {
+        controller.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
+      } catch {
+        open = false; // the client went away; the command still completes
+      }
+    };
+    work((line) => send({ progress: line }))
+      .then(
+        () => send({ ok: true }),
+        (error) => send({ error: errorMessage(error) }, error instanceof CommandError ? error.status : 500),
+      )
+      .finally(() => {
+        if (!open) return;
+        open = false;
+        try {
+          controller.close();
+        } catch {
+          // cancelled meanwhile: nothing left to close
+        }
+      });
   });
-  return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
 }
 
 function errorMessage(error: unknown): string {

@@ -7,7 +7,7 @@ import {
   durationSchema,
   hostSchema,
   pathPrefixSchema,
-  portSchema,
+  remotePortSchema,
   sizeSchema,
   targetSchema,
 } from "../values.ts";
@@ -48,7 +48,7 @@ export const DeployRequest = v.object({
   healthCheckPath: v.optional(healthCheckPath, "/up"),
   healthCheckInterval: v.optional(durationSchema, "1s"),
   healthCheckTimeout: v.optional(durationSchema, "5s"),
-  healthCheckPort: v.optional(portSchema),
+  healthCheckPort: v.optional(remotePortSchema),
   healthCheckHost: v.optional(v.string()),
   targetTimeout: v.optional(durationSchema, "30s"),
   forwardHeaders: v.optional(booleanSchema),

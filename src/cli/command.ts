@@ -2,7 +2,7 @@
 // schemas and error output (SPEC §12: exit 1 and one `Error: …` line).
 import { defineCommand, renderUsage, type CommandDef } from "citty";
 import * as v from "valibot";
-import { describeIssues, ValueError } from "../values.ts";
+import { describeIssues, isMissingField, ValueError } from "../values.ts";
 import { resolveSocketPath } from "../config.ts";
 import { AdminClient, CliError } from "./client.ts";
 import { cittyArgs, flagForField, parseFlags, UsageError, type CommandShape, type FlagTable, type ParsedFlags } from "./flags.ts";
@@ -41,7 +41,11 @@ export function parachuteCommand(def: {
           client: () => new AdminClient(resolveSocketPath(parsed.flags.socket as string | undefined)),
           request: (schema, extra = {}) => {
             const result = v.safeParse(schema, { ...extra, ...parsed.values });
-            if (!result.success) throw new CliError(describeIssues(result.issues, (field) => flagForField(table, field)));
+            if (!result.success) {
+              const message = describeIssues(result.issues, (field) => flagForField(table, field));
+              // A required flag left out is a usage error: it comes with the usage.
+              throw isMissingField(result.issues[0]) ? new UsageError(message) : new CliError(message);
+            }
             return result.output;
           },
         });

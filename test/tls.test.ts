@@ -225,7 +225,7 @@ describe.skipIf(!pebbleAvailable())("ACME certificates from pebble", () => {
     }
   });
 
-  test("an HTTPS request for a host without TLS gets 503; an unknown name fails verification", async () => {
+  test("an HTTPS request for a host without TLS gets 503; a handshake for an unknown name is refused", async () => {
     const plain = backend("plain");
     await deployOk(s.proxy, "plain", ["--target", plain.address, "--host", "plain.test"]);
     const secure = await curl(`https://plain.test:${s.httpsPort}/echo`, { insecure: true, resolve: [{ host: "plain.test", port: s.httpsPort }] });
@@ -235,11 +235,15 @@ describe.skipIf(!pebbleAvailable())("ACME certificates from pebble", () => {
     // No ACME order for a service without --tls.
     expect(s.proxy.logs.some((l) => l.msg === "Requesting certificate" && l.host === "plain.test")).toBe(false);
 
+    // A name no service has: the handshake itself is refused, and the server keeps serving.
     const unknown = await s.https("unknown.test");
-    expect(unknown.exit).toBe(60); // CURLE_PEER_FAILED_VERIFICATION
-    const peer = await peerCertificate(s.httpsPort, "unknown.test", s.rootPem);
+    expect(unknown.exit).toBe(35); // CURLE_SSL_CONNECT_ERROR
+    expect(String(await peerCertificate(s.httpsPort, "unknown.test", s.rootPem).catch((error: Error) => error))).toMatch(/unrecognized.name|alert|socket|ECONNRESET/i);
+    // plain.test has a service, but not over TLS: the fallback certificate never verifies.
+    const peer = await peerCertificate(s.httpsPort, "plain.test", s.rootPem);
     expect(peer.authorized).toBe(false);
     expect(peer.subjectCN).not.toMatch(/\.test$/);
+    expect((await s.https("a.test")).status).toBe(200);
   });
 
   test("certificates and the ACME account are cached under <state-dir>/certs, private files 0600", () => {
@@ -386,6 +390,24 @@ describe.skipIf(!pebbleAvailable())("ACME orders racing each other", () => {
       expect((await s.https("later.test")).status).toBe(200);
       // …because the proxy has exactly one account (key and URL saved together).
       expect(pebbleAccounts(s.pebble)).toBe(1);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  test("a saved account the CA no longer knows (a reset CA) is registered again, and the order succeeds", async () => {
+    const s = await startAcmeStack();
+    try {
+      // As if pebble had been restarted since this account was created.
+      const certs = path.join(s.proxy.stateDir, "certs");
+      fs.mkdirSync(certs, { recursive: true, mode: 0o700 });
+      const stale = s.pebble.directory.replace(/\/dir$/, "/my-account/deadbeef");
+      fs.writeFileSync(path.join(certs, "account.json"), JSON.stringify({ urls: { [s.pebble.directory]: stale } }), { mode: 0o600 });
+      const app = backend("reset-ca");
+      await deployOk(s.proxy, "reset", ["--target", app.address, "--host", "reset.test", "--tls"]);
+      await waitForHostLog(s.proxy, "Certificate issued", "reset.test");
+      expect((await s.https("reset.test")).status).toBe(200);
+      expect(fs.readFileSync(path.join(certs, "account.json"), "utf8")).not.toContain(stale);
     } finally {
       await s.stop();
     }

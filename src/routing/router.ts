@@ -77,6 +77,13 @@ export class Router<S extends Routable> {
     return undefined;
   }
 
+  /** Whether any service answers for this host (on some path): exact, wildcard or catch-all. */
+  servesHost(host: string): boolean {
+    if (this.exact.has(host) || this.catchAll.length > 0) return true;
+    const dot = host.indexOf(".");
+    return dot !== -1 && this.wildcard.has(host.slice(dot + 1));
+  }
+
   /** The service other than `name` that already owns one of the (host, prefix) pairs, if any. */
   conflict(candidate: Routable): S | undefined {
     for (const host of candidate.hosts.length ? candidate.hosts : [CATCH_ALL]) {

@@ -18,7 +18,7 @@ export interface HttpsOptions {
   /** Served to names no service has (and to clients without SNI). */
   fallback: { cert: string; key: string };
   /** Waits (bounded) for the certificate of a name still being issued. */
-  beforeRelay: (serverName: string | undefined) => Promise<void>;
+  beforeRelay: (serverName: string | undefined) => Promise<boolean>;
 }
 
 export class HttpsListener {

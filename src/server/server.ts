@@ -92,9 +92,14 @@ export async function runServer(options: RunOptions): Promise<void> {
           ? upgradeWebSocket(req, server as never, registry, "https", peerAddress)
           : httpsProxy.fetch(req, server)) as never,
       websocket: websocketHandler as never,
-      // A first connection for a host whose certificate is being issued waits for it (SPEC §8).
+      // A name no service answers for fails the handshake (SPEC §8); a client
+      // without SNI gets the fallback certificate. A first connection for a
+      // host whose certificate is being issued waits for it.
       beforeRelay: async (serverName) => {
-        if (serverName && !certificates.has(serverName)) await certificates.waitFor(serverName, CERTIFICATE_WAIT_MS);
+        if (!serverName) return true;
+        if (!registry.router.servesHost(serverName)) return false;
+        if (!certificates.has(serverName)) await certificates.waitFor(serverName, CERTIFICATE_WAIT_MS);
+        return true;
       },
     });
     listen("HTTPS", options.httpsPort, () => httpsListener!.start());

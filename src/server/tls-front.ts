@@ -52,6 +52,9 @@ interface Pipe {
   closed: boolean;
 }
 
+/** A fatal TLS alert record: unrecognized_name (RFC 6066 §3), what a TLS server sends for a name it does not serve. */
+const UNRECOGNIZED_NAME_ALERT = new Uint8Array([0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x70]);
+
 const MAX_HELLO = 16 * 1024 + 5;
 const HELLO_TIMEOUT_MS = 10_000;
 
@@ -105,8 +108,11 @@ function closeBoth(socket: Socket<Pipe>) {
 export interface TlsFrontOptions {
   port: number;
   hostname: string | undefined;
-  /** Called with the SNI name before relaying; may wait for its certificate. */
-  beforeRelay: (serverName: string | undefined) => Promise<void>;
+  /**
+   * Called with the SNI name before relaying; may wait for its certificate.
+   * False refuses the handshake (an unrecognized_name alert, then close).
+   */
+  beforeRelay: (serverName: string | undefined) => Promise<boolean>;
 }
 
 export class TlsFront {
@@ -130,12 +136,18 @@ export class TlsFront {
   start() {
     const relay = async (client: Socket<ClientData>, hello: Uint8Array, serverName: string | undefined) => {
       client.pause();
+      let accepted = true;
       try {
-        await this.options.beforeRelay(serverName);
+        accepted = await this.options.beforeRelay(serverName);
       } catch {
         // relay anyway: the TLS server answers with whatever it has
       }
       if (client.data.closed) return;
+      if (!accepted) {
+        client.data.closed = true;
+        client.end(UNRECOGNIZED_NAME_ALERT);
+        return;
+      }
       const clientAddress = client.remoteAddress.startsWith("::ffff:") ? client.remoteAddress.slice(7) : client.remoteAddress;
       let localPort = 0;
       try {

@@ -94,9 +94,50 @@ export class AcmeIssuer {
     writePrivate(path.join(this.dir, "account.json"), JSON.stringify({ urls }, null, 2));
   }
 
-  /** Orders a certificate for one host; resolves with its PEM chain and key. */
+  /**
+   * Orders a certificate for one host; resolves with its PEM chain and key.
+   * An account the CA no longer knows (a reset test CA, a deleted account) is
+   * forgotten and registered again once; a failure is explained in terms an
+   * operator can act on.
+   */
   async issue(host: string, staging: boolean): Promise<{ cert: string; key: string }> {
     const directoryUrl = this.directoryFor(staging);
+    try {
+      return await this.order(host, directoryUrl);
+    } catch (error) {
+      if (!/accountDoesNotExist|Account .* not found/i.test((error as Error)?.message ?? "")) throw await this.explain(error, directoryUrl);
+      this.forgetAccount(directoryUrl);
+      try {
+        return await this.order(host, directoryUrl);
+      } catch (retryError) {
+        throw await this.explain(retryError, directoryUrl);
+      }
+    }
+  }
+
+  private forgetAccount(directoryUrl: string) {
+    this.accounts.delete(directoryUrl);
+    const urls = this.accountUrls();
+    delete urls[directoryUrl];
+    writePrivate(path.join(this.dir, "account.json"), JSON.stringify({ urls }, null, 2));
+  }
+
+  /**
+   * acme-client reports an unreachable directory as an internal TypeError
+   * (its retry hook reads a field the network error lacks): ask the directory
+   * directly to name the real cause.
+   */
+  private async explain(error: unknown, directoryUrl: string): Promise<Error> {
+    if (!(error instanceof TypeError)) return error as Error;
+    const ca = this.settings.caFile ? fs.readFileSync(this.settings.caFile, "utf8") : undefined;
+    const cause = await fetch(directoryUrl, { signal: AbortSignal.timeout(10_000), ...(ca ? { tls: { ca } } : {}) }).then(
+      (res) => (res.ok ? undefined : `it answered HTTP ${res.status}`),
+      (failure: Error & { code?: string }) => failure.code ?? failure.message,
+    );
+    return new Error(cause ? `cannot reach the ACME directory ${directoryUrl}: ${cause}` : error.message);
+  }
+
+  private async order(host: string, directoryUrl: string): Promise<{ cert: string; key: string }> {
     const accountKey = await this.account();
     const accountUrl = await this.accountUrl(directoryUrl, accountKey);
     const client = new acme.Client({ directoryUrl, accountKey, accountUrl });

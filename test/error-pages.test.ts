@@ -150,6 +150,22 @@ describe("custom error pages (--error-pages DIR)", () => {
     }
   });
 
+  test("a relative DIR is read from the directory the command ran in, not the server's", async () => {
+    const result = await proxy.cli(
+      ["deploy", "relative", "--target", `127.0.0.1:${await deadPort()}`, "--host", "relative.test", "--force", "--error-pages", path.basename(pagesDir)],
+      {},
+      { cwd: path.dirname(pagesDir) },
+    );
+    try {
+      expect(result.stderr).not.toContain("Error");
+      const p = await page("/", "relative.test");
+      expect(p.status).toBe(502);
+      expect(p.body).toBe(CUSTOM[502]!);
+    } finally {
+      await proxy.cli(["remove", "relative"]);
+    }
+  });
+
   test("a status without a page in DIR falls back to the built-in page", async () => {
     expectBuiltin(await page("/slow?ms=3000", "partial.test"), 504);
   });

@@ -1,3 +1,4 @@
+import * as path from "node:path";
 import { DeployRequest } from "../admin/requests.ts";
 import { parachuteCommand, socketFlag } from "./command.ts";
 import type { FlagTable } from "./flags.ts";
@@ -42,7 +43,14 @@ export const deployCommand = parachuteCommand({
   shape: { positionals: [{ name: "SERVICE", description: "service name" }], flags: deployFlags },
   async run(ctx) {
     const request = ctx.request(DeployRequest, { service: ctx.positionals[0] });
-    await ctx.client().command("/deploy", { ...ctx.values, service: request.service });
+    // The server reads these files from its own working directory: a path the
+    // user typed relative to theirs is made absolute here.
+    const files = Object.fromEntries(
+      (["tlsCertificatePath", "tlsPrivateKeyPath", "errorPages"] as const)
+        .filter((field) => typeof ctx.values[field] === "string" && ctx.values[field] !== "")
+        .map((field) => [field, path.resolve(ctx.values[field] as string)]),
+    );
+    await ctx.client().command("/deploy", { ...ctx.values, ...files, service: request.service });
     console.error(`Deployed ${request.service} to ${request.targets.join(", ")}`);
   },
 });

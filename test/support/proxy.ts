@@ -36,12 +36,15 @@ export interface CliResult {
 export interface RunCliOptions {
   /** Kill the command (SIGKILL) if it has not exited after this long; the result then has `timedOut`. */
   timeoutMs?: number;
+  /** Working directory of the command (default: the test's). */
+  cwd?: string;
 }
 
 /** Runs a parachute command to completion. */
 export async function runCli(args: string[], env: Record<string, string | undefined> = {}, options: RunCliOptions = {}): Promise<CliResult> {
   const proc = Bun.spawn([...parachuteCommand(), ...args], {
     env: { ...process.env, NO_COLOR: "1", ...env },
+    cwd: options.cwd,
     stdout: "pipe",
     stderr: "pipe",
     stdin: "ignore",

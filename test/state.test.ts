@@ -206,3 +206,29 @@ test("an HTTP port taken by another running parachute is exit 1 too (no silent p
   expect(outcome).toContain("parachute exited with 1 before starting");
   expect(outcome).toContain(String(port));
 }, SLOW_TEST);
+
+test.skipIf(!fs.existsSync("/proc/self/status"))("a state directory that cannot be written is exit 1 at start, naming it", async () => {
+  // /proc/self exists but takes no new files, even for root.
+  const dir = tempDir();
+  const result = await runCli(runArgs({ stateDir: "/proc/self", socket: path.join(dir, "admin.sock") }), {}, { timeoutMs: 10_000 });
+  expect(result.timedOut).toBeUndefined();
+  expect(result.code).toBe(1);
+  expect(result.stderr).toStartWith("Error: state directory /proc/self is not writable");
+  expect(result.stdout).not.toContain("Server started");
+});
+
+test("when the state cannot be saved after a switch, the deploy still completes and warns: the change is live", async () => {
+  const stateDir = path.join(tempDir(), "state");
+  const proxy = await startProxy({ stateDir, socket: path.join(tempDir(), "admin.sock") });
+  const v1 = backend("unsaved-v1");
+  const v2 = backend("unsaved-v2");
+  await deployOk(proxy, "unsaved", ["--host", "unsaved.test", "--target", v1.address]);
+  // The disk goes away under the running server (as a full or failed disk would).
+  fs.rmSync(stateDir, { recursive: true, force: true });
+  const result = await proxy.cli(["deploy", "unsaved", "--host", "unsaved.test", "--target", v2.address, "--health-check-interval", "100ms"]);
+  expect(result.code).toBe(0);
+  expect(result.stderr).toContain("Warning: cannot save state");
+  expect(result.stderr).not.toContain("Error");
+  expect(await get(proxy, "/", "unsaved.test")).toMatchObject({ status: 200, backend: "unsaved-v2" });
+  expect(proxy.exitCode).toBeNull();
+}, SLOW_TEST);

@@ -60,6 +60,12 @@ export async function runServer(options: RunOptions): Promise<void> {
   } catch (error) {
     throw new StartupError(`cannot create state directory ${options.stateDir}: ${(error as Error).message}`);
   }
+  const store = new StateStore(options.stateDir);
+  try {
+    store.checkWritable();
+  } catch (error) {
+    throw new StartupError(`state directory ${options.stateDir} is not writable: ${(error as Error).message}`);
+  }
   await claimSocket(options.socket);
 
   const certsDir = path.join(options.stateDir, "certs");
@@ -75,7 +81,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     checkIntervalMs: options.acme.checkIntervalMs,
     backoffMs: options.acme.retryBackoffMs,
   });
-  const registry = new Registry(new StateStore(options.stateDir), certificates);
+  const registry = new Registry(store, certificates);
 
   // HTTPS first: its port must be known for redirects before traffic flows.
   let httpsListener: HttpsListener | undefined;

@@ -134,7 +134,7 @@ export class Registry implements GaugeSource {
 
     // 5 (first half). Persist as soon as the switch is made: a crash while
     // draining must not bring the old targets back.
-    this.persist();
+    this.persist(progress);
     log.info("Deployed", {
       service: name,
       targets: writers.map((t) => t.address),
@@ -322,7 +322,7 @@ export class Registry implements GaugeSource {
       await this.admit(service.name, added, service, service.options.healthCheck, request.deployTimeout, false, progress);
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       const old = service.cutover({ writers: [...service.targets, ...added] });
-      this.persist();
+      this.persist(progress);
       log.info("Targets added", { service: service.name, targets: request.targets });
       await service.drain(old, service.options.drainTimeoutMs);
     });
@@ -339,7 +339,7 @@ export class Registry implements GaugeSource {
         throw new CommandError(`cannot remove the last target of service ${service.name} (use "parachute remove ${service.name}")`);
       }
       const old = service.cutover({ writers: remaining });
-      this.persist();
+      this.persist(progress);
       log.info("Targets removed", { service: service.name, targets: request.targets });
       const timeout = request.drainTimeout ?? service.options.drainTimeoutMs;
       progress(`Draining ${old.map((t) => t.address).join(", ")} (up to ${formatDuration(timeout)})`);
@@ -388,7 +388,7 @@ export class Registry implements GaugeSource {
       await this.admit(service.name, targets, service, service.options.healthCheck, request.deployTimeout, false, progress);
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       const old = service.cutover({ rollout: targets });
-      this.persist();
+      this.persist(progress);
       log.info("Rollout deployed", { service: service.name, targets: request.targets });
       await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
     });
@@ -478,12 +478,18 @@ export class Registry implements GaugeSource {
     };
   }
 
-  persist() {
+  /**
+   * Saves the routing state. Called once a change is live, so a failure (a
+   * full disk) does not undo or fail the change: traffic already follows it.
+   * It is logged, and told to the waiting client as a warning.
+   */
+  persist(progress?: Progress) {
     try {
       this.store.save(this.snapshot());
     } catch (error) {
-      log.error("Cannot save state", { file: this.store.file, error: (error as Error).message });
-      throw new CommandError(`cannot save state: ${(error as Error).message}`, 500);
+      const reason = (error as Error).message;
+      log.error("Cannot save state", { file: this.store.file, error: reason });
+      progress?.(`Warning: cannot save state (${reason}): the change is live but will not survive a restart`);
     }
   }
 

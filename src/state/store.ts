@@ -110,6 +110,13 @@ export class StateStore {
     }
   }
 
+  /** Fails (with the system's reason) unless a state file can be written here: checked at start, not at the first deploy. */
+  checkWritable(): void {
+    const probe = path.join(this.dir, `.write-check-${process.pid}`);
+    fs.writeFileSync(probe, "", { mode: 0o600 });
+    fs.rmSync(probe, { force: true });
+  }
+
   save(state: SavedState): void {
     const tmp = `${this.file}.tmp-${process.pid}`;
     const fd = fs.openSync(tmp, "w", 0o600);

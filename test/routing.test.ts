@@ -112,7 +112,7 @@ describe("host matching", () => {
 
   test("a request without a usable Host header goes to the catch-all with its whole path", async () => {
     await withCatchAll(async () => {
-      for (const hostLine of [[], [["Host", ""]], [["Host", "bad host"]]] as [string, string][][]) {
+      for (const hostLine of [[], [["Host", ""]]] as [string, string][][]) {
         const request = `GET /api/v1/users?id=7 HTTP/1.0\r\n${hostLine.map(([n, v]) => `${n}: ${v}\r\n`).join("")}\r\n`;
         const res = await rawRequest(proxy.httpPort, request);
         expect(res.status).toBe(200);
@@ -120,6 +120,20 @@ describe("host matching", () => {
         expect(echo.backend).toBe("catchall");
         expect(rawPathAndQuery(echo.url)).toBe("/api/v1/users?id=7");
       }
+    });
+  });
+
+  test("a malformed Host header is a 400 from the proxy (even with a catch-all), and CONNECT a 405", async () => {
+    await withCatchAll(async () => {
+      for (const host of ["bad host", "a/b", "[::1", "%zz", "a@b"]) {
+        const res = await rawRequest(proxy.httpPort, `GET /x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+        expect(res.status, `Host: ${host}`).toBe(400);
+        expect(res.body).toContain("400 Bad Request");
+      }
+      const connect = await rawRequest(proxy.httpPort, "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\nConnection: close\r\n\r\n");
+      expect(connect.status).toBe(405);
+      // Well-formed hosts still route.
+      expect(await whoAnswers(proxy, "/", "ok-host_1.example:8080")).toBe("catchall");
     });
   });
 

@@ -7,6 +7,7 @@ import * as path from "node:path";
 const TITLES: Record<number, string> = {
   400: "Bad Request",
   404: "Not Found",
+  405: "Method Not Allowed",
   413: "Payload Too Large",
   502: "Bad Gateway",
   503: "Service Unavailable",
@@ -14,7 +15,9 @@ const TITLES: Record<number, string> = {
 };
 
 const DETAILS: Record<number, string> = {
+  400: "The request is malformed.",
   404: "No service is configured for this address.",
+  405: "This server does not accept this method.",
   413: "The request body is larger than this service accepts.",
   502: "The application did not answer properly.",
   503: "The service is temporarily unavailable. Please try again shortly.",

@@ -1,6 +1,8 @@
 // Header rules of SPEC §7: hop-by-hop headers never cross the proxy (RFC 9110
 // §7.6.1), and the X-Forwarded-* / X-Request-* headers the app relies on.
 
+import { validHostHeader } from "../routing/router.ts";
+
 const HOP_BY_HOP = [
   "connection",
   "keep-alive",
@@ -59,4 +61,16 @@ export function upstreamRequestHeaders(inbound: Headers, client: ClientInfo, for
 export function normalizeClientIp(address: string | undefined): string {
   if (!address) return "";
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
+
+/**
+ * Requests no service should see, answered by the proxy itself: a malformed
+ * Host header is a 400 (RFC 9112 §3.2, as nginx does), and CONNECT, which
+ * asks a forward proxy for a tunnel, is a 405.
+ */
+export function refuseRequest(req: Request): { status: number; error: string } | undefined {
+  const host = req.headers.get("host");
+  if (host !== null && !validHostHeader(host)) return { status: 400, error: "invalid Host header" };
+  if (req.method === "CONNECT") return { status: 405, error: "CONNECT is not supported" };
+  return undefined;
 }

@@ -25,6 +25,15 @@ export function prefixMatches(prefix: string, path: string): boolean {
   return path.startsWith(prefix) && (path.length === prefix.length || path.charCodeAt(prefix.length) === 47 /* / */);
 }
 
+/**
+ * Whether a Host header value is well formed (RFC 9110 §7.2: uri-host [":" port]):
+ * a bracketed IPv6 address or a reg-name of unreserved, sub-delim and
+ * percent-encoded characters. Empty is allowed (a target without authority).
+ */
+export function validHostHeader(value: string): boolean {
+  return /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::\d{0,5})?$/.test(value);
+}
+
 /** Normalises a Host header: lower case, no port, no trailing dot. */
 export function normalizeHost(header: string | null): string {
   if (!header) return "";

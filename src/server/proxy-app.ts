@@ -4,7 +4,7 @@ import type { Server } from "bun";
 import { Hono } from "hono";
 import { errorPage } from "../proxy/error-pages.ts";
 import { forward } from "../proxy/forward.ts";
-import { upstreamRequestHeaders } from "../proxy/headers.ts";
+import { refuseRequest, upstreamRequestHeaders } from "../proxy/headers.ts";
 import { logRequest, startRequestLog, stripPrefix, type PeerAddress, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
@@ -60,6 +60,9 @@ export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsCont
       logRequest(entry, { status, bytes: page.bytes, error });
       return page.response;
     };
+
+    const refused = refuseRequest(req);
+    if (refused) return reject(refused.status, refused.error);
 
     // ACME HTTP-01 challenges are answered for every host, before routing
     // and redirects; unknown tokens go to the app (which may run its own

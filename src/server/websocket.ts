@@ -7,7 +7,7 @@ import type { IncomingMessage } from "node:http";
 import { WebSocket } from "ws";
 import { log } from "../log.ts";
 import { errorPage } from "../proxy/error-pages.ts";
-import { stripHopByHop, upstreamRequestHeaders } from "../proxy/headers.ts";
+import { refuseRequest, stripHopByHop, upstreamRequestHeaders } from "../proxy/headers.ts";
 import { responseFrom } from "../proxy/verbatim-fetch.ts";
 import { logRequest, startRequestLog, stripPrefix, type PeerAddress, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
@@ -133,6 +133,8 @@ export async function upgradeWebSocket(
     logRequest(entry, { status, bytes: page.bytes, error });
     return page.response;
   };
+  const refused = refuseRequest(req);
+  if (refused) return reject(refused.status, refused.error);
   const route = registry.router.match(host, path);
   if (!route) return reject(404, "no service matches");
   const service = route.service;

@@ -178,6 +178,19 @@ describe("clients without a server", () => {
     expect(result.stderr).not.toContain("cannot reach");
   }, SLOW_TEST);
 
+  test("help headings name the full command, SERVICE shows as required, and piped help has no colour codes", async () => {
+    const env = { NO_COLOR: undefined, TERM: "xterm-256color", CI: undefined, TEST: undefined };
+    for (const args of [["help", "rollout", "set"], ["rollout", "set", "--help"], ["rollout", "set", "web", "--help"]]) {
+      const result = await runCli(args, env);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain("USAGE parachute rollout set [OPTIONS] SERVICE");
+      expect(result.stdout).not.toContain("\x1b[");
+    }
+    const missing = await runCli(["deploy"], env);
+    expect(missing.stderr).toContain("USAGE parachute deploy [OPTIONS] SERVICE");
+    expect(missing.stderr).not.toContain("\x1b[");
+  }, SLOW_TEST);
+
   test("no command, or a command group without its subcommand, is an `Error:` with the usage", async () => {
     for (const args of [[], ["rollout"]]) {
       const result = await runCli(args);

@@ -18,6 +18,18 @@ export interface CommandContext extends ParsedFlags {
   request: <S extends v.GenericSchema>(schema: S, extra?: Record<string, unknown>) => v.InferOutput<S>;
 }
 
+/** The parent shown in usage headings (`parachute deploy`, `parachute rollout set`). */
+const PROGRAM = defineCommand({ meta: { name: "parachute" } });
+
+/**
+ * citty's usage text. SERVICE is declared optional to citty so that a missing
+ * one reaches our own `Error: missing argument SERVICE`; the usage line shows
+ * it as the required argument it is.
+ */
+export async function usageText(command: CommandDef, parent: CommandDef | null = PROGRAM): Promise<string> {
+  return (await renderUsage(command, parent ?? undefined)).replaceAll("[SERVICE]", "SERVICE");
+}
+
 function fail(message: string): never {
   console.error(`Error: ${message}`);
   process.exit(1);
@@ -52,7 +64,7 @@ export function parachuteCommand(def: {
       } catch (error) {
         if (error instanceof UsageError) {
           console.error(`Error: ${error.message}\n`);
-          console.error(await renderUsage(command));
+          console.error(await usageText(command));
           process.exit(1);
         }
         if (error instanceof CliError || error instanceof ValueError) fail(error.message);

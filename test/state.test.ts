@@ -232,3 +232,19 @@ test("when the state cannot be saved after a switch, the deploy still completes 
   expect(await get(proxy, "/", "unsaved.test")).toMatchObject({ status: 200, backend: "unsaved-v2" });
   expect(proxy.exitCode).toBeNull();
 }, SLOW_TEST);
+
+test("a hand-edited state giving one host and path to two services restores only the first, and logs the other", async () => {
+  const proxy = await startProxy();
+  const app = backend("first-owner");
+  await deployOk(proxy, "first", ["--host", "twice.test", "--target", app.address]);
+  await proxy.kill("SIGTERM");
+  const state = JSON.parse(fs.readFileSync(proxy.stateFile, "utf8"));
+  state.services.push({ ...state.services[0], name: "second" });
+  fs.writeFileSync(proxy.stateFile, JSON.stringify(state));
+
+  await proxy.spawn();
+  expect((await proxy.listJson()).map((s) => s.name)).toEqual(["first"]);
+  expect((await get(proxy, "/", "twice.test")).backend).toBe("first-owner");
+  const skipped = await proxy.waitForLog((l) => l.msg === "Saved service skipped: its host is used by another service", 5000);
+  expect(skipped).toMatchObject({ service: "second", owner: "first" });
+}, SLOW_TEST);

@@ -499,6 +499,12 @@ export class Registry implements GaugeSource {
     if (problem) log.error("State file is corrupt; starting empty", { file: this.store.file, problem, kept_as: setAside });
     for (const saved of state.services) {
       const options = saved.options;
+      // A hand-edited file may give one (host, path) to two services: the first keeps it.
+      const owner = new Router(this.services.values()).conflict({ name: saved.name, hosts: options.hosts, pathPrefixes: options.pathPrefixes });
+      if (owner) {
+        log.error("Saved service skipped: its host is used by another service", { service: saved.name, owner: owner.name });
+        continue;
+      }
       const restored = (addresses: string[]) =>
         addresses.map((address) => {
           const target = new Target(address);
@@ -529,7 +535,7 @@ export class Registry implements GaugeSource {
       this.services.set(saved.name, service);
     }
     this.rebuildRouter();
-    if (state.services.length) log.info("State restored", { services: state.services.map((s) => s.name) });
+    if (this.services.size) log.info("State restored", { services: [...this.services.keys()] });
   }
 
   // ---------------------------------------------------------------- shutdown

@@ -2,7 +2,7 @@
 BUN ?= bun
 SOURCES := $(shell find src -name '*.ts') package.json bun.lock
 
-.PHONY: all build test test-binary typecheck unit run demo bench docker sample clean install bun
+.PHONY: all build test test-tools test-binary typecheck unit run demo bench docker sample clean install bun
 
 all: build
 
@@ -37,7 +37,11 @@ BINARY_SUITES := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.
 test-binary: dist/parachute
 	PARACHUTE_BIN=dist/parachute $(BUN) test --timeout 60000 $(BINARY_SUITES)
 
-test: typecheck unit test-binary
+# pebble, openssl and curl for the TLS suites, installed when missing.
+test-tools:
+	@bash scripts/test-tools.sh
+
+test: test-tools typecheck unit test-binary
 
 run: install
 	$(BUN) src/main.ts run --http-port 8080 --https-port 0 --state-dir .state --socket .state/parachute.sock

@@ -1,5 +1,6 @@
 // SPEC §7 bodies, end to end: a 1 GiB download to a slow reader and a 1 GiB
-// upload to a slow app stream through with flat proxy memory; Content-Length,
+// upload to a slow app stream through with flat proxy memory; Content-Length
+// (the app's, also on streamed bodies),
 // Set-Cookie, Expect: 100-continue, HEAD, 204 and 304 as seen on the wire.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { RawConnection, headerValue, headerValues, rawExchange, requestHead, throttledDownload } from "./support/raw-client.ts";
@@ -55,6 +56,9 @@ describe("large bodies stream with flat memory", () => {
           `proxy RSS ${mb(report.baseline)} -> peak ${mb(report.peak)} (growth ${mb(report.growth)}, ${report.samples} samples)`,
       );
       expect(result.head.status).toBe(200);
+      // The app's length reaches the client (downloads show their size).
+      expect(headerValue(result.head, "content-length")).toBe(String(GiB));
+      expect(headerValue(result.head, "transfer-encoding")).toBeUndefined();
       expect(result.bodyBytes).toBe(GiB);
       expect(result.complete).toBe(true);
       expect(result.patternOk).toBe(true);
@@ -87,25 +91,39 @@ describe("large bodies stream with flat memory", () => {
 });
 
 describe("Content-Length", () => {
-  // Known gap: Bun.serve drops a Content-Length set on a streamed response
-  // (oven-sh/bun#10507, fix PRs closed unmerged). Bodies up to 64 KiB keep it
-  // (tested above). Marked failing so it is flipped when Bun fixes it.
-  test.failing("a large download (1 GiB) keeps the app's Content-Length", async () => {
-    // Only the head is read; the connection is then closed.
+  test("streamed downloads keep the app's Content-Length and framing: two on one keep-alive connection", async () => {
+    const n = 3 * MB + 5;
     const conn = await RawConnection.open(proxy.httpPort);
-    let head;
     try {
-      conn.write(get(`/big?n=${GiB}`, "big.test"));
-      head = await conn.readHead();
+      for (let round = 0; round < 2; round++) {
+        conn.write(requestHead("GET", `/big?n=${n}`, [["Host", "big.test"]]));
+        const head = await conn.readHead();
+        expect(head.status).toBe(200);
+        expect(headerValue(head, "content-length")).toBe(String(n));
+        expect(headerValue(head, "transfer-encoding")).toBeUndefined();
+        const body = await conn.readBody(head);
+        expect(body.length).toBe(n);
+        expect(isPattern(body)).toBe(true);
+      }
     } finally {
       conn.close();
     }
-    await until("the app's stream to be abandoned", () => big.active === 0);
-    expect(head.status).toBe(200);
-    expect({ contentLength: headerValue(head, "content-length"), transferEncoding: headerValue(head, "transfer-encoding") }).toEqual({
-      contentLength: String(GiB),
-      transferEncoding: undefined,
-    });
+  });
+
+  test("an app that dies mid-download: the client sees the connection cut short, never a complete body", async () => {
+    const n = 4 * MB;
+    const conn = await RawConnection.open(proxy.httpPort);
+    try {
+      conn.write(get(`/big?n=${n}&cut=${MB}`, "big.test"));
+      const head = await conn.readHead();
+      expect(headerValue(head, "content-length")).toBe(String(n));
+      expect(await conn.closedWithin(10_000)).toBe(true);
+      expect(conn.pending).toBeLessThan(n);
+    } finally {
+      conn.close();
+    }
+    const line = await proxy.waitForLog((l) => l.msg === "Request" && l.path === "/big" && l.query === `n=${n}&cut=${MB}`);
+    expect(line.error).toBeDefined();
   });
 
   test("small bodies (up to 64 KiB) keep an exact Content-Length", async () => {

@@ -1,7 +1,7 @@
 // The request log (SPEC §10): one JSON line per proxied request, plus the
 // request counters and durations of the metrics. Shared by the HTTP proxy and
 // the WebSocket relay so both log the same fields.
-import type { Server } from "bun";
+import type { RequestContext } from "../server/node-listener.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { normalizeHost } from "../routing/router.ts";
@@ -75,7 +75,7 @@ export function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeade
 }
 
 /** Starts the log entry of a request; must run before any await (requestIP is null once the client has gone). */
-export function startRequestLog(req: Request, server: Server<unknown>, scheme: Scheme, peerAddress?: PeerAddress): RequestLog {
+export function startRequestLog(req: Request, server: RequestContext, scheme: Scheme, peerAddress?: PeerAddress): RequestLog {
   const peer = server.requestIP(req);
   const remoteAddr = (peer && peerAddress?.(peer.port)) ?? normalizeClientIp(peer?.address);
   const { path, query } = splitTarget(req.url);

@@ -1,6 +1,5 @@
 // The proxied-traffic side: a Hono app whose catch-all route routes, picks a
 // target and forwards. Shared by the HTTP and HTTPS listeners.
-import type { Server } from "bun";
 import { Hono } from "hono";
 import { errorPage } from "../proxy/error-pages.ts";
 import { forward } from "../proxy/forward.ts";
@@ -10,6 +9,7 @@ import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
 import type { CertificateManager } from "../tls/manager.ts";
+import type { RequestContext } from "./node-listener.ts";
 import { parse as parseCookies } from "hono/utils/cookie";
 
 /** After a write, this cookie sends the client's reads to the writers until the time it holds (unix ms). */
@@ -47,7 +47,7 @@ async function redirectTarget(service: Service, host: string, hostHeader: string
 }
 
 export function createProxyApp(registry: Registry, scheme: Scheme, tls?: TlsContext, peerAddress?: PeerAddress) {
-  const app = new Hono<{ Bindings: Server<unknown> }>();
+  const app = new Hono<{ Bindings: RequestContext }>();
 
   app.all("*", async (c) => {
     const req = c.req.raw;

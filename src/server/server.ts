@@ -15,6 +15,9 @@ import * as path from "node:path";
 import { HttpsListener } from "./https.ts";
 import { createProxyApp } from "./proxy-app.ts";
 import { isWebSocketUpgrade, upgradeWebSocket, websocketHandler } from "./websocket.ts";
+import { NodeListener, nodeRequestListener } from "./node-listener.ts";
+import { UpgradeTunnel } from "./upgrade-tunnel.ts";
+import { normalizeClientIp } from "../proxy/headers.ts";
 
 export class StartupError extends Error {}
 
@@ -42,14 +45,18 @@ async function claimSocket(socket: string) {
   fs.rmSync(socket, { force: true });
 }
 
+function listenError(what: string, port: number, error: unknown): StartupError {
+  const code = (error as { code?: string }).code;
+  if (code === "EADDRINUSE") return new StartupError(`${what} port ${port} is already in use`);
+  if (code === "EACCES") return new StartupError(`no permission to listen on ${what} port ${port}`);
+  return new StartupError(`cannot listen on ${what} port ${port}: ${(error as Error).message}`);
+}
+
 function listen<T>(what: string, port: number, start: () => T): T {
   try {
     return start();
   } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code === "EADDRINUSE") throw new StartupError(`${what} port ${port} is already in use`);
-    if (code === "EACCES") throw new StartupError(`no permission to listen on ${what} port ${port}`);
-    throw new StartupError(`cannot listen on ${what} port ${port}: ${(error as Error).message}`);
+    throw listenError(what, port, error);
   }
 }
 
@@ -116,26 +123,32 @@ export async function runServer(options: RunOptions): Promise<void> {
   certificates.start();
 
   const proxy = createProxyApp(registry, "http", tlsContext);
-  const http = listen("HTTP", options.httpPort, () =>
-    Bun.serve({
+  // Upgrade requests go through a loopback Bun.serve running the WebSocket
+  // relay (see upgrade-tunnel.ts); it sees the client address by tunnel port.
+  const tunnelProxy = createProxyApp(registry, "http", tlsContext, (port) => upgrades.peerAddress(port));
+  const upgrades = new UpgradeTunnel(
+    (req, server, peerAddress) =>
+      isWebSocketUpgrade(req) ? upgradeWebSocket(req, server as never, registry, "http", peerAddress) : tunnelProxy.fetch(req, server),
+    websocketHandler as never,
+  );
+  upgrades.start();
+  // node:http rather than Bun.serve: it keeps the Content-Length of streamed
+  // downloads (see node-listener.ts).
+  const http = new NodeListener(
+    {
       port: options.httpPort,
       hostname: options.bind,
-      // A second parachute on the same port must fail instead of silently
-      // sharing the traffic. Bun turns reusePort ON by default when
-      // development is false, so it is switched off explicitly.
-      reusePort: false,
-      development: false,
-      // Keep-alive connections idle longer than this are closed; a request
-      // being proxied lifts it for itself (see proxy-app.ts).
-      idleTimeout: 60,
-      // Uploads of any size stream through (the default would 413 at 128 MiB).
-      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
-      // WebSocket upgrades are relayed by hand before Hono (see websocket.ts).
-      fetch: (req, server) => (isWebSocketUpgrade(req) ? upgradeWebSocket(req, server, registry, "http") : proxy.fetch(req, server)),
-      websocket: websocketHandler,
-      error: () => new Response("Internal Server Error", { status: 500 }),
-    }),
+      idleTimeoutMs: 60_000,
+      upgrade: (req, socket, head) => upgrades.handle(req, socket, head, normalizeClientIp(req.socket.remoteAddress)),
+    },
+    nodeRequestListener((req, server) => proxy.fetch(req, server), "http", () => new Response("Internal Server Error", { status: 500 })),
   );
+  try {
+    await http.start();
+  } catch (error) {
+    void upgrades.stop(true);
+    throw listenError("HTTP", options.httpPort, error);
+  }
 
   // The metrics listener only ever answers /metrics: no proxied traffic.
   metrics.source = registry;
@@ -165,7 +178,8 @@ export async function runServer(options: RunOptions): Promise<void> {
     adminServer = Bun.serve(adminOptions as never);
     fs.chmodSync(options.socket, 0o600);
   } catch (error) {
-    http.stop(true);
+    void http.stop(true);
+    void upgrades.stop(true);
     metricsServer?.stop(true);
     throw new StartupError(`cannot open admin socket ${options.socket}: ${(error as Error).message}`);
   }
@@ -183,13 +197,13 @@ export async function runServer(options: RunOptions): Promise<void> {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("Shutting down", { signal, in_flight: http.pendingRequests });
+    log.info("Shutting down", { signal, in_flight: http.pendingRequests + upgrades.pendingRequests });
     adminServer.stop(true);
     metricsServer?.stop(true);
     certificates.stop();
-    const graceful = Promise.all([http.stop(false), httpsListener?.stop(false)]).then(() => "done" as const);
+    const graceful = Promise.all([http.stop(false), upgrades.stop(false), httpsListener?.stop(false)]).then(() => "done" as const);
     const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
-    if (outcome === "timeout") await Promise.all([http.stop(true), httpsListener?.stop(true)]);
+    if (outcome === "timeout") await Promise.all([http.stop(true), upgrades.stop(true), httpsListener?.stop(true)]);
     registry.dispose();
     log.info("Server stopped", { graceful: outcome === "done" });
     log.flush();

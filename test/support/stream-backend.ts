@@ -16,7 +16,8 @@
 //   /status/N                  status N, body `app says N` (text/plain)
 //
 // startRawBigBackend(): a raw TCP HTTP/1.1 server whose /big?n=N writes an
-// exact `Content-Length: N` head and then N pattern bytes, socket-write by
+// exact `Content-Length: N` head and then N pattern bytes (or only M of them
+// before closing the connection, with &cut=M), socket-write by
 // socket-write with backpressure (Bun.serve would drop the length of a
 // streamed body, BUN-NOTES §1.3, so the upstream length would never exist).
 import type { Server, Socket, TCPSocketListener } from "bun";
@@ -248,13 +249,19 @@ export function startRawBigBackend(): RawBigBackend {
       return serveNext(socket);
     }
     const total = Number(url.searchParams.get("n") ?? 0);
+    // cut=M: the app dies after M body bytes (it declared `total`).
+    const cut = Number(url.searchParams.get("cut") ?? total);
     st.busy = true;
     backend.active++;
     socket.write(`HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${total}\r\n\r\n`);
     let offset = 0;
     st.pump = () => {
       while (offset < total) {
-        const n = Math.min(CHUNK, total - offset);
+        if (offset >= cut) {
+          socket.end();
+          return;
+        }
+        const n = Math.min(CHUNK, total - offset, cut - offset);
         const phase = offset % 251;
         const wrote = socket.write(window.subarray(phase, phase + n));
         if (wrote <= 0) return; // kernel buffer full: wait for drain

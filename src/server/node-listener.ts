@@ -1,0 +1,264 @@
+// Serves the proxy's fetch-style handler on a node:http(s) server.
+//
+// Why not Bun.serve: it drops a Content-Length set on a streamed body and
+// frames it chunked instead (oven-sh/bun#10507, BUN-NOTES §1.3), so a
+// download relayed from an app would lose its size. Bun's node:http server
+// writes the header as given. The Hono app, the router and the forwarder stay
+// on web Requests and Responses; this module is the only place that knows
+// about IncomingMessage and ServerResponse.
+import * as http from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+
+/** What the request handlers need from the listener (Bun.serve's names). */
+export interface RequestContext {
+  requestIP(req: Request): { address: string; port: number } | null;
+  timeout(req: Request, seconds: number): void;
+}
+
+export type FetchHandler = (req: Request, server: RequestContext) => Response | Promise<Response | undefined> | undefined;
+
+/** Bodies up to this size (declared by Content-Length) are written in one call. */
+const ONE_WRITE = 64 * 1024;
+
+const sockets = new WeakMap<Request, Socket>();
+
+/** requestIP/timeout for requests built here, answered from their socket. */
+export const nodeContext: RequestContext = {
+  requestIP(req) {
+    const socket = sockets.get(req);
+    if (!socket?.remoteAddress) return null;
+    return { address: socket.remoteAddress, port: socket.remotePort ?? 0 };
+  },
+  // node's server has no per-request idle timer (server.timeout is 0); the
+  // keep-alive timeout applies between requests only.
+  timeout() {},
+};
+
+/** The absolute URL of a request target: origin-form gets the Host (or a placeholder without one). */
+function requestUrl(req: IncomingMessage, scheme: string): string {
+  const target = req.url ?? "/";
+  if (!target.startsWith("/")) return target; // absolute-form (or `*`, which fails to parse and is a 400)
+  const host = req.headers.host;
+  return `${scheme}://${host || "localhost"}${target}`;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  return (length !== undefined && length !== "0") || req.headers["transfer-encoding"] !== undefined;
+}
+
+/**
+ * The request body as a web stream with backpressure: the socket is paused
+ * while the stream's queue is full and resumed when the forwarder pulls.
+ */
+function bodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        req.on("data", (chunk: Buffer) => {
+          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+          if ((controller.desiredSize ?? 0) <= 0) req.pause();
+        });
+        req.on("end", () => {
+          try {
+            controller.close();
+          } catch {}
+        });
+        req.on("error", (error) => {
+          try {
+            controller.error(error);
+          } catch {}
+        });
+      },
+      pull() {
+        req.resume();
+      },
+      cancel() {
+        req.destroy();
+      },
+    },
+    { highWaterMark: 64 * 1024, size: (chunk) => chunk?.byteLength ?? 0 },
+  );
+}
+
+function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal): Request {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  const withBody = hasBody(req) && req.method !== "GET" && req.method !== "HEAD";
+  const init: RequestInit & { duplex?: string } = { method: req.method, headers, signal };
+  if (withBody) {
+    init.body = bodyStream(req);
+    init.duplex = "half";
+  }
+  return new Request(requestUrl(req, scheme), init);
+}
+
+/** Status line and headers, several Set-Cookie kept apart. */
+function writeHead(res: ServerResponse, response: Response) {
+  const flat: string[] = [];
+  response.headers.forEach((value, name) => {
+    if (name !== "set-cookie") flat.push(name, value);
+  });
+  for (const cookie of response.headers.getSetCookie()) flat.push("set-cookie", cookie);
+  res.writeHead(response.status, response.statusText || undefined, flat as never);
+}
+
+function waitForDrain(res: ServerResponse): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      res.off("drain", onDrain);
+      res.off("close", onClose);
+      resolve(ok);
+    };
+    const onDrain = () => done(true);
+    const onClose = () => done(false);
+    res.on("drain", onDrain);
+    res.on("close", onClose);
+  });
+}
+
+/** Writes a web Response to a node response, with backpressure; a failed body cuts the connection. */
+async function sendResponse(res: ServerResponse, response: Response, method: string | undefined) {
+  writeHead(res, response);
+  const body = response.body;
+  if (!body || method === "HEAD") {
+    if (body) void body.cancel().catch(() => {});
+    res.end();
+    return;
+  }
+  const declared = Number(response.headers.get("content-length") ?? NaN);
+  if (declared <= ONE_WRITE) {
+    res.end(new Uint8Array(await response.arrayBuffer()));
+    return;
+  }
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (res.destroyed) {
+        void reader.cancel().catch(() => {});
+        return;
+      }
+      if (!res.write(value) && !(await waitForDrain(res))) {
+        void reader.cancel().catch(() => {});
+        return;
+      }
+    }
+    res.end();
+  } catch {
+    // The app's body broke off: the client must see a truncated response,
+    // not a complete one, so the connection is cut rather than ended.
+    res.destroy();
+  }
+}
+
+/** A node:http request listener that runs `handler` on the request as a web Request. */
+export function nodeRequestListener(handler: FetchHandler, scheme: "http" | "https", onError: () => Response) {
+  return async (req: IncomingMessage, res: ServerResponse) => {
+    const controller = new AbortController();
+    // The client went away before the response was complete: cancel the upstream.
+    res.on("close", () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    let request: Request;
+    try {
+      request = toRequest(req, scheme, controller.signal);
+    } catch {
+      const page = "Bad Request\n";
+      res.writeHead(400, { "content-type": "text/plain; charset=utf-8", "content-length": String(page.length), connection: "close" });
+      res.end(page);
+      return;
+    }
+    sockets.set(request, req.socket);
+    let response: Response | undefined;
+    try {
+      response = (await handler(request, nodeContext)) ?? onError();
+    } catch {
+      response = onError();
+    }
+    if (res.destroyed) {
+      void response.body?.cancel().catch(() => {});
+      return;
+    }
+    await sendResponse(res, response, req.method);
+  };
+}
+
+export interface NodeListenerOptions {
+  port: number;
+  hostname: string | undefined;
+  /** Keep-alive connections idle longer than this are closed. */
+  idleTimeoutMs: number;
+  /** Requests asking for a protocol upgrade (WebSockets); they get the raw socket. */
+  upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+}
+
+/**
+ * A node:http server with Bun.serve's lifecycle: a bound port, a count of
+ * requests in flight, and a graceful or immediate stop.
+ */
+export class NodeListener {
+  private inFlight = 0;
+  readonly server: Server;
+
+  constructor(
+    private readonly options: NodeListenerOptions,
+    listener: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+    create: (handle: (req: IncomingMessage, res: ServerResponse) => void) => Server = (handle) => http.createServer(handle),
+  ) {
+    this.server = create((req, res) => {
+      this.inFlight++;
+      res.once("close", () => this.inFlight--);
+      void listener(req, res).catch(() => res.destroy());
+    });
+    // Long uploads and slow apps are timed by the proxy itself
+    // (--target-timeout), never by node's request timer.
+    this.server.requestTimeout = 0;
+    this.server.headersTimeout = options.idleTimeoutMs;
+    this.server.keepAliveTimeout = options.idleTimeoutMs;
+    this.server.timeout = 0;
+    this.server.on("upgrade", options.upgrade);
+    // A malformed request: node answers 400 (431 for oversized headers) when
+    // the socket is still writable; the proxy must never crash over one.
+    this.server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
+      if (!socket.writable) return socket.destroy();
+      const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    });
+  }
+
+  /** Binds the port; rejects with the listen error (EADDRINUSE, EACCES…). */
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      this.server.once("error", onError);
+      // exclusive: a second parachute on the same port must fail instead of sharing it.
+      this.server.listen({ port: this.options.port, host: this.options.hostname, exclusive: true }, () => {
+        this.server.off("error", onError);
+        resolve();
+      });
+    });
+  }
+
+  get port(): number {
+    const address = this.server.address();
+    return typeof address === "object" && address ? address.port : 0;
+  }
+
+  get pendingRequests(): number {
+    return this.inFlight;
+  }
+
+  /** Graceful: no new connections, idle ones closed, resolves when requests in flight are done. Forced: cuts them. */
+  stop(force: boolean): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      if (force) this.server.closeAllConnections();
+      else this.server.closeIdleConnections();
+    });
+  }
+}

@@ -8,7 +8,10 @@
 // about IncomingMessage and ServerResponse.
 import * as http from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Http2Session } from "node:http2";
+import type * as net from "node:net";
 import type { Socket } from "node:net";
+import * as tls from "node:tls";
 import type { Duplex } from "node:stream";
 
 /** What the request handlers need from the listener (Bun.serve's names). */
@@ -40,7 +43,8 @@ export const nodeContext: RequestContext = {
 function requestUrl(req: IncomingMessage, scheme: string): string {
   const target = req.url ?? "/";
   if (!target.startsWith("/")) return target; // absolute-form (or `*`, which fails to parse and is a 400)
-  const host = req.headers.host;
+  // HTTP/2 names the host in :authority (a Host header is optional there).
+  const host = req.headers.host ?? (req.headers[":authority"] as string | undefined);
   return `${scheme}://${host || "localhost"}${target}`;
 }
 
@@ -86,7 +90,15 @@ function bodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
 function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    // HTTP/2 pseudo-headers: :authority becomes the Host the router reads.
+    if (name.charCodeAt(0) === 58 /* : */) {
+      if (name === ":authority" && !req.headers.host) headers.set("host", raw[i + 1]!);
+      continue;
+    }
+    headers.append(name, raw[i + 1]!);
+  }
   const withBody = hasBody(req) && req.method !== "GET" && req.method !== "HEAD";
   const init: RequestInit & { duplex?: string } = { method: req.method, headers, signal };
   if (withBody) {
@@ -96,14 +108,19 @@ function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal): R
   return new Request(requestUrl(req, scheme), init);
 }
 
+/** Headers HTTP/2 forbids in a response (RFC 9113 §8.2.2); node throws on them. */
+const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
+
 /** Status line and headers, several Set-Cookie kept apart. */
-function writeHead(res: ServerResponse, response: Response) {
+function writeHead(res: ServerResponse, response: Response, h2: boolean) {
   const flat: string[] = [];
   response.headers.forEach((value, name) => {
-    if (name !== "set-cookie") flat.push(name, value);
+    if (name !== "set-cookie" && !(h2 && CONNECTION_SPECIFIC.has(name))) flat.push(name, value);
   });
   for (const cookie of response.headers.getSetCookie()) flat.push("set-cookie", cookie);
-  res.writeHead(response.status, response.statusText || undefined, flat as never);
+  // HTTP/2 has no reason phrase.
+  if (h2) res.writeHead(response.status, flat as never);
+  else res.writeHead(response.status, response.statusText || undefined, flat as never);
 }
 
 function waitForDrain(res: ServerResponse): Promise<boolean> {
@@ -121,8 +138,8 @@ function waitForDrain(res: ServerResponse): Promise<boolean> {
 }
 
 /** Writes a web Response to a node response, with backpressure; a failed body cuts the connection. */
-async function sendResponse(res: ServerResponse, response: Response, method: string | undefined) {
-  writeHead(res, response);
+async function sendResponse(res: ServerResponse, response: Response, method: string | undefined, h2: boolean) {
+  writeHead(res, response, h2);
   const body = response.body;
   if (!body || method === "HEAD") {
     if (body) void body.cancel().catch(() => {});
@@ -184,7 +201,7 @@ export function nodeRequestListener(handler: FetchHandler, scheme: "http" | "htt
       void response.body?.cancel().catch(() => {});
       return;
     }
-    await sendResponse(res, response, req.method);
+    await sendResponse(res, response, req.method, req.httpVersionMajor === 2);
   };
 }
 
@@ -203,12 +220,21 @@ export interface NodeListenerOptions {
  */
 export class NodeListener {
   private inFlight = 0;
+  private readonly sessions = new Set<Http2Session>();
   readonly server: Server;
+  /** What binds the port: the server itself, or a TLS server handing it decrypted connections. */
+  private readonly acceptor: net.Server;
 
+  /**
+   * `tlsOptions`: serve HTTPS. Bun's node:https server ignores SNICallback,
+   * its TLS server does not; so a TLS server (certificate by SNI) accepts
+   * and passes each decrypted connection to the HTTP server.
+   */
   constructor(
     private readonly options: NodeListenerOptions,
     listener: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
     create: (handle: (req: IncomingMessage, res: ServerResponse) => void) => Server = (handle) => http.createServer(handle),
+    tlsOptions?: tls.TlsOptions,
   ) {
     this.server = create((req, res) => {
       this.inFlight++;
@@ -222,6 +248,11 @@ export class NodeListener {
     this.server.keepAliveTimeout = options.idleTimeoutMs;
     this.server.timeout = 0;
     this.server.on("upgrade", options.upgrade);
+    // HTTP/2 sessions, for stop() (node's HTTP/2 server has no closeAllConnections).
+    this.server.on("session", (session: Http2Session) => {
+      this.sessions.add(session);
+      session.once("close", () => this.sessions.delete(session));
+    });
     // A malformed request: node answers 400 (431 for oversized headers) when
     // the socket is still writable; the proxy must never crash over one.
     this.server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
@@ -229,23 +260,26 @@ export class NodeListener {
       const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     });
+    this.acceptor = tlsOptions
+      ? tls.createServer({ ...tlsOptions, ALPNProtocols: ["http/1.1"] }, (socket) => this.server.emit("connection", socket)).on("tlsClientError", () => {})
+      : this.server;
   }
 
   /** Binds the port; rejects with the listen error (EADDRINUSE, EACCES…). */
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (error: Error) => reject(error);
-      this.server.once("error", onError);
+      this.acceptor.once("error", onError);
       // exclusive: a second parachute on the same port must fail instead of sharing it.
-      this.server.listen({ port: this.options.port, host: this.options.hostname, exclusive: true }, () => {
-        this.server.off("error", onError);
+      this.acceptor.listen({ port: this.options.port, host: this.options.hostname, exclusive: true }, () => {
+        this.acceptor.off("error", onError);
         resolve();
       });
     });
   }
 
   get port(): number {
-    const address = this.server.address();
+    const address = this.acceptor.address();
     return typeof address === "object" && address ? address.port : 0;
   }
 
@@ -256,9 +290,16 @@ export class NodeListener {
   /** Graceful: no new connections, idle ones closed, resolves when requests in flight are done. Forced: cuts them. */
   stop(force: boolean): Promise<void> {
     return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      if (force) this.server.closeAllConnections();
-      else this.server.closeIdleConnections();
+      this.acceptor.close(() => resolve());
+      // HTTP/1.1 servers close their idle keep-alive connections themselves;
+      // an HTTP/2 session is told to go away (GOAWAY: its open streams finish).
+      const server = this.server as Partial<Server>;
+      if (force) server.closeAllConnections?.();
+      else server.closeIdleConnections?.();
+      for (const session of this.sessions) {
+        if (force) session.destroy();
+        else session.close();
+      }
     });
   }
 }

@@ -90,21 +90,34 @@ export async function runServer(options: RunOptions): Promise<void> {
   });
   const registry = new Registry(store, certificates);
 
+  // Upgrade requests go through a loopback Bun.serve running the WebSocket
+  // relay (see upgrade-tunnel.ts); it learns each client's address from the
+  // port its tunnel comes from.
+  const upgradeTunnel = (scheme: "http" | "https") => {
+    const tunnelProxy = createProxyApp(registry, scheme, tlsContext, (port) => tunnel.peerAddress(port));
+    const tunnel: UpgradeTunnel = new UpgradeTunnel(
+      (req, server, peerAddress) =>
+        isWebSocketUpgrade(req) ? upgradeWebSocket(req, server as never, registry, scheme, peerAddress) : tunnelProxy.fetch(req, server),
+      websocketHandler as never,
+    );
+    tunnel.start();
+    return tunnel;
+  };
+
   // HTTPS first: its port must be known for redirects before traffic flows.
   let httpsListener: HttpsListener | undefined;
+  let httpsUpgrades: UpgradeTunnel | undefined;
   const tlsContext = { certificates, httpsPort: 0 };
   if (options.httpsPort > 0) {
     const peerAddress = (port: number) => httpsListener?.front.clientAddress(port);
     const httpsProxy = createProxyApp(registry, "https", tlsContext, peerAddress);
+    httpsUpgrades = upgradeTunnel("https");
     httpsListener = new HttpsListener({
       port: options.httpsPort,
       hostname: options.bind,
       fallback: await fallbackCertificate(),
-      fetch: ((req: Request, server: Server<never>) =>
-        isWebSocketUpgrade(req)
-          ? upgradeWebSocket(req, server as never, registry, "https", peerAddress)
-          : httpsProxy.fetch(req, server)) as never,
-      websocket: websocketHandler as never,
+      fetch: (req, server) => httpsProxy.fetch(req, server),
+      upgrades: httpsUpgrades,
       // A name no service answers for fails the handshake (SPEC §8); a client
       // without SNI gets the fallback certificate. A first connection for a
       // host whose certificate is being issued waits for it.
@@ -115,7 +128,12 @@ export async function runServer(options: RunOptions): Promise<void> {
         return true;
       },
     });
-    listen("HTTPS", options.httpsPort, () => httpsListener!.start());
+    try {
+      await httpsListener.start();
+    } catch (error) {
+      void httpsUpgrades.stop(true);
+      throw listenError("HTTPS", options.httpsPort, error);
+    }
     tlsContext.httpsPort = httpsListener.boundPort;
     certificates.onChange = () => httpsListener!.update(certificates.entries());
   }
@@ -123,15 +141,7 @@ export async function runServer(options: RunOptions): Promise<void> {
   certificates.start();
 
   const proxy = createProxyApp(registry, "http", tlsContext);
-  // Upgrade requests go through a loopback Bun.serve running the WebSocket
-  // relay (see upgrade-tunnel.ts); it sees the client address by tunnel port.
-  const tunnelProxy = createProxyApp(registry, "http", tlsContext, (port) => upgrades.peerAddress(port));
-  const upgrades = new UpgradeTunnel(
-    (req, server, peerAddress) =>
-      isWebSocketUpgrade(req) ? upgradeWebSocket(req, server as never, registry, "http", peerAddress) : tunnelProxy.fetch(req, server),
-    websocketHandler as never,
-  );
-  upgrades.start();
+  const upgrades = upgradeTunnel("http");
   // node:http rather than Bun.serve: it keeps the Content-Length of streamed
   // downloads (see node-listener.ts).
   const http = new NodeListener(
@@ -147,8 +157,13 @@ export async function runServer(options: RunOptions): Promise<void> {
     await http.start();
   } catch (error) {
     void upgrades.stop(true);
+    void httpsListener?.stop(true);
+    void httpsUpgrades?.stop(true);
     throw listenError("HTTP", options.httpPort, error);
   }
+
+  const stopListeners = (force: boolean) =>
+    Promise.all([http.stop(force), upgrades.stop(force), httpsListener?.stop(force), httpsUpgrades?.stop(force)]);
 
   // The metrics listener only ever answers /metrics: no proxied traffic.
   metrics.source = registry;
@@ -178,8 +193,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     adminServer = Bun.serve(adminOptions as never);
     fs.chmodSync(options.socket, 0o600);
   } catch (error) {
-    void http.stop(true);
-    void upgrades.stop(true);
+    void stopListeners(true);
     metricsServer?.stop(true);
     throw new StartupError(`cannot open admin socket ${options.socket}: ${(error as Error).message}`);
   }
@@ -197,13 +211,13 @@ export async function runServer(options: RunOptions): Promise<void> {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("Shutting down", { signal, in_flight: http.pendingRequests + upgrades.pendingRequests });
+    log.info("Shutting down", { signal, in_flight: http.pendingRequests + upgrades.pendingRequests + (httpsListener?.pendingRequests ?? 0) });
     adminServer.stop(true);
     metricsServer?.stop(true);
     certificates.stop();
-    const graceful = Promise.all([http.stop(false), upgrades.stop(false), httpsListener?.stop(false)]).then(() => "done" as const);
+    const graceful = stopListeners(false).then(() => "done" as const);
     const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
-    if (outcome === "timeout") await Promise.all([http.stop(true), upgrades.stop(true), httpsListener?.stop(true)]);
+    if (outcome === "timeout") await stopListeners(true);
     registry.dispose();
     log.info("Server stopped", { graceful: outcome === "done" });
     log.flush();

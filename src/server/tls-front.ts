@@ -3,13 +3,15 @@
 // so the public HTTPS port is a plain TCP listener that reads the client's
 // SNI name from its ClientHello, waits (bounded) when that name's certificate
 // is still being issued, and then relays the connection, TLS bytes untouched,
-// to the current internal TLS server on loopback. A new certificate set starts
-// a new internal server: new connections go to it while the old one finishes
-// its own, so no connection is ever refused or reset by a swap.
+// to an internal TLS server on loopback: the HTTP/2 one when the client's ALPN
+// offers h2, else the HTTP/1.1 one (node's HTTP/2 server is slower for
+// HTTP/1.1 clients than its HTTPS server).
 import type { Socket, TCPSocketListener } from "bun";
 
-/** Reads the SNI host name from a TLS ClientHello (RFC 8446 §4.1.2, RFC 6066 §3). */
-export function parseClientHello(data: Uint8Array): { complete: false } | { complete: true; serverName?: string } {
+export type ClientHello = { complete: false } | { complete: true; serverName?: string; offersH2?: boolean };
+
+/** Reads the SNI host name and whether ALPN offers h2 from a TLS ClientHello (RFC 8446 §4.1.2, RFC 6066 §3, RFC 7301 §3.1). */
+export function parseClientHello(data: Uint8Array): ClientHello {
   if (data.length < 5) return { complete: false };
   if (data[0] !== 0x16) return { complete: true }; // not a TLS handshake: let the TLS server refuse it
   const recordLength = (data[3]! << 8) | data[4]!;
@@ -24,6 +26,8 @@ export function parseClientHello(data: Uint8Array): { complete: false } | { comp
     i += 1 + hello[i]!; // compression methods
     const end = Math.min(i + 2 + u16(i), hello.length);
     i += 2;
+    let serverName: string | undefined;
+    let offersH2 = false;
     while (i + 4 <= end) {
       const type = u16(i);
       const length = u16(i + 2);
@@ -31,11 +35,19 @@ export function parseClientHello(data: Uint8Array): { complete: false } | { comp
       if (type === 0 && i + 5 <= end) {
         const nameLength = u16(i + 3);
         if (hello[i + 2] === 0 && i + 5 + nameLength <= end) {
-          return { complete: true, serverName: new TextDecoder().decode(hello.subarray(i + 5, i + 5 + nameLength)).toLowerCase() };
+          serverName = new TextDecoder().decode(hello.subarray(i + 5, i + 5 + nameLength)).toLowerCase();
+        }
+      } else if (type === 16 && i + 2 <= end) {
+        // ALPN: a list of length-prefixed protocol names.
+        const listEnd = Math.min(i + 2 + u16(i), end);
+        for (let p = i + 2; p < listEnd; p += 1 + hello[p]!) {
+          const n = hello[p]!;
+          if (n === 2 && hello[p + 1] === 0x68 && hello[p + 2] === 0x32) offersH2 = true; // "h2"
         }
       }
       i += length;
     }
+    return { complete: true, serverName, offersH2 };
   } catch {
     // A malformed hello: the TLS server will refuse it.
   }
@@ -117,8 +129,9 @@ export interface TlsFrontOptions {
 
 export class TlsFront {
   private listener: TCPSocketListener<ClientData> | undefined;
-  /** Port of the internal TLS server that gets new connections. */
+  /** Ports of the internal TLS servers: HTTP/1.1, and HTTP/2 for clients whose ALPN offers h2. */
   backendPort = 0;
+  h2BackendPort = 0;
   /** Internal connection's local port → the real client address, for X-Forwarded-For and logs. */
   private readonly clients = new Map<number, string>();
 
@@ -134,7 +147,7 @@ export class TlsFront {
   }
 
   start() {
-    const relay = async (client: Socket<ClientData>, hello: Uint8Array, serverName: string | undefined) => {
+    const relay = async (client: Socket<ClientData>, hello: Uint8Array, serverName: string | undefined, h2: boolean) => {
       client.pause();
       let accepted = true;
       try {
@@ -153,7 +166,7 @@ export class TlsFront {
       try {
         await Bun.connect<Pipe>({
           hostname: "127.0.0.1",
-          port: this.backendPort,
+          port: h2 && this.h2BackendPort ? this.h2BackendPort : this.backendPort,
           data: { queue: [], peer: client as unknown as Socket<Pipe>, closed: false },
           socket: {
             open: (upstream) => {
@@ -202,7 +215,7 @@ export class TlsFront {
           if (!parsed.complete && state.helloBytes < MAX_HELLO) return;
           clearTimeout(state.timer);
           state.hello = undefined;
-          void relay(client, bytes, parsed.complete ? parsed.serverName : undefined);
+          void relay(client, bytes, parsed.complete ? parsed.serverName : undefined, parsed.complete && parsed.offersH2 === true);
         },
         drain: (client) => flush(client as unknown as Socket<Pipe>),
         close: (client) => {

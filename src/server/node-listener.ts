@@ -40,11 +40,9 @@ export const nodeContext: RequestContext = {
 };
 
 /** The absolute URL of a request target: origin-form gets the Host (or a placeholder without one). */
-function requestUrl(req: IncomingMessage, scheme: string): string {
+function requestUrl(req: IncomingMessage, scheme: string, host: string | undefined): string {
   const target = req.url ?? "/";
   if (!target.startsWith("/")) return target; // absolute-form (or `*`, which fails to parse and is a 400)
-  // HTTP/2 names the host in :authority (a Host header is optional there).
-  const host = req.headers.host ?? (req.headers[":authority"] as string | undefined);
   return `${scheme}://${host || "localhost"}${target}`;
 }
 
@@ -57,11 +55,12 @@ function hasBody(req: IncomingMessage): boolean {
  * The request body as a web stream with backpressure: the socket is paused
  * while the stream's queue is full and resumed when the forwarder pulls.
  */
-function bodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
+function bodyStream(req: IncomingMessage, state: BodyState): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>(
     {
       start(controller) {
         req.on("data", (chunk: Buffer) => {
+          if (state.abandoned) return;
           controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
           if ((controller.desiredSize ?? 0) <= 0) req.pause();
         });
@@ -79,15 +78,24 @@ function bodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
       pull() {
         req.resume();
       },
+      // The proxy stopped reading (a 413, a failed target): the rest is read
+      // and dropped so that the answer still reaches the client, and the
+      // connection closes after it.
       cancel() {
-        req.destroy();
+        state.abandoned = true;
+        req.resume();
       },
     },
     { highWaterMark: 64 * 1024, size: (chunk) => chunk?.byteLength ?? 0 },
   );
 }
 
-function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal): Request {
+interface BodyState {
+  /** The request body was cancelled before its end. */
+  abandoned: boolean;
+}
+
+function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal, state: BodyState): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
@@ -102,18 +110,27 @@ function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal): R
   const withBody = hasBody(req) && req.method !== "GET" && req.method !== "HEAD";
   const init: RequestInit & { duplex?: string } = { method: req.method, headers, signal };
   if (withBody) {
-    init.body = bodyStream(req);
+    init.body = bodyStream(req, state);
     init.duplex = "half";
   }
-  return new Request(requestUrl(req, scheme), init);
+  // HTTP/2 names the host in :authority (a Host header is optional there).
+  const host = req.headers.host ?? (req.headers[":authority"] as string | undefined);
+  try {
+    return new Request(requestUrl(req, scheme, host), init);
+  } catch (error) {
+    // A Host no URL can hold (`a b`, `[::1`): the proxy app answers it 400
+    // from the header itself, with its error page and a log line.
+    if (!host) throw error;
+    return new Request(requestUrl(req, scheme, undefined), init);
+  }
 }
 
 /** Headers HTTP/2 forbids in a response (RFC 9113 §8.2.2); node throws on them. */
 const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
 
 /** Status line and headers, several Set-Cookie kept apart. */
-function writeHead(res: ServerResponse, response: Response, h2: boolean) {
-  const flat: string[] = [];
+function writeHead(res: ServerResponse, response: Response, h2: boolean, close: boolean) {
+  const flat: string[] = close && !h2 ? ["connection", "close"] : [];
   response.headers.forEach((value, name) => {
     if (name !== "set-cookie" && !(h2 && CONNECTION_SPECIFIC.has(name))) flat.push(name, value);
   });
@@ -138,8 +155,8 @@ function waitForDrain(res: ServerResponse): Promise<boolean> {
 }
 
 /** Writes a web Response to a node response, with backpressure; a failed body cuts the connection. */
-async function sendResponse(res: ServerResponse, response: Response, method: string | undefined, h2: boolean) {
-  writeHead(res, response, h2);
+async function sendResponse(res: ServerResponse, response: Response, method: string | undefined, h2: boolean, close: boolean) {
+  writeHead(res, response, h2, close);
   const body = response.body;
   if (!body || method === "HEAD") {
     if (body) void body.cancel().catch(() => {});
@@ -182,8 +199,9 @@ export function nodeRequestListener(handler: FetchHandler, scheme: "http" | "htt
       if (!res.writableFinished) controller.abort();
     });
     let request: Request;
+    const body: BodyState = { abandoned: false };
     try {
-      request = toRequest(req, scheme, controller.signal);
+      request = toRequest(req, scheme, controller.signal, body);
     } catch {
       const page = "Bad Request\n";
       res.writeHead(400, { "content-type": "text/plain; charset=utf-8", "content-length": String(page.length), connection: "close" });
@@ -201,7 +219,7 @@ export function nodeRequestListener(handler: FetchHandler, scheme: "http" | "htt
       void response.body?.cancel().catch(() => {});
       return;
     }
-    await sendResponse(res, response, req.method, req.httpVersionMajor === 2);
+    await sendResponse(res, response, req.method, req.httpVersionMajor === 2, body.abandoned && !req.complete);
   };
 }
 
@@ -210,7 +228,7 @@ export interface NodeListenerOptions {
   hostname: string | undefined;
   /** Keep-alive connections idle longer than this are closed. */
   idleTimeoutMs: number;
-  /** Requests asking for a protocol upgrade (WebSockets); they get the raw socket. */
+  /** Requests asking for a protocol upgrade (WebSockets), and CONNECT; they get the raw socket. */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
 
@@ -248,6 +266,8 @@ export class NodeListener {
     this.server.keepAliveTimeout = options.idleTimeoutMs;
     this.server.timeout = 0;
     this.server.on("upgrade", options.upgrade);
+    // node hands CONNECT over as a raw socket too; the proxy app refuses it (405).
+    this.server.on("connect", options.upgrade);
     // HTTP/2 sessions, for stop() (node's HTTP/2 server has no closeAllConnections).
     this.server.on("session", (session: Http2Session) => {
       this.sessions.add(session);

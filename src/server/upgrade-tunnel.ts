@@ -1,4 +1,4 @@
-// Upgrade requests (WebSockets) on a node:http listener. The WebSocket relay
+// Upgrade requests (WebSockets) and CONNECT on a node:http listener. The WebSocket relay
 // (websocket.ts) is built on Bun.serve's server WebSockets, which node:http
 // cannot hand a socket to; so the listener's `upgrade` event tunnels the raw
 // connection, request head included, to a loopback Bun.serve running the relay.

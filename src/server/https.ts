@@ -1,17 +1,24 @@
 // The HTTPS listener: every TLS service by SNI, HTTP/2 via ALPN. The public
 // port is a TCP front (tls-front.ts) that reads the SNI name, waits for a
-// certificate still being issued, and relays to one of two loopback TLS
-// servers: node's HTTP/2 server for clients offering h2, a TLS server feeding
-// an HTTP/1.1 server for the rest (node's HTTP/2 server serves HTTP/1.1 at
-// half the rate). Both are node servers, not Bun.serve, so a streamed download keeps
-// its Content-Length (see node-listener.ts). They pick the certificate per
-// connection from the current set, so a new certificate needs no new server.
+// certificate still being issued, and relays to a loopback TLS server: node's
+// HTTP/2 server (certificate by SNICallback) for clients offering h2, else
+// the node:https server of that host's certificate (or of the fallback one).
+// Node servers, not Bun.serve, so that a streamed download keeps its
+// Content-Length (see node-listener.ts). Bun's node:https server ignores
+// SNICallback, hence one HTTP/1.1 server per certificate; a TLS server
+// feeding one node:http server served a third fewer requests.
 import * as http2 from "node:http2";
+import type { IncomingMessage, Server } from "node:http";
+import * as https from "node:https";
+import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { log } from "../log.ts";
 import { NodeListener, nodeRequestListener, type FetchHandler } from "./node-listener.ts";
 import { TlsFront } from "./tls-front.ts";
 import type { UpgradeTunnel } from "./upgrade-tunnel.ts";
+
+/** A replaced server keeps running this long: connections relayed just before the swap may still be in their handshake. */
+const OLD_SERVER_GRACE_MS = 2_000;
 
 export interface HttpsOptions {
   port: number;
@@ -25,39 +32,66 @@ export interface HttpsOptions {
   beforeRelay: (serverName: string | undefined) => Promise<boolean>;
 }
 
+interface Certificate {
+  cert: string;
+  key: string;
+}
+
+/** One host's certificate and the HTTP/1.1 server presenting it. */
+interface HostServer extends Certificate {
+  listener: NodeListener;
+  context: tls.SecureContext;
+}
+
 const INTERNAL_ERROR = () => new Response("Internal Server Error", { status: 500 });
+
+/** The entry for an SNI name: exact, then a wildcard one level up. */
+function lookup<T>(map: Map<string, T>, name: string): T | undefined {
+  const exact = map.get(name);
+  if (exact) return exact;
+  const dot = name.indexOf(".");
+  return dot > 0 ? map.get(`*${name.slice(dot)}`) : undefined;
+}
 
 export class HttpsListener {
   readonly front: TlsFront;
-  private readonly http1: NodeListener;
   private readonly http2: NodeListener;
-  private contexts = new Map<string, tls.SecureContext>();
-  private readonly fallback: tls.SecureContext;
+  private readonly fallback: HostServer;
+  private hosts = new Map<string, HostServer>();
+  /** Certificate updates run one after another (each may start servers). */
+  private updating: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: HttpsOptions) {
     this.front = new TlsFront({ port: options.port, hostname: options.hostname, beforeRelay: options.beforeRelay });
-    this.fallback = tls.createSecureContext(options.fallback);
-    const { fallback } = options;
-    const SNICallback = (name: string, done: (error: Error | null, context?: tls.SecureContext) => void) => done(null, this.contextFor(name));
-    const internal = { port: 0, hostname: "127.0.0.1", idleTimeoutMs: 60_000 };
-    const upgrade = (req: import("node:http").IncomingMessage, socket: import("node:stream").Duplex, head: Buffer) => {
-      const address = this.front.clientAddress(req.socket.remotePort ?? 0) ?? req.socket.remoteAddress ?? "";
-      options.upgrades.handle(req, socket, head, address);
-    };
-    const listener = nodeRequestListener(options.fetch, "https", INTERNAL_ERROR);
-    this.http1 = new NodeListener({ ...internal, upgrade }, listener, undefined, { cert: fallback.cert, key: fallback.key, SNICallback });
-    this.http2 = new NodeListener({ ...internal, upgrade }, listener as never, (handle) =>
-      http2.createSecureServer({ cert: fallback.cert, key: fallback.key, SNICallback, allowHTTP1: true }, handle as never) as never,
+    this.fallback = this.hostServer(options.fallback);
+    const SNICallback = (name: string, done: (error: Error | null, context?: tls.SecureContext) => void) =>
+      done(null, (lookup(this.hosts, name.toLowerCase()) ?? this.fallback).context);
+    this.http2 = new NodeListener(this.internal(), nodeRequestListener(options.fetch, "https", INTERNAL_ERROR) as never, (handle) =>
+      http2.createSecureServer({ ...options.fallback, SNICallback, allowHTTP1: true }, handle as never) as never,
     );
+    this.front.backendPort = (serverName, h2) => {
+      if (h2) return this.http2.port;
+      return ((serverName && lookup(this.hosts, serverName)) || this.fallback).listener.port;
+    };
   }
 
-  /** The context for an SNI name: exact, then a wildcard one level up, else the fallback. */
-  private contextFor(name: string): tls.SecureContext {
-    const host = name.toLowerCase();
-    const exact = this.contexts.get(host);
-    if (exact) return exact;
-    const dot = host.indexOf(".");
-    return (dot > 0 && this.contexts.get(`*${host.slice(dot)}`)) || this.fallback;
+  private internal() {
+    const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const address = this.front.clientAddress(req.socket.remotePort ?? 0) ?? req.socket.remoteAddress ?? "";
+      this.options.upgrades.handle(req, socket, head, address);
+    };
+    return { port: 0, hostname: "127.0.0.1", idleTimeoutMs: 60_000, upgrade };
+  }
+
+  /** An HTTP/1.1 server presenting one certificate; throws on a bad certificate or key. */
+  private hostServer(certificate: Certificate): HostServer {
+    const context = tls.createSecureContext(certificate);
+    const listener = new NodeListener(
+      this.internal(),
+      nodeRequestListener(this.options.fetch, "https", INTERNAL_ERROR),
+      (handle) => https.createServer({ cert: certificate.cert, key: certificate.key }, handle) as unknown as Server,
+    );
+    return { ...certificate, context, listener };
   }
 
   get boundPort(): number {
@@ -66,32 +100,51 @@ export class HttpsListener {
 
   /** Binds the public port (errors surface at start-up, like the HTTP port's). */
   async start() {
-    await this.http1.start();
+    await this.fallback.listener.start();
     await this.http2.start();
-    this.front.backendPort = this.http1.port;
-    this.front.h2BackendPort = this.http2.port;
     this.front.start();
   }
 
   /** Takes a new certificate set; the next handshakes use it, open connections keep theirs. */
-  update(entries: { host: string; cert: string; key: string }[]) {
-    const contexts = new Map<string, tls.SecureContext>();
-    try {
-      for (const entry of entries) contexts.set(entry.host.toLowerCase(), tls.createSecureContext({ cert: entry.cert, key: entry.key }));
-    } catch (error) {
-      log.error("Cannot reload HTTPS certificates; keeping the previous set", { error: (error as Error).message });
-      return;
+  update(entries: { host: string; cert: string; key: string }[]): Promise<void> {
+    this.updating = this.updating.then(() => this.apply(entries));
+    return this.updating;
+  }
+
+  private async apply(entries: { host: string; cert: string; key: string }[]) {
+    const next = new Map<string, HostServer>();
+    for (const entry of entries) {
+      const host = entry.host.toLowerCase();
+      const current = this.hosts.get(host);
+      if (current && current.cert === entry.cert && current.key === entry.key) {
+        next.set(host, current);
+        continue;
+      }
+      try {
+        const server = this.hostServer(entry);
+        await server.listener.start();
+        next.set(host, server);
+      } catch (error) {
+        log.error("Cannot load the HTTPS certificate; keeping the previous one", { host, error: (error as Error).message });
+        if (current) next.set(host, current);
+      }
     }
-    this.contexts = contexts;
+    const kept = new Set(next.values());
+    const replaced = [...this.hosts.values()].filter((server) => !kept.has(server));
+    this.hosts = next;
     log.info("HTTPS certificates loaded", { hosts: entries.map((e) => e.host) });
+    for (const server of replaced) setTimeout(() => void server.listener.stop(false), OLD_SERVER_GRACE_MS);
   }
 
   get pendingRequests(): number {
-    return this.http1.pendingRequests + this.http2.pendingRequests;
+    let pending = this.http2.pendingRequests + this.fallback.listener.pendingRequests;
+    for (const server of this.hosts.values()) pending += server.listener.pendingRequests;
+    return pending;
   }
 
   async stop(force: boolean) {
     this.front.stop(force);
-    await Promise.all([this.http1.stop(force), this.http2.stop(force)]);
+    const listeners = [this.http2, this.fallback.listener, ...[...this.hosts.values()].map((s) => s.listener)];
+    await Promise.all(listeners.map((listener) => listener.stop(force)));
   }
 }

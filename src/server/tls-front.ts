@@ -1,11 +1,10 @@
-// The TCP front of the HTTPS port. Bun.serve can neither change its
-// certificates while running nor wait for a certificate during a handshake,
-// so the public HTTPS port is a plain TCP listener that reads the client's
+// The TCP front of the HTTPS port. No server of this runtime can wait for a
+// certificate during a handshake, and Bun's node:https server cannot pick one
+// by SNI, so the public HTTPS port is a plain TCP listener that reads the client's
 // SNI name from its ClientHello, waits (bounded) when that name's certificate
 // is still being issued, and then relays the connection, TLS bytes untouched,
-// to an internal TLS server on loopback: the HTTP/2 one when the client's ALPN
-// offers h2, else the HTTP/1.1 one (node's HTTP/2 server is slower for
-// HTTP/1.1 clients than its HTTPS server).
+// to an internal TLS server on loopback chosen by that name and by whether
+// the client's ALPN offers h2 (see https.ts).
 import type { Socket, TCPSocketListener } from "bun";
 
 export type ClientHello = { complete: false } | { complete: true; serverName?: string; offersH2?: boolean };
@@ -129,9 +128,8 @@ export interface TlsFrontOptions {
 
 export class TlsFront {
   private listener: TCPSocketListener<ClientData> | undefined;
-  /** Ports of the internal TLS servers: HTTP/1.1, and HTTP/2 for clients whose ALPN offers h2. */
-  backendPort = 0;
-  h2BackendPort = 0;
+  /** The port of the internal TLS server for a connection, given its SNI name and whether its ALPN offers h2. */
+  backendPort: (serverName: string | undefined, h2: boolean) => number = () => 0;
   /** Internal connection's local port → the real client address, for X-Forwarded-For and logs. */
   private readonly clients = new Map<number, string>();
 
@@ -166,7 +164,7 @@ export class TlsFront {
       try {
         await Bun.connect<Pipe>({
           hostname: "127.0.0.1",
-          port: h2 && this.h2BackendPort ? this.h2BackendPort : this.backendPort,
+          port: this.backendPort(serverName, h2),
           data: { queue: [], peer: client as unknown as Socket<Pipe>, closed: false },
           socket: {
             open: (upstream) => {

@@ -674,6 +674,14 @@ describe("request log", () => {
     expect(line.resp_x_backend ?? line["resp_x-backend"]).toBe("app");
   });
 
+  test("proto is the HTTP version the client spoke (HTTP/1.0 here)", async () => {
+    const id = `log-${crypto.randomUUID()}`;
+    const res = await rawRequest(proxy.httpPort, `GET /old-client HTTP/1.0\r\nHost: app.test\r\nX-Request-ID: ${id}\r\n\r\n`);
+    expect(res.status).toBe(200);
+    const line = await requestLog(id);
+    expect(line.proto).toBe("HTTP/1.0");
+  });
+
   test("the logged request id is the one sent to the target when the proxy generated it", async () => {
     const echo = await echoVia(proxy, "/generated-id", "app.test");
     const id = echo.headers["x-request-id"]!;

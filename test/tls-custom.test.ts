@@ -1,6 +1,7 @@
 // TLS with the operator's own certificates (SPEC §4 TLS flags, §7 redirects,
 // §8 TLS): certificates made with openssl under a throwaway CA are served by
-// SNI over HTTP/2 and verified against that CA; bad certificates (expired,
+// SNI over HTTP/2 and verified against that CA; streamed downloads keep their
+// Content-Length over both HTTP versions; bad certificates (expired,
 // mismatched key, missing file, not covering the host) fail the deploy with
 // nothing changed; wildcard hosts need a certificate; HTTP → HTTPS and
 // canonical-host redirects (301, one hop, query kept); 503 over HTTPS for a
@@ -9,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
+import { startRawBigBackend } from "./support/stream-backend.ts";
 import type { Echo } from "./support/helpers.ts";
 import { freePort, Proxy, tempDir, waitFor, type ListedService } from "./support/proxy.ts";
 import { createTestCa, curl, curlHttps, httpsPortOf, peerCertificate, restart, type TestCa } from "./support/tls-tools.ts";
@@ -102,6 +104,30 @@ describe.skipIf(!opensslAvailable)("custom certificates", () => {
     // HTTP/1.1 clients work as well.
     const h1 = await https("c.test", "/echo", { http1: true });
     expect([h1.status, h1.httpVersion]).toEqual([200, "1.1"]);
+    // The request log names the version each client spoke.
+    const logged = async (path: string) => (await proxy.waitForLog((l) => l.msg === "Request" && l.path === path && l.scheme === "https")).proto;
+    await https("c.test", "/h2-logged");
+    expect(await logged("/h2-logged")).toBe("HTTP/2.0");
+    await https("c.test", "/h1-logged", { http1: true });
+    expect(await logged("/h1-logged")).toBe("HTTP/1.1");
+  });
+
+  test("a streamed download keeps the app's Content-Length over HTTPS, on HTTP/2 and HTTP/1.1", async () => {
+    const big = startRawBigBackend();
+    try {
+      await deployOk("downloads", ["--target", big.address, "--host", "c.test", "--path-prefix", "/big", "--strip-path-prefix=false", ...withCert(certs.good)]);
+      const n = 3 * 1024 * 1024 + 7;
+      for (const http1 of [false, true]) {
+        const res = await https("c.test", `/big?n=${n}`, { http1 });
+        // curl exits 18 when the body ends before Content-Length.
+        expect([res.exit, res.status, res.httpVersion]).toEqual([0, 200, http1 ? "1.1" : "2"]);
+        expect(res.headers["content-length"]).toBe(String(n));
+        expect(res.headers["transfer-encoding"]).toBeUndefined();
+      }
+      expect((await proxy.cli(["remove", "downloads"])).code).toBe(0);
+    } finally {
+      big.stop();
+    }
   });
 
   test("HTTP is redirected to HTTPS with 301, keeping path and query and naming the HTTPS port", async () => {

@@ -42,6 +42,8 @@ export interface RequestLog {
   clientAddr: string;
   remoteAddr: string;
   scheme: Scheme;
+  /** HTTP version as the client spoke it. */
+  proto: string;
   started: number;
   logRequestHeaders?: string[];
 }
@@ -65,7 +67,7 @@ export function logRequest(entry: RequestLog, outcome: Outcome, logResponseHeade
     user_agent: req.headers.get("user-agent") ?? "",
     req_content_length: Number(req.headers.get("content-length") ?? 0),
     resp_content_length: outcome.bytes,
-    proto: "HTTP/1.1",
+    proto: entry.proto,
     scheme: entry.scheme,
   };
   if (outcome.error) fields.error = outcome.error;
@@ -90,6 +92,7 @@ export function startRequestLog(req: Request, server: RequestContext, scheme: Sc
     clientAddr: remoteAddr,
     remoteAddr,
     scheme,
+    proto: server.httpVersion?.(req) ?? "HTTP/1.1",
     started: performance.now(),
   };
 }

@@ -58,8 +58,6 @@ export class HttpsListener {
   private readonly http2: NodeListener;
   private readonly fallback: HostServer;
   private hosts = new Map<string, HostServer>();
-  /** Certificate updates run one after another (each may start servers). */
-  private updating: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: HttpsOptions) {
     this.front = new TlsFront({ port: options.port, hostname: options.hostname, beforeRelay: options.beforeRelay });
@@ -71,7 +69,8 @@ export class HttpsListener {
     );
     this.front.backendPort = (serverName, h2) => {
       if (h2) return this.http2.port;
-      return ((serverName && lookup(this.hosts, serverName)) || this.fallback).listener.port;
+      const server = serverName ? lookup(this.hosts, serverName) : undefined;
+      return server?.listener.port || this.fallback.listener.port;
     };
   }
 
@@ -105,13 +104,12 @@ export class HttpsListener {
     this.front.start();
   }
 
-  /** Takes a new certificate set; the next handshakes use it, open connections keep theirs. */
-  update(entries: { host: string; cert: string; key: string }[]): Promise<void> {
-    this.updating = this.updating.then(() => this.apply(entries));
-    return this.updating;
-  }
-
-  private async apply(entries: { host: string; cert: string; key: string }[]) {
+  /**
+   * Takes a new certificate set; the next handshakes use it, open connections
+   * keep theirs. Synchronous, so a deploy that returns has its certificate
+   * served: Bun binds a loopback port 0 within listen() itself.
+   */
+  update(entries: { host: string; cert: string; key: string }[]) {
     const next = new Map<string, HostServer>();
     for (const entry of entries) {
       const host = entry.host.toLowerCase();
@@ -122,7 +120,12 @@ export class HttpsListener {
       }
       try {
         const server = this.hostServer(entry);
-        await server.listener.start();
+        server.listener.start().catch((error: Error) => {
+          log.error("Cannot serve the HTTPS certificate; keeping the previous one", { host, error: error.message });
+          if (this.hosts.get(host) !== server) return;
+          if (current) this.hosts.set(host, current);
+          else this.hosts.delete(host);
+        });
         next.set(host, server);
       } catch (error) {
         log.error("Cannot load the HTTPS certificate; keeping the previous one", { host, error: (error as Error).message });

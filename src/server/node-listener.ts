@@ -9,13 +9,14 @@
 import * as http from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Http2Session } from "node:http2";
-import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 
 /** What the request handlers need from the listener (Bun.serve's names). */
 export interface RequestContext {
   requestIP(req: Request): { address: string; port: number } | null;
   timeout(req: Request, seconds: number): void;
+  /** "HTTP/1.1", "HTTP/2.0"…; Bun.serve does not say (undefined). */
+  httpVersion?(req: Request): string;
 }
 
 export type FetchHandler = (req: Request, server: RequestContext) => Response | Promise<Response | undefined> | undefined;
@@ -23,14 +24,18 @@ export type FetchHandler = (req: Request, server: RequestContext) => Response | 
 /** Bodies up to this size (declared by Content-Length) are written in one call. */
 const ONE_WRITE = 64 * 1024;
 
-const sockets = new WeakMap<Request, Socket>();
+const messages = new WeakMap<Request, IncomingMessage>();
 
-/** requestIP/timeout for requests built here, answered from their socket. */
+/** RequestContext for requests built here, answered from the node request. */
 export const nodeContext: RequestContext = {
   requestIP(req) {
-    const socket = sockets.get(req);
+    const socket = messages.get(req)?.socket;
     if (!socket?.remoteAddress) return null;
     return { address: socket.remoteAddress, port: socket.remotePort ?? 0 };
+  },
+  httpVersion(req) {
+    const message = messages.get(req);
+    return message ? `HTTP/${message.httpVersion}` : "HTTP/1.1";
   },
   // node's server has no per-request idle timer (server.timeout is 0); the
   // keep-alive timeout applies between requests only.
@@ -219,7 +224,7 @@ export function nodeRequestListener(handler: FetchHandler, scheme: "http" | "htt
       res.end(page);
       return;
     }
-    sockets.set(request, req.socket);
+    messages.set(request, req);
     let response: Response | undefined;
     try {
       response = (await handler(request, nodeContext)) ?? onError();

@@ -132,8 +132,9 @@ export async function forward(f: ForwardRequest): Promise<ForwardResult> {
 
   const body = upstream.body;
   if (!body || hasNoBody(req.method, upstream.status)) {
-    // Bun.serve announces `content-length: 0` for a body-less response; for
-    // HEAD that would misstate the GET body, so say what the app said.
+    // A body-less response may be announced as `content-length: 0` (Bun.serve
+    // does so, for tunnelled requests); for HEAD that would misstate the GET
+    // body, so say what the app said.
     if (req.method === "HEAD" && !headers.has("content-length") && upstream.headers.get("transfer-encoding")) {
       headers.set("transfer-encoding", "chunked");
     }

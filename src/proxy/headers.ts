@@ -41,7 +41,7 @@ export interface ClientInfo {
 export function upstreamRequestHeaders(inbound: Headers, client: ClientInfo, forwardHeaders: boolean): Headers {
   const headers = new Headers(inbound);
   stripHopByHop(headers);
-  // Bun.serve has already answered `100 Continue` to the client.
+  // The listener has already answered `100 Continue` to the client.
   headers.delete("expect");
   if (!forwardHeaders) {
     for (const name of [...inbound.keys()]) if (name.startsWith("x-forwarded-")) headers.delete(name);

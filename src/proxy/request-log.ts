@@ -15,8 +15,8 @@ export type PeerAddress = (port: number) => string | undefined;
 
 /**
  * Splits `http://host/p/a?q` into the raw path and the raw query (with its
- * `?`), without URL re-encoding. Without a usable Host header Bun.serve gives
- * the bare request target (`/p/a?q`) instead.
+ * `?`), without URL re-encoding. Without a usable Host header Bun.serve (the
+ * WebSocket relay's server) gives the bare request target (`/p/a?q`) instead.
  */
 export function splitTarget(url: string): { path: string; query: string } {
   const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);

@@ -148,6 +148,24 @@ describe("Content-Length", () => {
 });
 
 describe("headers and bodyless responses", () => {
+  test("a streamed response's head reaches the client before its first body byte (an event stream opens at once)", async () => {
+    const conn = await RawConnection.open(proxy.httpPort);
+    try {
+      const sent = performance.now();
+      conn.write(get("/late?ms=2500", "big.test"));
+      const head = await conn.readHead(10_000);
+      const headAt = performance.now() - sent;
+      expect(head.status).toBe(200);
+      expect(headerValue(head, "content-type")).toBe("text/event-stream");
+      expect(headAt).toBeLessThan(1500);
+      const body = (await conn.readBody(head, "GET", 10_000)).toString();
+      expect(body).toBe("data: late\n\n");
+      expect(performance.now() - sent).toBeGreaterThan(2000);
+    } finally {
+      conn.close();
+    }
+  });
+
   test("20 Set-Cookie headers stay separate lines, each intact (commas in Expires included)", async () => {
     const { head } = await rawExchange(proxy.httpPort, get("/cookies?n=20", "app.test"));
     const cookies = headerValues(head, "set-cookie");

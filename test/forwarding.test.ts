@@ -724,3 +724,58 @@ describe("request log", () => {
     }
   });
 });
+
+describe("framing edge cases on the listener", () => {
+  const echoOf = (res: { status: number; body: string }) => {
+    expect(res.status).toBe(200);
+    return JSON.parse(res.body) as { backend: string; method: string; url: string; headers: Record<string, string>; bodyBytes: number };
+  };
+
+  test("bytes after a `Connection: close` request do not replace its answer", async () => {
+    const res = await rawRequest(
+      proxy.httpPort,
+      "POST /after-close HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabcGET /next HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    );
+    const echo = echoOf(res);
+    expect([echo.method, new URL(echo.url).pathname, echo.bodyBytes]).toEqual(["POST", "/after-close", 3]);
+  });
+
+  test("garbage after a keep-alive request: that request's answer arrives, then the connection closes", async () => {
+    const res = await rawRequest(proxy.httpPort, "POST /then-garbage HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nokgar bage\r\n\r\n");
+    const echo = echoOf(res);
+    expect([new URL(echo.url).pathname, echo.bodyBytes]).toEqual(["/then-garbage", 2]);
+    expect(res.complete).toBe(true);
+  });
+
+  test("a request offering another protocol (Upgrade: h2c) is answered as an ordinary request, its body included", async () => {
+    const post = await rawRequest(
+      proxy.httpPort,
+      "POST /h2c HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    const echo = echoOf(post);
+    expect([echo.method, echo.bodyBytes, echo.headers.upgrade]).toEqual(["POST", 5, undefined]);
+    // With a request pipelined behind it: the first is answered (the connection then closes).
+    const get = await rawRequest(
+      proxy.httpPort,
+      "GET /h2c-first HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nGET /h2c-second HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    );
+    expect(new URL(echoOf(get).url).pathname).toBe("/h2c-first");
+  });
+
+  test("repeated identical Content-Length headers are one length (RFC 9110 §8.6); differing ones are a 400", async () => {
+    const same = await rawRequest(proxy.httpPort, "POST /dup-length HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    expect(echoOf(same).bodyBytes).toBe(5);
+    const differing = await rawRequest(proxy.httpPort, "POST /dup-length HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!");
+    expect(differing.status).toBe(400);
+  });
+
+  test("an absolute-form target is routed by its authority, not by the Host header (RFC 9112 §3.2.2)", async () => {
+    const res = await rawRequest(proxy.httpPort, "GET http://app.test/absolute?q=1 HTTP/1.1\r\nHost: elsewhere.test\r\nConnection: close\r\n\r\n");
+    const echo = echoOf(res);
+    expect(echo.backend).toBe("app");
+    expect(echo.headers.host).toBe("app.test");
+    expect(new URL(echo.url).pathname + new URL(echo.url).search).toBe("/absolute?q=1");
+    const other = await rawRequest(proxy.httpPort, "GET http://elsewhere.test/absolute HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    expect(other.status).toBe(404);
+  });
+});

@@ -144,6 +144,7 @@ test("SIGTERM lets an in-flight request finish and exits 0; the state survives",
   await waitFor("the slow request to reach the target", () => app.inflight === 1, { timeoutMs: 5000 });
 
   const mark = proxy.logMark();
+  const killedAt = performance.now();
   const exited = proxy.kill("SIGTERM");
   await proxy.waitForLog((l) => l.msg === "Shutting down", 5000, mark);
   // It stops accepting: a new connection is refused while the slow request is still running.
@@ -156,6 +157,10 @@ test("SIGTERM lets an in-flight request finish and exits 0; the state survives",
 
   expect(await exited).toBe(0);
   expect(await slow).toMatchObject({ status: 200, backend: "graceful", body: "slow from graceful" });
+  // It exits once that request is done (its keep-alive connection is closed
+  // after the answer), not at the end of the 10 s grace period.
+  expect(performance.now() - killedAt).toBeLessThan(6000);
+  expect((await proxy.waitForLog((l) => l.msg === "Server stopped", 1000, mark)).graceful).toBe(true);
 
   await proxy.spawn();
   expect((await get(proxy, "/echo")).backend).toBe("graceful");

@@ -27,6 +27,17 @@ export function stripHopByHop(headers: Headers): void {
   for (const name of HOP_BY_HOP) headers.delete(name);
 }
 
+/**
+ * A WebSocket handshake (RFC 6455 §4.2.1): a GET with `Upgrade: websocket`,
+ * `Connection: upgrade` and a key. Anything less is an ordinary request whose
+ * Upgrade header is hop-by-hop and dropped.
+ */
+export function isWebSocketHandshake(method: string | undefined, header: (name: string) => string | null | undefined): boolean {
+  if (method !== "GET" || header("upgrade")?.toLowerCase() !== "websocket") return false;
+  const connection = header("connection")?.toLowerCase() ?? "";
+  return connection.split(",").some((token) => token.trim() === "upgrade") && Boolean(header("sec-websocket-key"));
+}
+
 export interface ClientInfo {
   /** The peer's address, IPv4-mapped IPv6 unwrapped. */
   ip: string;

@@ -9,7 +9,9 @@
 import * as http from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Http2Session } from "node:http2";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import { isWebSocketHandshake } from "../proxy/headers.ts";
 
 /** What the request handlers need from the listener (Bun.serve's names). */
 export interface RequestContext {
@@ -44,9 +46,17 @@ export const nodeContext: RequestContext = {
 
 /** The absolute URL of a request target: origin-form gets the Host (or a placeholder without one). */
 function requestUrl(req: IncomingMessage, scheme: string, host: string | undefined): string {
-  const target = req.url ?? "/";
-  if (!target.startsWith("/")) return target; // absolute-form (or `*`, which fails to parse and is a 400)
+  let target = req.url ?? "/";
+  // absolute-form: its path, under the authority already taken as the host.
+  if (absoluteFormAuthority(target) !== undefined) target = target.replace(/^https?:\/\/[^/?#]*/i, "") || "/";
+  if (!target.startsWith("/")) return target; // `*` or an authority: fails to parse and is a 400
   return `${scheme}://${host || "localhost"}${target}`;
+}
+
+/** The authority of an absolute-form target (`http://host:port/path`), else undefined. */
+function absoluteFormAuthority(target: string | undefined): string | undefined {
+  const match = target ? /^https?:\/\/([^/?#]*)/i.exec(target) : null;
+  return match ? match[1] : undefined;
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -110,6 +120,9 @@ function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal, st
     }
     headers.append(name, raw[i + 1]!);
   }
+  // Repeated identical lengths (allowed, RFC 9110 §8.6) would join as "5, 5";
+  // node's parser has checked they agree and keeps one.
+  if (req.headers["content-length"] !== undefined) headers.set("content-length", req.headers["content-length"]);
   const withBody = hasBody(req) && req.method !== "GET" && req.method !== "HEAD";
   const init: RequestInit & { duplex?: string } = { method: req.method, headers, signal };
   if (withBody) {
@@ -117,7 +130,14 @@ function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal, st
     init.duplex = "half";
   }
   // HTTP/2 names the host in :authority (a Host header is optional there).
-  const host = req.headers.host ?? (req.headers[":authority"] as string | undefined);
+  let host = req.headers.host ?? (req.headers[":authority"] as string | undefined);
+  // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2):
+  // routing and the app see the same host.
+  const authority = absoluteFormAuthority(req.url);
+  if (authority !== undefined) {
+    host = authority;
+    headers.set("host", authority);
+  }
   try {
     return new Request(requestUrl(req, scheme, host), init);
   } catch (error) {
@@ -184,6 +204,9 @@ async function sendResponse(res: ServerResponse, response: Response, method: str
     return;
   }
   writeHead(res, response, h2, close);
+  // The head goes out now, not with the first body chunk: an event stream's
+  // client must see it open before the first event.
+  res.flushHeaders();
   const reader = body.getReader();
   try {
     for (;;) {
@@ -244,7 +267,7 @@ export interface NodeListenerOptions {
   hostname: string | undefined;
   /** Keep-alive connections idle longer than this are closed. */
   idleTimeoutMs: number;
-  /** Requests asking for a protocol upgrade (WebSockets), and CONNECT; they get the raw socket. */
+  /** WebSocket handshakes, and CONNECT; they get the raw socket. */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
 
@@ -255,6 +278,10 @@ export interface NodeListenerOptions {
 export class NodeListener {
   private inFlight = 0;
   private readonly sessions = new Set<Http2Session>();
+  /** Connections with a request being answered, and those to close once it is. */
+  private readonly busy = new WeakMap<Duplex, number>();
+  private readonly closeWhenDone = new WeakSet<Duplex>();
+  private stopping = false;
   readonly server: Server;
 
   /** `create` makes the server: node:http by default, node:https or node:http2 for the HTTPS listener. */
@@ -263,18 +290,42 @@ export class NodeListener {
     listener: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
     create: (handle: (req: IncomingMessage, res: ServerResponse) => void) => Server = (handle) => http.createServer(handle),
   ) {
-    this.server = create((req, res) => {
+    const handle = (req: IncomingMessage, res: ServerResponse) => {
+      const socket = req.socket;
+      const h2 = req.httpVersionMajor === 2;
       this.inFlight++;
-      res.once("close", () => this.inFlight--);
+      this.busy.set(socket, (this.busy.get(socket) ?? 0) + 1);
+      res.once("close", () => {
+        this.inFlight--;
+        const left = (this.busy.get(socket) ?? 1) - 1;
+        this.busy.set(socket, left);
+        // Stopping, or the client sent something unparsable after this
+        // request: the connection ends once its answer is out.
+        if (left === 0 && !h2 && (this.stopping || this.closeWhenDone.has(socket))) socket.end();
+      });
       void listener(req, res).catch(() => res.destroy());
-    });
+    };
+    this.server = create(handle);
     // Long uploads and slow apps are timed by the proxy itself
     // (--target-timeout), never by node's request timer.
     this.server.requestTimeout = 0;
     this.server.headersTimeout = options.idleTimeoutMs;
     this.server.keepAliveTimeout = options.idleTimeoutMs;
     this.server.timeout = 0;
-    this.server.on("upgrade", options.upgrade);
+    this.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (isWebSocketHandshake(req.method, (name) => req.headers[name] as string | undefined)) {
+        options.upgrade(req, socket, head);
+        return;
+      }
+      // Other upgrades (h2c…) are not offered: the request is answered as an
+      // ordinary one, then the connection closes (node has handed the socket
+      // over, so it cannot carry another request).
+      const res = new http.ServerResponse(req);
+      res.assignSocket(socket as Socket);
+      res.shouldKeepAlive = false;
+      res.once("finish", () => socket.end());
+      handle(req, res);
+    });
     // node hands CONNECT over as a raw socket too; the proxy app refuses it (405).
     this.server.on("connect", options.upgrade);
     // HTTP/2 sessions, for stop() (node's HTTP/2 server has no closeAllConnections).
@@ -282,9 +333,15 @@ export class NodeListener {
       this.sessions.add(session);
       session.once("close", () => this.sessions.delete(session));
     });
-    // A malformed request: node answers 400 (431 for oversized headers) when
-    // the socket is still writable; the proxy must never crash over one.
+    // A malformed request: 400 (431 for oversized headers). If a request on
+    // this connection is still being answered (bytes after a `Connection:
+    // close` request, garbage after a pipelined one), that answer goes out
+    // first and the connection closes after it.
     this.server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
+      if (this.busy.get(socket)) {
+        this.closeWhenDone.add(socket);
+        return;
+      }
       if (!socket.writable) return socket.destroy();
       const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
@@ -315,6 +372,7 @@ export class NodeListener {
 
   /** Graceful: no new connections, idle ones closed, resolves when requests in flight are done. Forced: cuts them. */
   stop(force: boolean): Promise<void> {
+    this.stopping = true;
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       // HTTP/1.1 servers close their idle keep-alive connections themselves;

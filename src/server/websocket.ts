@@ -7,7 +7,7 @@ import type { IncomingMessage } from "node:http";
 import { WebSocket } from "ws";
 import { log } from "../log.ts";
 import { errorPage } from "../proxy/error-pages.ts";
-import { refuseRequest, stripHopByHop, upstreamRequestHeaders } from "../proxy/headers.ts";
+import { isWebSocketHandshake, refuseRequest, stripHopByHop, upstreamRequestHeaders } from "../proxy/headers.ts";
 import { responseFrom } from "../proxy/verbatim-fetch.ts";
 import { logRequest, startRequestLog, stripPrefix, type PeerAddress, type Scheme } from "../proxy/request-log.ts";
 import type { Registry } from "../service/registry.ts";
@@ -46,15 +46,9 @@ function safeReason(reason: string | undefined): string {
   return bytes.length <= 123 ? reason : new TextDecoder().decode(bytes.slice(0, 120));
 }
 
-/**
- * A WebSocket handshake (RFC 6455 §4.2.1): a GET with `Upgrade: websocket`,
- * `Connection: upgrade` and a key. Anything less is an ordinary request whose
- * Upgrade header is hop-by-hop and dropped.
- */
+/** A WebSocket handshake (see isWebSocketHandshake); anything else is an ordinary request. */
 export function isWebSocketUpgrade(req: Request): boolean {
-  if (req.method !== "GET" || req.headers.get("upgrade")?.toLowerCase() !== "websocket") return false;
-  const connection = req.headers.get("connection")?.toLowerCase() ?? "";
-  return connection.split(",").some((token) => token.trim() === "upgrade") && req.headers.has("sec-websocket-key");
+  return isWebSocketHandshake(req.method, (name) => req.headers.get(name));
 }
 
 class HandshakeTimeout extends Error {}

@@ -18,7 +18,8 @@
 // startRawBigBackend(): a raw TCP HTTP/1.1 server whose /big?n=N writes an
 // exact `Content-Length: N` head and then N pattern bytes (or only M of them
 // before closing the connection, with &cut=M), socket-write by
-// socket-write with backpressure (Bun.serve would drop the length of a
+// socket-write with backpressure; /late?ms=T sends an event-stream head at
+// once and its one event T ms later (Bun.serve would drop the length of a
 // streamed body, BUN-NOTES §1.3, so the upstream length would never exist).
 import type { Server, Socket, TCPSocketListener } from "bun";
 
@@ -244,6 +245,13 @@ export function startRawBigBackend(): RawBigBackend {
     st.buffer = st.buffer.subarray(end + 4);
     const target = head.split(" ")[1] ?? "/";
     const url = new URL(target, "http://x");
+    if (url.pathname === "/late") {
+      // An event stream whose head goes out at once and whose first event comes `ms` later.
+      socket.write("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+      const event = "data: late\n\n";
+      setTimeout(() => socket.write(`${event.length.toString(16)}\r\n${event}\r\n0\r\n\r\n`), Number(url.searchParams.get("ms") ?? 1000));
+      return serveNext(socket);
+    }
     if (url.pathname !== "/big") {
       socket.write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
       return serveNext(socket);

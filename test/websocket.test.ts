@@ -467,3 +467,34 @@ test("a proxied WebSocket is logged as a `Request` line with the SPEC §10 field
   expect(line).toMatchObject({ service: "ws-logged", host: "logged.test", method: "GET", query: "room=9", user_agent: "ws-test-agent" });
   expect(line.req_x_trace_id).toBe("trace-ws-1");
 });
+
+test(
+  "SIGTERM closes open WebSockets with 1001 on both sides and exits at once, gracefully",
+  async () => {
+    const own = await Proxy.start();
+    const backend = startWsBackend("ws-term");
+    try {
+      const deployed = await own.cli(["deploy", "term", "--target", backend.address, "--host", "term.test"]);
+      expect(deployed.code).toBe(0);
+      const client = new WsClient(`ws://127.0.0.1:${own.httpPort}/live`, { host: "term.test" });
+      clients.push(client);
+      await client.opened;
+      expect(await client.ask("whoami")).toBe("ws-term");
+
+      const mark = own.logMark();
+      const killedAt = performance.now();
+      const exited = own.kill("SIGTERM");
+      expect((await client.closed).code).toBe(1001);
+      expect(await exited).toBe(0);
+      // Not held open until the 10 s grace period ends.
+      expect(performance.now() - killedAt).toBeLessThan(5000);
+      expect((await own.waitForLog((l) => l.msg === "Server stopped", 1000, mark)).graceful).toBe(true);
+      const backendSaw = await until("the backend to see its socket closed", () => backend.closes[0]);
+      expect(backendSaw.code).toBe(1001);
+    } finally {
+      await own.stop();
+      await backend.stop();
+    }
+  },
+  20_000,
+);

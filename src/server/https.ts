@@ -1,17 +1,20 @@
 // The HTTPS listener: every TLS service by SNI, HTTP/2 via ALPN. The public
-// port is a TCP front (tls-front.ts) that reads the SNI name, waits for a
-// certificate still being issued, and relays to a loopback TLS server: node's
-// HTTP/2 server (certificate by SNICallback) for clients offering h2, else
-// the node:https server of that host's certificate (or of the fallback one).
-// Node servers, not Bun.serve, so that a streamed download keeps its
-// Content-Length (see node-listener.ts). Bun's node:https server ignores
-// SNICallback, hence one HTTP/1.1 server per certificate; a TLS server
-// feeding one node:http server served a third fewer requests.
-import * as http2 from "node:http2";
+// port is a TCP front (tls-front.ts) that reads the SNI name and the ALPN
+// offer, waits for a certificate still being issued, and relays to a loopback
+// TLS server:
+// - clients offering h2: a Bun.serve with `http2` and every certificate by
+//   SNI. node's HTTP/2 server would keep streamed Content-Length, but in Bun
+//   1.4.5 it stalls streams when many large downloads share a connection
+//   (measured: 100 × 1 MB with 50 concurrent streams hung), so HTTP/2 keeps
+//   Bun.serve and its limitation (oven-sh/bun#10507).
+// - everyone else (HTTP/1.1): the node:https server of that host's
+//   certificate, so a streamed download keeps its Content-Length (see
+//   node-listener.ts). Bun's node:https ignores SNICallback, hence one server
+//   per host certificate, plus the fallback one for unknown names.
+import type { Server as BunServer, WebSocketHandler } from "bun";
 import type { IncomingMessage, Server } from "node:http";
 import * as https from "node:https";
 import type { Duplex } from "node:stream";
-import * as tls from "node:tls";
 import { log } from "../log.ts";
 import { NodeListener, nodeRequestListener, type FetchHandler } from "./node-listener.ts";
 import { TlsFront } from "./tls-front.ts";
@@ -20,27 +23,29 @@ import type { UpgradeTunnel } from "./upgrade-tunnel.ts";
 /** A replaced server keeps running this long: connections relayed just before the swap may still be in their handshake. */
 const OLD_SERVER_GRACE_MS = 2_000;
 
+type Entry = { host: string; cert: string; key: string };
+
 export interface HttpsOptions {
   port: number;
   hostname: string | undefined;
+  /** The proxy for HTTP/1.1 clients (node:https). */
   fetch: FetchHandler;
-  /** Where upgrade requests (WebSockets over HTTP/1.1) go. */
+  /** Where their upgrade requests (WebSockets) go. */
   upgrades: UpgradeTunnel;
+  /** The proxy and WebSocket relay for HTTP/2 clients (Bun.serve). */
+  h2Fetch: (req: Request, server: BunServer<never>) => Response | Promise<Response | undefined> | undefined;
+  websocket: WebSocketHandler<never>;
   /** Served to names no service has (and to clients without SNI). */
   fallback: { cert: string; key: string };
   /** Waits (bounded) for the certificate of a name still being issued. */
   beforeRelay: (serverName: string | undefined) => Promise<boolean>;
 }
 
-interface Certificate {
+/** One host's certificate and the HTTP/1.1 server presenting it. */
+interface HostServer {
   cert: string;
   key: string;
-}
-
-/** One host's certificate and the HTTP/1.1 server presenting it. */
-interface HostServer extends Certificate {
   listener: NodeListener;
-  context: tls.SecureContext;
 }
 
 const INTERNAL_ERROR = () => new Response("Internal Server Error", { status: 500 });
@@ -55,42 +60,53 @@ function lookup<T>(map: Map<string, T>, name: string): T | undefined {
 
 export class HttpsListener {
   readonly front: TlsFront;
-  private readonly http2: NodeListener;
   private readonly fallback: HostServer;
   private hosts = new Map<string, HostServer>();
+  private h2: BunServer<never> | undefined;
 
   constructor(private readonly options: HttpsOptions) {
     this.front = new TlsFront({ port: options.port, hostname: options.hostname, beforeRelay: options.beforeRelay });
     this.fallback = this.hostServer(options.fallback);
-    const SNICallback = (name: string, done: (error: Error | null, context?: tls.SecureContext) => void) =>
-      done(null, (lookup(this.hosts, name.toLowerCase()) ?? this.fallback).context);
-    this.http2 = new NodeListener(this.internal(), nodeRequestListener(options.fetch, "https", INTERNAL_ERROR) as never, (handle) =>
-      http2.createSecureServer({ ...options.fallback, SNICallback, allowHTTP1: true }, handle as never) as never,
-    );
     this.front.backendPort = (serverName, h2) => {
-      if (h2) return this.http2.port;
+      if (h2 && this.h2) return this.h2.port!;
       const server = serverName ? lookup(this.hosts, serverName) : undefined;
       return server?.listener.port || this.fallback.listener.port;
     };
   }
 
-  private internal() {
+  /** An HTTP/1.1 server presenting one certificate; throws on a bad certificate or key. */
+  private hostServer(certificate: { cert: string; key: string }): HostServer {
     const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       const address = this.front.clientAddress(req.socket.remotePort ?? 0) ?? req.socket.remoteAddress ?? "";
       this.options.upgrades.handle(req, socket, head, address);
     };
-    return { port: 0, hostname: "127.0.0.1", idleTimeoutMs: 60_000, upgrade };
+    const server = https.createServer({ cert: certificate.cert, key: certificate.key });
+    const listener = new NodeListener(
+      { port: 0, hostname: "127.0.0.1", idleTimeoutMs: 60_000, upgrade },
+      nodeRequestListener(this.options.fetch, "https", INTERNAL_ERROR),
+      (handle) => server.on("request", handle) as unknown as Server,
+    );
+    return { cert: certificate.cert, key: certificate.key, listener };
   }
 
-  /** An HTTP/1.1 server presenting one certificate; throws on a bad certificate or key. */
-  private hostServer(certificate: Certificate): HostServer {
-    const context = tls.createSecureContext(certificate);
-    const listener = new NodeListener(
-      this.internal(),
-      nodeRequestListener(this.options.fetch, "https", INTERNAL_ERROR),
-      (handle) => https.createServer({ cert: certificate.cert, key: certificate.key }, handle) as unknown as Server,
-    );
-    return { ...certificate, context, listener };
+  /** The HTTP/2 server for a certificate set; Bun cannot change a running server's certificates. */
+  private serveH2(entries: Entry[]): BunServer<never> {
+    const { fallback } = this.options;
+    return Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      reusePort: false,
+      development: false,
+      idleTimeout: 60,
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+      // Bun registers SNI names one entry per name (SANs are not read), and
+      // the first entry answers unknown names: the fallback goes first.
+      tls: [{ cert: fallback.cert, key: fallback.key }, ...entries.map((e) => ({ cert: e.cert, key: e.key, serverName: e.host }))],
+      http2: true,
+      fetch: this.options.h2Fetch as never,
+      websocket: this.options.websocket,
+      error: () => INTERNAL_ERROR(),
+    } as never) as BunServer<never>;
   }
 
   get boundPort(): number {
@@ -100,7 +116,7 @@ export class HttpsListener {
   /** Binds the public port (errors surface at start-up, like the HTTP port's). */
   async start() {
     await this.fallback.listener.start();
-    await this.http2.start();
+    this.h2 = this.serveH2([]);
     this.front.start();
   }
 
@@ -109,13 +125,15 @@ export class HttpsListener {
    * keep theirs. Synchronous, so a deploy that returns has its certificate
    * served: Bun binds a loopback port 0 within listen() itself.
    */
-  update(entries: { host: string; cert: string; key: string }[]) {
+  update(entries: Entry[]) {
     const next = new Map<string, HostServer>();
+    const valid: Entry[] = [];
     for (const entry of entries) {
       const host = entry.host.toLowerCase();
       const current = this.hosts.get(host);
       if (current && current.cert === entry.cert && current.key === entry.key) {
         next.set(host, current);
+        valid.push(entry);
         continue;
       }
       try {
@@ -127,27 +145,40 @@ export class HttpsListener {
           else this.hosts.delete(host);
         });
         next.set(host, server);
+        valid.push(entry);
       } catch (error) {
         log.error("Cannot load the HTTPS certificate; keeping the previous one", { host, error: (error as Error).message });
-        if (current) next.set(host, current);
+        if (current) {
+          next.set(host, current);
+          valid.push({ host: entry.host, cert: current.cert, key: current.key });
+        }
       }
     }
     const kept = new Set(next.values());
     const replaced = [...this.hosts.values()].filter((server) => !kept.has(server));
     this.hosts = next;
-    log.info("HTTPS certificates loaded", { hosts: entries.map((e) => e.host) });
     for (const server of replaced) setTimeout(() => void server.listener.stop(false), OLD_SERVER_GRACE_MS);
+
+    const previousH2 = this.h2;
+    try {
+      this.h2 = this.serveH2(valid);
+    } catch (error) {
+      log.error("Cannot reload HTTPS certificates for HTTP/2; keeping the previous set", { error: (error as Error).message });
+    }
+    // A graceful stop counts connections still in their handshake as idle: a moment first.
+    if (previousH2 && previousH2 !== this.h2) setTimeout(() => void previousH2.stop(false), OLD_SERVER_GRACE_MS);
+    log.info("HTTPS certificates loaded", { hosts: entries.map((e) => e.host) });
   }
 
   get pendingRequests(): number {
-    let pending = this.http2.pendingRequests + this.fallback.listener.pendingRequests;
+    let pending = (this.h2?.pendingRequests ?? 0) + this.fallback.listener.pendingRequests;
     for (const server of this.hosts.values()) pending += server.listener.pendingRequests;
     return pending;
   }
 
   async stop(force: boolean) {
     this.front.stop(force);
-    const listeners = [this.http2, this.fallback.listener, ...[...this.hosts.values()].map((s) => s.listener)];
-    await Promise.all(listeners.map((listener) => listener.stop(force)));
+    const listeners = [this.fallback.listener, ...[...this.hosts.values()].map((s) => s.listener)];
+    await Promise.all([this.h2?.stop(force), ...listeners.map((listener) => listener.stop(force))]);
   }
 }

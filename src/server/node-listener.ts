@@ -8,7 +8,6 @@
 // about IncomingMessage and ServerResponse.
 import * as http from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import type { Http2Session } from "node:http2";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { isWebSocketHandshake } from "../proxy/headers.ts";
@@ -17,7 +16,7 @@ import { isWebSocketHandshake } from "../proxy/headers.ts";
 export interface RequestContext {
   requestIP(req: Request): { address: string; port: number } | null;
   timeout(req: Request, seconds: number): void;
-  /** "HTTP/1.1", "HTTP/2.0"…; Bun.serve does not say (undefined). */
+  /** "HTTP/1.0", "HTTP/1.1"…; Bun.serve does not say (undefined). */
   httpVersion?(req: Request): string;
 }
 
@@ -111,15 +110,7 @@ interface BodyState {
 function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal, state: BodyState): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    // HTTP/2 pseudo-headers: :authority becomes the Host the router reads.
-    if (name.charCodeAt(0) === 58 /* : */) {
-      if (name === ":authority" && !req.headers.host) headers.set("host", raw[i + 1]!);
-      continue;
-    }
-    headers.append(name, raw[i + 1]!);
-  }
+  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
   // Repeated identical lengths (allowed, RFC 9110 §8.6) would join as "5, 5";
   // node's parser has checked they agree and keeps one.
   if (req.headers["content-length"] !== undefined) headers.set("content-length", req.headers["content-length"]);
@@ -129,8 +120,7 @@ function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal, st
     init.body = bodyStream(req, state);
     init.duplex = "half";
   }
-  // HTTP/2 names the host in :authority (a Host header is optional there).
-  let host = req.headers.host ?? (req.headers[":authority"] as string | undefined);
+  let host = req.headers.host;
   // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2):
   // routing and the app see the same host.
   const authority = absoluteFormAuthority(req.url);
@@ -148,22 +138,19 @@ function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal, st
   }
 }
 
-/** Headers HTTP/2 forbids in a response (RFC 9113 §8.2.2); node throws on them. */
-const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
-
 /** Status line and headers, several Set-Cookie kept apart. */
-function writeHead(res: ServerResponse, response: Response, h2: boolean, close: boolean) {
-  const flat: string[] = close && !h2 ? ["connection", "close"] : [];
+function writeHead(res: ServerResponse, response: Response, close: boolean) {
+  const flat: string[] = close ? ["connection", "close"] : [];
   response.headers.forEach((value, name) => {
-    if (name !== "set-cookie" && !(h2 && CONNECTION_SPECIFIC.has(name))) flat.push(name, value);
+    if (name !== "set-cookie") flat.push(name, value);
   });
   for (const cookie of response.headers.getSetCookie()) flat.push("set-cookie", cookie);
-  // HTTP/2 has no reason phrase.
-  if (h2) res.writeHead(response.status, flat as never);
-  else res.writeHead(response.status, response.statusText || undefined, flat as never);
+  res.writeHead(response.status, response.statusText || undefined, flat as never);
 }
 
 function waitForDrain(res: ServerResponse): Promise<boolean> {
+  // Already closed: neither event would come.
+  if (res.destroyed || res.closed) return Promise.resolve(false);
   return new Promise((resolve) => {
     const done = (ok: boolean) => {
       res.off("drain", onDrain);
@@ -182,28 +169,28 @@ function waitForDrain(res: ServerResponse): Promise<boolean> {
  * record and a syscall, and corking them together served ~20 % more HTTPS
  * requests per second.
  */
-function writeWhole(res: ServerResponse, response: Response, h2: boolean, close: boolean, body: Uint8Array | undefined) {
-  const socket = h2 ? undefined : res.socket;
+function writeWhole(res: ServerResponse, response: Response, close: boolean, body: Uint8Array | undefined) {
+  const socket = res.socket;
   socket?.cork();
-  writeHead(res, response, h2, close);
+  writeHead(res, response, close);
   res.end(body);
   if (socket) process.nextTick(() => socket.uncork());
 }
 
 /** Writes a web Response to a node response, with backpressure; a failed body cuts the connection. */
-async function sendResponse(res: ServerResponse, response: Response, method: string | undefined, h2: boolean, close: boolean) {
+async function sendResponse(res: ServerResponse, response: Response, method: string | undefined, close: boolean) {
   const body = response.body;
   if (!body || method === "HEAD") {
     if (body) void body.cancel().catch(() => {});
-    writeWhole(res, response, h2, close, undefined);
+    writeWhole(res, response, close, undefined);
     return;
   }
   const declared = Number(response.headers.get("content-length") ?? NaN);
   if (declared <= ONE_WRITE) {
-    writeWhole(res, response, h2, close, new Uint8Array(await response.arrayBuffer()));
+    writeWhole(res, response, close, new Uint8Array(await response.arrayBuffer()));
     return;
   }
-  writeHead(res, response, h2, close);
+  writeHead(res, response, close);
   // The head goes out now, not with the first body chunk: an event stream's
   // client must see it open before the first event.
   res.flushHeaders();
@@ -212,7 +199,7 @@ async function sendResponse(res: ServerResponse, response: Response, method: str
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      if (res.destroyed) {
+      if (res.destroyed || res.closed) {
         void reader.cancel().catch(() => {});
         return;
       }
@@ -258,7 +245,7 @@ export function nodeRequestListener(handler: FetchHandler, scheme: "http" | "htt
       void response.body?.cancel().catch(() => {});
       return;
     }
-    await sendResponse(res, response, req.method, req.httpVersionMajor === 2, body.abandoned && !req.complete);
+    await sendResponse(res, response, req.method, body.abandoned && !req.complete);
   };
 }
 
@@ -277,14 +264,13 @@ export interface NodeListenerOptions {
  */
 export class NodeListener {
   private inFlight = 0;
-  private readonly sessions = new Set<Http2Session>();
   /** Connections with a request being answered, and those to close once it is. */
   private readonly busy = new WeakMap<Duplex, number>();
   private readonly closeWhenDone = new WeakSet<Duplex>();
   private stopping = false;
   readonly server: Server;
 
-  /** `create` makes the server: node:http by default, node:https or node:http2 for the HTTPS listener. */
+  /** `create` makes the server: node:http by default, node:https for the HTTPS listener. */
   constructor(
     private readonly options: NodeListenerOptions,
     listener: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
@@ -292,7 +278,6 @@ export class NodeListener {
   ) {
     const handle = (req: IncomingMessage, res: ServerResponse) => {
       const socket = req.socket;
-      const h2 = req.httpVersionMajor === 2;
       this.inFlight++;
       this.busy.set(socket, (this.busy.get(socket) ?? 0) + 1);
       res.once("close", () => {
@@ -301,7 +286,7 @@ export class NodeListener {
         this.busy.set(socket, left);
         // Stopping, or the client sent something unparsable after this
         // request: the connection ends once its answer is out.
-        if (left === 0 && !h2 && (this.stopping || this.closeWhenDone.has(socket))) socket.end();
+        if (left === 0 && (this.stopping || this.closeWhenDone.has(socket))) socket.end();
       });
       void listener(req, res).catch(() => res.destroy());
     };
@@ -328,11 +313,6 @@ export class NodeListener {
     });
     // node hands CONNECT over as a raw socket too; the proxy app refuses it (405).
     this.server.on("connect", options.upgrade);
-    // HTTP/2 sessions, for stop() (node's HTTP/2 server has no closeAllConnections).
-    this.server.on("session", (session: Http2Session) => {
-      this.sessions.add(session);
-      session.once("close", () => this.sessions.delete(session));
-    });
     // A malformed request: 400 (431 for oversized headers). If a request on
     // this connection is still being answered (bytes after a `Connection:
     // close` request, garbage after a pipelined one), that answer goes out
@@ -375,15 +355,8 @@ export class NodeListener {
     this.stopping = true;
     return new Promise((resolve) => {
       this.server.close(() => resolve());
-      // HTTP/1.1 servers close their idle keep-alive connections themselves;
-      // an HTTP/2 session is told to go away (GOAWAY: its open streams finish).
-      const server = this.server as Partial<Server>;
-      if (force) server.closeAllConnections?.();
-      else server.closeIdleConnections?.();
-      for (const session of this.sessions) {
-        if (force) session.destroy();
-        else session.close();
-      }
+      if (force) this.server.closeAllConnections();
+      else this.server.closeIdleConnections();
     });
   }
 }

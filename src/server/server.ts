@@ -14,7 +14,7 @@ import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
 import * as path from "node:path";
 import { HttpsListener } from "./https.ts";
 import { createProxyApp } from "./proxy-app.ts";
-import { isWebSocketUpgrade, upgradeWebSocket, websocketHandler } from "./websocket.ts";
+import { closeWebSockets, isWebSocketUpgrade, upgradeWebSocket, websocketHandler } from "./websocket.ts";
 import { NodeListener, nodeRequestListener } from "./node-listener.ts";
 import { UpgradeTunnel } from "./upgrade-tunnel.ts";
 import { normalizeClientIp } from "../proxy/headers.ts";
@@ -118,6 +118,12 @@ export async function runServer(options: RunOptions): Promise<void> {
       fallback: await fallbackCertificate(),
       fetch: (req, server) => httpsProxy.fetch(req, server),
       upgrades: httpsUpgrades,
+      // Only clients offering h2 reach that server, and it picks h2 for them.
+      h2Fetch: (req, server) =>
+        isWebSocketUpgrade(req)
+          ? upgradeWebSocket(req, server as never, registry, "https", peerAddress)
+          : httpsProxy.fetch(req, { requestIP: (r) => server.requestIP(r), timeout: (r, s) => server.timeout(r, s), httpVersion: () => "HTTP/2.0" }),
+      websocket: websocketHandler as never,
       // A name no service answers for fails the handshake (SPEC §8); a client
       // without SNI gets the fallback certificate. A first connection for a
       // host whose certificate is being issued waits for it.
@@ -215,6 +221,8 @@ export async function runServer(options: RunOptions): Promise<void> {
     adminServer.stop(true);
     metricsServer?.stop(true);
     certificates.stop();
+    // WebSockets would hold a graceful stop open until the grace period ends.
+    closeWebSockets();
     const graceful = stopListeners(false).then(() => "done" as const);
     const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
     if (outcome === "timeout") await stopListeners(true);

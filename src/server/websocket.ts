@@ -193,12 +193,26 @@ export async function upgradeWebSocket(
   return undefined;
 }
 
+/** Client sockets being relayed, for closeWebSockets(). */
+const relayed = new Set<ServerWebSocket<Relay>>();
+
+/** Shutdown: every relayed WebSocket is closed with 1001 (going away) on both sides. */
+export function closeWebSockets() {
+  for (const ws of relayed) {
+    try {
+      ws.data.upstream.close(1001, "server shutting down");
+    } catch {}
+    ws.close(1001, "server shutting down");
+  }
+}
+
 export const websocketHandler: WebSocketHandler<Relay> = {
   // Large enough that a burst read before the upstream is paused is queued, not dropped.
   backpressureLimit: 64 * 1024 * 1024,
   closeOnBackpressureLimit: false,
   idleTimeout: 0,
   open(ws: ServerWebSocket<Relay>) {
+    relayed.add(ws);
     const relay = ws.data;
     const { upstream } = relay;
     const deliver = (data: string | Uint8Array) => {
@@ -246,6 +260,7 @@ export const websocketHandler: WebSocketHandler<Relay> = {
     if (upstream.isPaused) upstream.resume();
   },
   close(ws, code, reason) {
+    relayed.delete(ws);
     const relay = ws.data;
     relay.finish();
     try {

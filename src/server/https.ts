@@ -18,7 +18,7 @@ import type { Duplex } from "node:stream";
 import { log } from "../log.ts";
 import { NodeListener, nodeRequestListener, type FetchHandler } from "./node-listener.ts";
 import { TlsFront } from "./tls-front.ts";
-import type { UpgradeTunnel } from "./upgrade-tunnel.ts";
+import { LOOPBACK_SERVE, type UpgradeTunnel } from "./upgrade-tunnel.ts";
 
 /** A replaced server keeps running this long: connections relayed just before the swap may still be in their handshake. */
 const OLD_SERVER_GRACE_MS = 2_000;
@@ -93,19 +93,13 @@ export class HttpsListener {
   private serveH2(entries: Entry[]): BunServer<never> {
     const { fallback } = this.options;
     return Bun.serve({
-      port: 0,
-      hostname: "127.0.0.1",
-      reusePort: false,
-      development: false,
-      idleTimeout: 60,
-      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+      ...LOOPBACK_SERVE,
       // Bun registers SNI names one entry per name (SANs are not read), and
       // the first entry answers unknown names: the fallback goes first.
       tls: [{ cert: fallback.cert, key: fallback.key }, ...entries.map((e) => ({ cert: e.cert, key: e.key, serverName: e.host }))],
       http2: true,
       fetch: this.options.h2Fetch as never,
       websocket: this.options.websocket,
-      error: () => INTERNAL_ERROR(),
     } as never) as BunServer<never>;
   }
 

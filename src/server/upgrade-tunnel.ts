@@ -13,6 +13,21 @@ import type { PeerAddress } from "../proxy/request-log.ts";
 
 type Fetch = (req: Request, server: Server<never>, peerAddress: PeerAddress) => Response | Promise<Response | undefined> | undefined;
 
+/**
+ * Bun.serve options of the loopback servers behind the public listeners (this
+ * relay, the HTTP/2 server): any free port, no stack traces, keep-alive idle
+ * 60 s, uploads of any size (the default would 413 at 128 MiB).
+ */
+export const LOOPBACK_SERVE = {
+  port: 0,
+  hostname: "127.0.0.1",
+  reusePort: false,
+  development: false,
+  idleTimeout: 60,
+  maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+  error: () => new Response("Internal Server Error", { status: 500 }),
+};
+
 /** The request head as it arrived (node has parsed it; the relay parses it again). */
 function requestHead(req: IncomingMessage): string {
   let head = `${req.method} ${req.url} HTTP/${req.httpVersion === "1.0" ? "1.0" : "1.1"}\r\n`;
@@ -34,15 +49,9 @@ export class UpgradeTunnel {
 
   start() {
     this.server = Bun.serve({
-      port: 0,
-      hostname: "127.0.0.1",
-      reusePort: false,
-      development: false,
-      idleTimeout: 60,
-      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+      ...LOOPBACK_SERVE,
       fetch: (req: Request, server: Server<never>) => this.fetch(req, server, this.peerAddress),
       websocket: this.websocket,
-      error: () => new Response("Internal Server Error", { status: 500 }),
     } as never) as Server<never>;
   }
 

@@ -24,6 +24,7 @@ import {
   type StallTarget,
 } from "./support/net.ts";
 import { Proxy } from "./support/proxy.ts";
+import { headerValue, RawConnection, requestHead } from "./support/raw-client.ts";
 
 // Every CLI command is a new process: generous timeouts keep a loaded 2-core box from failing tests.
 setDefaultTimeout(30_000);
@@ -767,6 +768,58 @@ describe("framing edge cases on the listener", () => {
     expect(echoOf(same).bodyBytes).toBe(5);
     const differing = await rawRequest(proxy.httpPort, "POST /dup-length HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!");
     expect(differing.status).toBe(400);
+  });
+
+  test("a body the proxy answers without reading (404) is dropped and the connection closes after the answer, instead of stalling", async () => {
+    const conn = await RawConnection.open(proxy.httpPort);
+    try {
+      const size = 1100 * 1024;
+      conn.write(requestHead("POST", "/upload", [["Host", "nobody.test"], ["Content-Length", String(size)]]));
+      const body = new Uint8Array(size).fill(7);
+      let offset = 0;
+      while (offset < size && !conn.closed) {
+        offset += conn.write(body.subarray(offset));
+        if (offset < size) await Bun.sleep(1);
+      }
+      conn.write(requestHead("GET", "/after", [["Host", "app.test"]]));
+      const head = await conn.readHead(5000);
+      expect(head.status).toBe(404);
+      expect(headerValue(head, "connection")).toBe("close");
+      await conn.readBody(head, "POST", 5000);
+      expect(await conn.closedWithin(5000)).toBe(true);
+    } finally {
+      conn.close();
+    }
+  });
+
+  test("an h2c upgrade request with `Expect: 100-continue` gets its 100 Continue, then its answer", async () => {
+    const conn = await RawConnection.open(proxy.httpPort);
+    try {
+      conn.write(
+        requestHead("POST", "/h2c-expect", [
+          ["Host", "app.test"],
+          ["Connection", "Upgrade, HTTP2-Settings"],
+          ["Upgrade", "h2c"],
+          ["HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"],
+          ["Expect", "100-continue"],
+          ["Content-Length", "5"],
+        ]),
+      );
+      expect((await conn.readHead(3000)).status).toBe(100);
+      conn.write("hello");
+      const head = await conn.readHead(5000);
+      expect(head.status).toBe(200);
+      const echo = JSON.parse((await conn.readBody(head)).toString()) as { bodyBytes: number };
+      expect(echo.bodyBytes).toBe(5);
+    } finally {
+      conn.close();
+    }
+  });
+
+  test("an absolute-form target with an empty path is `/` (RFC 9112 §3.2.2)", async () => {
+    const res = await rawRequest(proxy.httpPort, "GET http://app.test?empty=path HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    const url = new URL(echoOf(res).url);
+    expect(url.pathname + url.search).toBe("/?empty=path");
   });
 
   test("an absolute-form target is routed by its authority, not by the Host header (RFC 9112 §3.2.2)", async () => {

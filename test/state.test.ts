@@ -4,6 +4,7 @@ import { afterEach, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
+import { headerValue, RawConnection, requestHead } from "./support/raw-client.ts";
 import { Proxy, freePort, runCli, tempDir, waitFor, SLOW_TEST, HOOK_TIMEOUT } from "./support/proxy.ts";
 
 const cleanups: (() => unknown)[] = [];
@@ -141,7 +142,10 @@ test("SIGTERM lets an in-flight request finish and exits 0; the state survives",
   await deployOk(proxy, "graceful", ["--target", app.address]);
 
   const slow = get(proxy, "/slow?ms=1500");
-  await waitFor("the slow request to reach the target", () => app.inflight === 1, { timeoutMs: 5000 });
+  // A second one on a raw keep-alive connection, to see its answer's head.
+  const raw = await RawConnection.open(proxy.httpPort);
+  raw.write(requestHead("GET", "/slow?ms=1500", [["Host", "localhost"]]));
+  await waitFor("the slow requests to reach the target", () => app.inflight === 2, { timeoutMs: 5000 });
 
   const mark = proxy.logMark();
   const killedAt = performance.now();
@@ -153,10 +157,14 @@ test("SIGTERM lets an in-flight request finish and exits 0; the state survives",
     (error: Error) => error.message,
   );
   expect(refused).not.toStartWith("answered");
-  expect(app.inflight).toBe(1);
+  expect(app.inflight).toBe(2);
 
   expect(await exited).toBe(0);
   expect(await slow).toMatchObject({ status: 200, backend: "graceful", body: "slow from graceful" });
+  // Answered during the stop: it says the connection closes, so the client sends nothing more on it.
+  const rawHead = await raw.readHead(1000);
+  expect([rawHead.status, headerValue(rawHead, "connection")]).toEqual([200, "close"]);
+  raw.close();
   // It exits once that request is done (its keep-alive connection is closed
   // after the answer), not at the end of the 10 s grace period.
   expect(performance.now() - killedAt).toBeLessThan(6000);

@@ -8,6 +8,7 @@
 // service without TLS; unknown SNI fails verification cleanly.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as fs from "node:fs";
+import * as http2 from "node:http2";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import { startRawBigBackend } from "./support/stream-backend.ts";
@@ -110,6 +111,44 @@ describe.skipIf(!opensslAvailable)("custom certificates", () => {
     expect(await logged("/h2-logged")).toBe("HTTP/2.0");
     await https("c.test", "/h1-logged", { http1: true });
     expect(await logged("/h1-logged")).toBe("HTTP/1.1");
+  });
+
+  test("an HTTP/2 connection survives a TLS deploy that changes no certificate (no GOAWAY)", async () => {
+    const session = http2.connect(`https://127.0.0.1:${httpsPort}`, { ca: ca.pem, servername: "c.test" });
+    let goaway = false;
+    session.on("goaway", () => (goaway = true));
+    session.on("error", () => {});
+    const get = (p: string) =>
+      new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":path": p, ":authority": `c.test:${httpsPort}` });
+        let status = 0;
+        stream.on("response", (headers) => (status = Number(headers[":status"])));
+        stream.on("data", () => {});
+        stream.on("end", () => resolve(status));
+        stream.on("error", reject);
+      });
+    try {
+      expect(await get("/echo")).toBe(200);
+      await deployOk("custom", ["--target", app.address, "--host", "c.test,www.c.test", ...withCert(certs.good)]);
+      // A replaced HTTP/2 server would say GOAWAY once its 2 s grace is over.
+      await Bun.sleep(3000);
+      expect(goaway).toBe(false);
+      expect(await get("/echo")).toBe(200);
+    } finally {
+      session.close();
+    }
+  });
+
+  test("a client sending an IP address as its SNI name (wrk does) gets the fallback certificate, not a refused handshake", async () => {
+    const proc = Bun.spawn(["openssl", "s_client", "-connect", `127.0.0.1:${httpsPort}`, "-servername", "127.0.0.1", "-brief"], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [out, err, exit] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    expect(`${out}${err}`).not.toContain("unrecognized name");
+    expect(`${out}${err}`).toContain("CONNECTION ESTABLISHED");
+    expect(exit).toBe(0);
   });
 
   test("a streamed download keeps the app's Content-Length over HTTPS with HTTP/1.1, and arrives whole over HTTP/2", async () => {

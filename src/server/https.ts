@@ -63,6 +63,8 @@ export class HttpsListener {
   private readonly fallback: HostServer;
   private hosts = new Map<string, HostServer>();
   private h2: BunServer<never> | undefined;
+  /** The certificate set the HTTP/2 server holds; an unchanged set keeps it (and its connections). */
+  private h2Certificates = "[]";
 
   constructor(private readonly options: HttpsOptions) {
     this.front = new TlsFront({ port: options.port, hostname: options.hostname, beforeRelay: options.beforeRelay });
@@ -154,10 +156,14 @@ export class HttpsListener {
     for (const server of replaced) setTimeout(() => void server.listener.stop(false), OLD_SERVER_GRACE_MS);
 
     const previousH2 = this.h2;
-    try {
-      this.h2 = this.serveH2(valid);
-    } catch (error) {
-      log.error("Cannot reload HTTPS certificates for HTTP/2; keeping the previous set", { error: (error as Error).message });
+    const certificates = JSON.stringify(valid.map((e) => [e.host, e.cert, e.key]).sort());
+    if (certificates !== this.h2Certificates) {
+      try {
+        this.h2 = this.serveH2(valid);
+        this.h2Certificates = certificates;
+      } catch (error) {
+        log.error("Cannot reload HTTPS certificates for HTTP/2; keeping the previous set", { error: (error as Error).message });
+      }
     }
     // A graceful stop counts connections still in their handshake as idle: a moment first.
     if (previousH2 && previousH2 !== this.h2) setTimeout(() => void previousH2.stop(false), OLD_SERVER_GRACE_MS);

@@ -47,7 +47,10 @@ export const nodeContext: RequestContext = {
 function requestUrl(req: IncomingMessage, scheme: string, host: string | undefined): string {
   let target = req.url ?? "/";
   // absolute-form: its path, under the authority already taken as the host.
-  if (absoluteFormAuthority(target) !== undefined) target = target.replace(/^https?:\/\/[^/?#]*/i, "") || "/";
+  if (absoluteFormAuthority(target) !== undefined) {
+    target = target.replace(/^https?:\/\/[^/?#]*/i, "");
+    if (!target.startsWith("/")) target = `/${target}`; // `http://host?q` is `/?q`
+  }
   if (!target.startsWith("/")) return target; // `*` or an authority: fails to parse and is a 400
   return `${scheme}://${host || "localhost"}${target}`;
 }
@@ -140,7 +143,9 @@ function toRequest(req: IncomingMessage, scheme: string, signal: AbortSignal, st
 
 /** Status line and headers, several Set-Cookie kept apart. */
 function writeHead(res: ServerResponse, response: Response, close: boolean) {
-  const flat: string[] = close ? ["connection", "close"] : [];
+  // `Connection: close`, and node closes the connection after this answer.
+  if (close) res.shouldKeepAlive = false;
+  const flat: string[] = [];
   response.headers.forEach((value, name) => {
     if (name !== "set-cookie") flat.push(name, value);
   });
@@ -241,6 +246,13 @@ export function nodeRequestListener(handler: FetchHandler, scheme: "http" | "htt
     } catch {
       response = onError();
     }
+    // Answered without reading the body (a 404, a 413 on the declared length,
+    // a redirect): the rest is read and dropped, and the connection closes
+    // after the answer, instead of stalling on the unread bytes.
+    if (request.body && !request.bodyUsed && !req.complete) {
+      body.abandoned = true;
+      req.resume();
+    }
     if (res.destroyed) {
       void response.body?.cancel().catch(() => {});
       return;
@@ -267,6 +279,8 @@ export class NodeListener {
   /** Connections with a request being answered, and those to close once it is. */
   private readonly busy = new WeakMap<Duplex, number>();
   private readonly closeWhenDone = new WeakSet<Duplex>();
+  /** Responses being written, to announce `Connection: close` on a graceful stop. */
+  private readonly answering = new Set<ServerResponse>();
   private stopping = false;
   readonly server: Server;
 
@@ -280,7 +294,10 @@ export class NodeListener {
       const socket = req.socket;
       this.inFlight++;
       this.busy.set(socket, (this.busy.get(socket) ?? 0) + 1);
+      this.answering.add(res);
+      if (this.stopping) res.shouldKeepAlive = false;
       res.once("close", () => {
+        this.answering.delete(res);
         this.inFlight--;
         const left = (this.busy.get(socket) ?? 1) - 1;
         this.busy.set(socket, left);
@@ -309,6 +326,8 @@ export class NodeListener {
       res.assignSocket(socket as Socket);
       res.shouldKeepAlive = false;
       res.once("finish", () => socket.end());
+      // node answers `Expect: 100-continue` only for requests it dispatches itself.
+      if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
       handle(req, res);
     });
     // node hands CONNECT over as a raw socket too; the proxy app refuses it (405).
@@ -320,6 +339,7 @@ export class NodeListener {
     this.server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
       if (this.busy.get(socket)) {
         this.closeWhenDone.add(socket);
+        for (const res of this.answering) if (res.socket === socket) res.shouldKeepAlive = false;
         return;
       }
       if (!socket.writable) return socket.destroy();
@@ -353,6 +373,9 @@ export class NodeListener {
   /** Graceful: no new connections, idle ones closed, resolves when requests in flight are done. Forced: cuts them. */
   stop(force: boolean): Promise<void> {
     this.stopping = true;
+    // Answers not yet started say `Connection: close`, so no client sends
+    // another request on a connection about to close.
+    for (const res of this.answering) if (!res.headersSent) res.shouldKeepAlive = false;
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       if (force) this.server.closeAllConnections();

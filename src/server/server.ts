@@ -1,6 +1,7 @@
 // `parachute run`: restore state, open the listeners, open the admin socket,
 // and shut down gracefully on SIGTERM/SIGINT (SPEC §2).
 import * as fs from "node:fs";
+import { isIP } from "node:net";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { RunOptions } from "../config.ts";
@@ -128,7 +129,9 @@ export async function runServer(options: RunOptions): Promise<void> {
       // without SNI gets the fallback certificate. A first connection for a
       // host whose certificate is being issued waits for it.
       beforeRelay: async (serverName) => {
-        if (!serverName) return true;
+        // An IP address is not a valid SNI name (RFC 6066 §3), but some
+        // clients (wrk) send one: treated as no name, the fallback certificate.
+        if (!serverName || isIP(serverName)) return true;
         if (!registry.router.servesHost(serverName)) return false;
         if (!certificates.has(serverName)) await certificates.waitFor(serverName, CERTIFICATE_WAIT_MS);
         return true;

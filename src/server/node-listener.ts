@@ -275,11 +275,10 @@ export interface NodeListenerOptions {
  * requests in flight, and a graceful or immediate stop.
  */
 export class NodeListener {
-  private inFlight = 0;
   /** Connections with a request being answered, and those to close once it is. */
   private readonly busy = new WeakMap<Duplex, number>();
   private readonly closeWhenDone = new WeakSet<Duplex>();
-  /** Responses being written, to announce `Connection: close` on a graceful stop. */
+  /** Responses being written: requests in flight, told `Connection: close` on a graceful stop. */
   private readonly answering = new Set<ServerResponse>();
   private stopping = false;
   readonly server: Server;
@@ -292,13 +291,11 @@ export class NodeListener {
   ) {
     const handle = (req: IncomingMessage, res: ServerResponse) => {
       const socket = req.socket;
-      this.inFlight++;
       this.busy.set(socket, (this.busy.get(socket) ?? 0) + 1);
       this.answering.add(res);
       if (this.stopping) res.shouldKeepAlive = false;
       res.once("close", () => {
         this.answering.delete(res);
-        this.inFlight--;
         const left = (this.busy.get(socket) ?? 1) - 1;
         this.busy.set(socket, left);
         // Stopping, or the client sent something unparsable after this
@@ -367,7 +364,7 @@ export class NodeListener {
   }
 
   get pendingRequests(): number {
-    return this.inFlight;
+    return this.answering.size;
   }
 
   /** Graceful: no new connections, idle ones closed, resolves when requests in flight are done. Forced: cuts them. */

@@ -3,24 +3,6 @@ import { runServer, StartupError } from "../server/server.ts";
 import { CliError } from "./client.ts";
 import { parachuteCommand } from "./command.ts";
 
-/**
- * Bun's fetch allows only 256 requests in flight per process unless
- * BUN_CONFIG_MAX_HTTP_REQUESTS is in the environment at start; setting it
- * from code has no effect (BUN-NOTES §1.10). Past the cap, 256 long polls or
- * SSE streams would stall every other proxied request, so the server re-execs
- * itself once with the cap raised. execve keeps the pid, so signals, kill -9
- * and supervisors see one process.
- */
-function ensureFetchCapacity() {
-  if (process.env.BUN_CONFIG_MAX_HTTP_REQUESTS || typeof process.execve !== "function") return;
-  // In a compiled binary argv[1] is the embedded entry point, not an argument.
-  const compiled = process.argv[1]?.startsWith("/$bunfs/");
-  const argv = compiled ? [process.execPath, ...process.argv.slice(2)] : process.argv;
-  process.execve(process.execPath, argv, { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: String(FETCH_CAPACITY) });
-}
-
-const FETCH_CAPACITY = 65_535;
-
 export const runCommand = parachuteCommand({
   name: "run",
   description: "Run the proxy server",
@@ -37,7 +19,6 @@ export const runCommand = parachuteCommand({
     },
   },
   async run(ctx) {
-    ensureFetchCapacity();
     try {
       await runServer(resolveRunOptions(ctx.flags as RunFlags));
     } catch (error) {

@@ -1,10 +1,13 @@
 // Body buffering (--buffer-requests / --buffer-responses): the whole body is
 // read before it is forwarded, in memory up to --buffer-memory and in a temp
 // file beyond, so a slow client or app never holds the other side open and a
-// big body never sits in RAM. Over the limit the read stops at once.
+// big body never sits in RAM. Over the limit the read stops at once. The
+// spill file is written asynchronously: a large upload never stalls the
+// event loop, and the source is paused while a write is pending.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { BytesSource, WebStreamSource, type BodySource } from "../data/body.ts";
 
 export class BodyTooLarge extends Error {
   override name = "BodyTooLarge";
@@ -12,8 +15,8 @@ export class BodyTooLarge extends Error {
 
 export interface BufferedBody {
   size: number;
-  /** The body to send: a Blob (memory) or a stream over the spill file. */
-  body: Blob | ReadableStream<Uint8Array>;
+  /** The body to send, from memory or from the spill file. */
+  source: BodySource;
   /** Removes the spill file, if any; safe to call more than once. */
   dispose(): void;
 }
@@ -22,53 +25,76 @@ function spillPath(): string {
   return path.join(os.tmpdir(), `parachute-buffer-${process.pid}-${crypto.randomUUID()}`);
 }
 
-/** Reads `stream` fully. Throws BodyTooLarge past `maxBytes` (0 = unlimited). */
-export async function bufferBody(stream: ReadableStream<Uint8Array>, memoryLimit: number, maxBytes: number): Promise<BufferedBody> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  let file: string | undefined;
-  let fd: number | undefined;
-  const dispose = () => {
-    if (fd !== undefined) fs.closeSync(fd);
-    fd = undefined;
-    if (file) fs.rmSync(file, { force: true });
-    file = undefined;
-  };
-  try {
-    for await (const chunk of stream) {
-      size += chunk.byteLength;
-      if (maxBytes > 0 && size > maxBytes) throw new BodyTooLarge(`body is larger than ${maxBytes} bytes`);
-      if (fd === undefined && size > memoryLimit) {
-        file = spillPath();
-        fd = fs.openSync(file, "w+", 0o600);
-        for (const held of chunks) fs.writeSync(fd, held);
-        chunks.length = 0;
-      }
-      if (fd !== undefined) fs.writeSync(fd, chunk);
-      else chunks.push(chunk);
-    }
-  } catch (error) {
-    dispose();
-    throw error;
-  }
-  if (fd === undefined) return { size, body: new Blob(chunks as unknown as NonNullable<ConstructorParameters<typeof Blob>[0]>), dispose };
-  fs.closeSync(fd);
-  fd = undefined;
-  const spilled = file!;
-  // Stream the spill file back and remove it when it has been read or abandoned.
-  const reader = Bun.file(spilled).stream().getReader();
-  const body = new ReadableStream<Uint8Array>({
-    async pull(out) {
-      const { value, done } = await reader.read();
-      if (done) {
-        out.close();
-        dispose();
-      } else out.enqueue(value);
-    },
-    cancel() {
+/** Reads `source` fully. Rejects with BodyTooLarge past `maxBytes` (0 = unlimited). */
+export function bufferBody(source: BodySource, memoryLimit: number, maxBytes: number): Promise<BufferedBody> {
+  return new Promise((resolve, reject) => {
+    let chunks: Uint8Array[] = [];
+    let size = 0;
+    let file: string | undefined;
+    let handle: Promise<fs.promises.FileHandle> | undefined;
+    let writing: Promise<unknown> = Promise.resolve();
+    let failed = false;
+    const dispose = () => {
+      const spilled = file;
+      file = undefined;
+      if (!spilled) return;
+      void handle?.then((h) => h.close()).catch(() => {});
+      fs.rm(spilled, { force: true }, () => {});
+    };
+    const fail = (error: Error) => {
+      if (failed) return;
+      failed = true;
       dispose();
-      return reader.cancel();
-    },
+      reject(error);
+    };
+    /** Appends to the spill file; the source waits until the write is done. */
+    const spill = (data: Uint8Array[]) => {
+      if (!handle) {
+        file = spillPath();
+        handle = fs.promises.open(file, "w+", 0o600);
+      }
+      const h = handle;
+      writing = writing.then(async () => {
+        const fd = await h;
+        for (const chunk of data) await fd.write(chunk);
+      });
+      writing.then(
+        () => source.resume(),
+        (error) => {
+          source.cancel(error as Error);
+          fail(error as Error);
+        },
+      );
+    };
+    source.start({
+      data(chunk) {
+        if (failed) return false;
+        size += chunk.byteLength;
+        if (maxBytes > 0 && size > maxBytes) {
+          source.cancel(new BodyTooLarge(`body is larger than ${maxBytes} bytes`));
+          fail(new BodyTooLarge(`body is larger than ${maxBytes} bytes`));
+          return false;
+        }
+        if (!handle && size <= memoryLimit) {
+          chunks.push(chunk);
+          return true;
+        }
+        const pending = handle ? [chunk] : [...chunks, chunk];
+        chunks = [];
+        spill(pending);
+        return false;
+      },
+      end() {
+        if (failed) return;
+        if (!handle) return resolve({ size, source: new BytesSource(chunks), dispose });
+        const spilled = file!;
+        writing.then(async () => {
+          await (await handle!).close();
+          handle = undefined;
+          resolve({ size, source: new WebStreamSource(Bun.file(spilled).stream(), size, dispose), dispose });
+        }, fail);
+      },
+      error: fail,
+    });
   });
-  return { size, body, dispose };
 }

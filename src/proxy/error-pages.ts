@@ -6,6 +6,10 @@ import * as path from "node:path";
 
 const TITLES: Record<number, string> = {
   400: "Bad Request",
+  408: "Request Timeout",
+  431: "Request Header Fields Too Large",
+  501: "Not Implemented",
+  505: "HTTP Version Not Supported",
   404: "Not Found",
   405: "Method Not Allowed",
   413: "Payload Too Large",
@@ -16,6 +20,10 @@ const TITLES: Record<number, string> = {
 
 const DETAILS: Record<number, string> = {
   400: "The request is malformed.",
+  408: "The request took too long to arrive.",
+  431: "The request headers are too large.",
+  501: "This server does not support the request's transfer coding.",
+  505: "This server speaks HTTP/1.0, HTTP/1.1 and HTTP/2.",
   404: "No service is configured for this address.",
   405: "This server does not accept this method.",
   413: "The request body is larger than this service accepts.",
@@ -42,20 +50,17 @@ export function builtinPage(status: number, message?: string): string {
 }
 
 /** Renders the page for `status`: the service's own page if it has one, else the built-in page. */
-export function errorPage(status: number, options: { message?: string; pages?: CustomPages } = {}): { response: Response; bytes: number } {
+export function errorPage(status: number, options: { message?: string; pages?: CustomPages } = {}): Uint8Array {
   const custom = options.pages?.get(status);
   const body = custom !== undefined ? custom.replaceAll("{{message}}", escapeHtml(options.message ?? "")) : builtinPage(status, options.message);
-  const bytes = new TextEncoder().encode(body);
-  const response = new Response(bytes, {
-    status,
-    headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
-  });
-  return { response, bytes: bytes.byteLength };
+  return new TextEncoder().encode(body);
 }
 
-export function errorResponse(status: number, options: { message?: string; pages?: CustomPages } = {}): Response {
-  return errorPage(status, options).response;
-}
+/** The headers every error page is sent with. */
+export const ERROR_PAGE_HEADERS: [string, string][] = [
+  ["Content-Type", "text/html; charset=utf-8"],
+  ["Cache-Control", "no-store"],
+];
 
 /**
  * Loads `<status>.html` files from a directory. A missing or unreadable

@@ -13,12 +13,10 @@ import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache, fallbackCertificate } from "../tls/certificates.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
 import * as path from "node:path";
-import { HttpsListener } from "./https.ts";
-import { createProxyApp } from "./proxy-app.ts";
-import { closeWebSockets, isWebSocketUpgrade, upgradeWebSocket, websocketHandler } from "./websocket.ts";
-import { NodeListener, nodeRequestListener } from "./node-listener.ts";
-import { UpgradeTunnel } from "./upgrade-tunnel.ts";
-import { normalizeClientIp } from "../proxy/headers.ts";
+import { Http1Server, listenHttp } from "../data/http1-server.ts";
+import { HttpsListener } from "../data/https.ts";
+import { Pipeline, type TlsContext } from "../data/pipeline.ts";
+import { UpstreamPool } from "../data/upstream.ts";
 
 export class StartupError extends Error {}
 
@@ -91,44 +89,26 @@ export async function runServer(options: RunOptions): Promise<void> {
   });
   const registry = new Registry(store, certificates);
 
-  // Upgrade requests go through a loopback Bun.serve running the WebSocket
-  // relay (see upgrade-tunnel.ts); it learns each client's address from the
-  // port its tunnel comes from.
-  const upgradeTunnel = (scheme: "http" | "https") => {
-    const tunnelProxy = createProxyApp(registry, scheme, tlsContext, (port) => tunnel.peerAddress(port));
-    const tunnel: UpgradeTunnel = new UpgradeTunnel(
-      (req, server, peerAddress) =>
-        isWebSocketUpgrade(req) ? upgradeWebSocket(req, server as never, registry, scheme, peerAddress) : tunnelProxy.fetch(req, server),
-      websocketHandler as never,
-    );
-    tunnel.start();
-    return tunnel;
-  };
+  // The data plane: one pipeline, one HTTP/1 server for plain HTTP and for
+  // HTTPS terminated by the TLS front, and the HTTP/2 server behind it.
+  const pool = new UpstreamPool();
+  const tlsContext: TlsContext = { certificates, httpsPort: 0 };
+  const pipeline = new Pipeline(registry, tlsContext, pool);
+  const http1 = new Http1Server(pipeline);
 
   // HTTPS first: its port must be known for redirects before traffic flows.
-  let httpsListener: HttpsListener | undefined;
-  let httpsUpgrades: UpgradeTunnel | undefined;
-  const tlsContext = { certificates, httpsPort: 0 };
+  let https: HttpsListener | undefined;
   if (options.httpsPort > 0) {
-    const peerAddress = (port: number) => httpsListener?.front.clientAddress(port);
-    const httpsProxy = createProxyApp(registry, "https", tlsContext, peerAddress);
-    httpsUpgrades = upgradeTunnel("https");
-    httpsListener = new HttpsListener({
+    https = new HttpsListener({
       port: options.httpsPort,
       hostname: options.bind,
+      pipeline,
+      http1,
       fallback: await fallbackCertificate(),
-      fetch: (req, server) => httpsProxy.fetch(req, server),
-      upgrades: httpsUpgrades,
-      // Only clients offering h2 reach that server, and it picks h2 for them.
-      h2Fetch: (req, server) =>
-        isWebSocketUpgrade(req)
-          ? upgradeWebSocket(req, server as never, registry, "https", peerAddress)
-          : httpsProxy.fetch(req, { requestIP: (r) => server.requestIP(r), timeout: (r, s) => server.timeout(r, s), httpVersion: () => "HTTP/2.0" }),
-      websocket: websocketHandler as never,
-      // A name no service answers for fails the handshake (SPEC §8); a client
-      // without SNI gets the fallback certificate. A first connection for a
-      // host whose certificate is being issued waits for it.
-      beforeRelay: async (serverName) => {
+      // A name no service answers for fails the handshake; a client without
+      // SNI gets the fallback certificate. A first connection for a host
+      // whose certificate is being issued waits for it.
+      admit: async (serverName) => {
         // An IP address is not a valid SNI name (RFC 6066 §3), but some
         // clients (wrk) send one: treated as no name, the fallback certificate.
         if (!serverName || isIP(serverName)) return true;
@@ -137,42 +117,26 @@ export async function runServer(options: RunOptions): Promise<void> {
         return true;
       },
     });
-    try {
-      await httpsListener.start();
-    } catch (error) {
-      void httpsUpgrades.stop(true);
-      throw listenError("HTTPS", options.httpsPort, error);
-    }
-    tlsContext.httpsPort = httpsListener.boundPort;
-    certificates.onChange = () => httpsListener!.update(certificates.entries());
+    const listener = https;
+    listen("HTTPS", options.httpsPort, () => listener.start());
+    tlsContext.httpsPort = listener.boundPort;
+    certificates.onChange = () => listener.update(certificates.entries());
   }
   registry.restore();
   certificates.start();
 
-  const proxy = createProxyApp(registry, "http", tlsContext);
-  const upgrades = upgradeTunnel("http");
-  // node:http rather than Bun.serve: it keeps the Content-Length of streamed
-  // downloads (see node-listener.ts).
-  const http = new NodeListener(
-    {
-      port: options.httpPort,
-      hostname: options.bind,
-      idleTimeoutMs: 60_000,
-      upgrade: (req, socket, head) => upgrades.handle(req, socket, head, normalizeClientIp(req.socket.remoteAddress)),
-    },
-    nodeRequestListener((req, server) => proxy.fetch(req, server), "http", () => new Response("Internal Server Error", { status: 500 })),
-  );
+  let http: ReturnType<typeof listenHttp>;
   try {
-    await http.start();
+    http = listen("HTTP", options.httpPort, () => listenHttp({ port: options.httpPort, hostname: options.bind }, http1));
   } catch (error) {
-    void upgrades.stop(true);
-    void httpsListener?.stop(true);
-    void httpsUpgrades?.stop(true);
-    throw listenError("HTTP", options.httpPort, error);
+    void https?.stop(true);
+    throw error;
   }
 
-  const stopListeners = (force: boolean) =>
-    Promise.all([http.stop(force), upgrades.stop(force), httpsListener?.stop(force), httpsUpgrades?.stop(force)]);
+  const stopListeners = async (force: boolean) => {
+    http.stop(force);
+    await Promise.all([http1.stop(force), https?.stop(force)]);
+  };
 
   // The metrics listener only ever answers /metrics: no proxied traffic.
   metrics.source = registry;
@@ -209,7 +173,7 @@ export async function runServer(options: RunOptions): Promise<void> {
 
   log.info("Server started", {
     http_port: http.port,
-    https_port: httpsListener?.boundPort ?? 0,
+    https_port: https?.boundPort ?? 0,
     metrics_port: metricsServer?.port ?? 0,
     socket: options.socket,
     state_dir: options.stateDir,
@@ -220,16 +184,17 @@ export async function runServer(options: RunOptions): Promise<void> {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("Shutting down", { signal, in_flight: http.pendingRequests + upgrades.pendingRequests + (httpsListener?.pendingRequests ?? 0) });
+    log.info("Shutting down", { signal, in_flight: http1.pendingRequests + (https?.pendingRequests ?? 0) });
     adminServer.stop(true);
     metricsServer?.stop(true);
     certificates.stop();
     // WebSockets would hold a graceful stop open until the grace period ends.
-    closeWebSockets();
+    http1.closeWebSockets(1001, "server shutting down");
     const graceful = stopListeners(false).then(() => "done" as const);
     const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
     if (outcome === "timeout") await stopListeners(true);
     registry.dispose();
+    pool.close();
     log.info("Server stopped", { graceful: outcome === "done" });
     log.flush();
     process.exit(0);

@@ -137,7 +137,7 @@ export class Service {
   async drain(targets: Target[], timeoutMs: number): Promise<void> {
     if (targets.length === 0) return;
     log.info("Draining", { service: this.name, targets: targets.map((t) => t.address), drain_timeout_ms: timeoutMs });
-    const results = await Promise.all(targets.map((t) => t.drain(timeoutMs)));
+    const results = await Promise.all(targets.map((t) => t.drain(timeoutMs, true)));
     const cancelled = results.reduce((sum, r) => sum + r.cancelled, 0);
     for (const target of targets) {
       // A target redeployed while it drained is live again: keep it.

@@ -8,38 +8,51 @@ export class DrainCancelled extends Error {
   override name = "DrainCancelled";
 }
 
+/** A request or WebSocket in flight on a target, as the drain sees it. */
+/** Why a draining target's WebSockets are closed before the deadline. */
+export class TargetLeaving extends Error {
+  override name = "TargetLeaving";
+}
+
+export interface InFlight {
+  /** A WebSocket: closed (1001) as soon as its target starts draining, instead of holding the drain. */
+  readonly websocket: boolean;
+  /** Ends it now; `reason` says why (DrainCancelled at the drain deadline). */
+  cancel(reason: Error): void;
+}
+
 export class Target {
   health: TargetHealth = "adding";
   /** Result of the last health check, for error messages and `list`. */
   lastCheck = "not checked yet";
-  private readonly inflight = new Set<AbortController>();
+  private readonly inflight = new Set<InFlight>();
   private idleWaiters: (() => void)[] = [];
 
   constructor(readonly address: string) {}
-
-  /** host:port → the origin requests are sent to. */
-  get origin(): string {
-    return `http://${this.address}`;
-  }
 
   get inflightCount(): number {
     return this.inflight.size;
   }
 
-  /** Registers an in-flight request; the returned function must be called exactly once when it is done. */
-  begin(controller: AbortController): () => void {
-    this.inflight.add(controller);
+  /** Registers something in flight; the returned function must be called when it is done (more calls do nothing). */
+  begin(entry: InFlight): () => void {
+    this.inflight.add(entry);
     return () => {
-      if (!this.inflight.delete(controller)) return;
+      if (!this.inflight.delete(entry)) return;
       if (this.inflight.size === 0) this.wakeIdleWaiters();
     };
   }
 
   /**
-   * Resolves once nothing is in flight. At the deadline, whatever is still
-   * running is cancelled (clients get 504) and the drain ends.
+   * Resolves once nothing is in flight. With `closeWebSockets` (the target is
+   * leaving) its WebSockets are closed at once, with 1001, so that clients
+   * reconnect to the new targets. At the deadline, whatever is still running
+   * is cancelled (clients get 504) and the drain ends.
    */
-  async drain(timeoutMs: number): Promise<{ cancelled: number }> {
+  async drain(timeoutMs: number, closeWebSockets = false): Promise<{ cancelled: number }> {
+    if (closeWebSockets) {
+      for (const entry of [...this.inflight]) if (entry.websocket) entry.cancel(new TargetLeaving("target drained"));
+    }
     if (this.inflight.size === 0) return { cancelled: 0 };
     let timer: ReturnType<typeof setTimeout> | undefined;
     const idle = new Promise<"idle">((resolve) => this.idleWaiters.push(() => resolve("idle")));
@@ -48,7 +61,7 @@ export class Target {
     clearTimeout(timer);
     if (outcome === "idle") return { cancelled: 0 };
     const cancelled = this.inflight.size;
-    for (const controller of [...this.inflight]) controller.abort(new DrainCancelled("drain timeout"));
+    for (const entry of [...this.inflight]) entry.cancel(new DrainCancelled("drain timeout"));
     this.inflight.clear();
     this.wakeIdleWaiters();
     return { cancelled };

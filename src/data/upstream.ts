@@ -1,0 +1,451 @@
+// The connections to targets: a keep-alive pool per target address, and one
+// exchange (request out, response head back, body relayed) at a time on each.
+// Written on Bun's TCP sockets rather than fetch: the request target and the
+// headers go out exactly as the proxy means them (fetch collapses a leading
+// `//` and adds its own User-Agent and Accept), the response head arrives as
+// the app wrote it (Content-Length, reason phrase), WebSocket upgrades become
+// a plain byte tunnel, and there is no per-process cap on requests in flight.
+import type { Socket } from "bun";
+import { ChunkedDecoder, ChunkedError, encodeChunk, LAST_CHUNK } from "../http/chunked.ts";
+import { parseResponseHead, type ResponseHead } from "../http/response-head.ts";
+import type { BodySink, BodySource } from "./body.ts";
+import { SocketTransport, socketHandlers, type TransportEvents } from "./transport.ts";
+
+/** Idle pooled connections are closed after this long; apps commonly close theirs after 5 s or more. */
+const IDLE_TIMEOUT_MS = 4_000;
+const MAX_IDLE_PER_TARGET = 256;
+const MAX_RESPONSE_HEAD = 64 * 1024;
+const HEAD_END = Buffer.from("\r\n\r\n");
+
+/** The target did not answer in time (504). */
+export class TargetTimeout extends Error {
+  override name = "TargetTimeout";
+}
+/** The target refused, reset or closed the connection, or answered with something that is not HTTP (502). */
+export class TargetFailed extends Error {
+  override name = "TargetFailed";
+}
+
+export interface UpstreamRequest {
+  method: string;
+  /** The serialized request head, blank line included. */
+  head: Uint8Array;
+  body: BodySource | null;
+  /** How the body goes out: as is (its length is in the head) or chunked. */
+  chunked: boolean;
+  /** The wait for the response head (--target-timeout). */
+  timeoutMs: number;
+  /** Safe to send again on a fresh connection if a reused one turns out to be closed. */
+  retryable: boolean;
+}
+
+export interface UpstreamResponse {
+  head: ResponseHead;
+  /** The response body; undefined when it has none. */
+  body: UpstreamBody | undefined;
+  /** For 101 Switching Protocols: the connection, now a tunnel, and what the target sent after the head. */
+  upgraded?: { transport: SocketTransport; initial: Uint8Array | undefined };
+}
+
+/** Where a target is: `host:port`, `[v6]:port`. */
+function endpoint(address: string): { hostname: string; port: number } {
+  const colon = address.lastIndexOf(":");
+  const host = address.slice(0, colon);
+  return { hostname: host.startsWith("[") ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) };
+}
+
+interface Idle {
+  transport: SocketTransport;
+  since: number;
+}
+
+export class UpstreamPool {
+  private readonly idle = new Map<string, Idle[]>();
+  private sweeper: ReturnType<typeof setInterval> | undefined;
+
+  /** A pooled connection to `address`, or a new one; rejects with TargetFailed when it cannot connect. */
+  async acquire(address: string): Promise<{ transport: SocketTransport; reused: boolean }> {
+    const list = this.idle.get(address);
+    while (list?.length) {
+      const { transport } = list.pop()!;
+      if (!transport.closed) return { transport, reused: true };
+    }
+    const { hostname, port } = endpoint(address);
+    try {
+      const socket = await Bun.connect<SocketTransport>({
+        hostname,
+        port,
+        allowHalfOpen: true,
+        socket: {
+          ...socketHandlers,
+          open(socket: Socket<SocketTransport>) {
+            socket.data = new SocketTransport(socket);
+            socket.setNoDelay(true);
+          },
+          connectError() {},
+        },
+      });
+      return { transport: socket.data, reused: false };
+    } catch (error) {
+      const e = error as { code?: string; message?: string };
+      throw new TargetFailed(`target failed: ${e.code ?? e.message ?? "cannot connect"}`);
+    }
+  }
+
+  /** Keeps a connection whose exchange ended cleanly for the next request to `address`. */
+  release(address: string, transport: SocketTransport) {
+    if (transport.closed) return;
+    let list = this.idle.get(address);
+    if (!list) this.idle.set(address, (list = []));
+    if (list.length >= MAX_IDLE_PER_TARGET) return transport.destroy();
+    const entry: Idle = { transport, since: Date.now() };
+    transport.resume();
+    list.push(entry);
+    transport.events = idleEvents(transport, () => {
+      const i = list!.indexOf(entry);
+      if (i !== -1) list!.splice(i, 1);
+    });
+    this.sweeper ??= setInterval(() => this.sweep(), 1_000);
+  }
+
+  private sweep() {
+    const now = Date.now();
+    for (const [address, list] of this.idle) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        if (now - list[i]!.since > IDLE_TIMEOUT_MS) list.splice(i, 1)[0]!.transport.destroy();
+      }
+      if (!list.length) this.idle.delete(address);
+    }
+    if (!this.idle.size) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  /** Closes every idle connection (shutdown). */
+  close() {
+    for (const list of this.idle.values()) for (const { transport } of list) transport.destroy();
+    this.idle.clear();
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+}
+
+/** A pooled connection that says anything, or closes, leaves the pool. */
+function idleEvents(transport: SocketTransport, forget: () => void): TransportEvents {
+  return {
+    data() {
+      forget();
+      transport.destroy();
+    },
+    drain() {},
+    end() {
+      forget();
+      transport.destroy();
+    },
+    close: forget,
+  };
+}
+
+/**
+ * One request to one target. `send()` resolves with the response head once it
+ * has arrived (its body follows as a BodySource), or rejects with
+ * TargetTimeout / TargetFailed, or with the reason given to `cancel()`.
+ */
+export class UpstreamExchange {
+  private transport: SocketTransport | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private resolve!: (response: UpstreamResponse) => void;
+  private reject!: (error: Error) => void;
+  private headBuffer: Buffer | undefined;
+  private settled = false;
+  private cancelled: Error | undefined;
+  private body: UpstreamBody | undefined;
+  /** The request body has been sent whole. */
+  private requestSent = false;
+  private responseDone = false;
+  private reused = false;
+  private retried = false;
+
+  constructor(
+    private readonly pool: UpstreamPool,
+    private readonly address: string,
+    private readonly request: UpstreamRequest,
+  ) {}
+
+  send(): Promise<UpstreamResponse> {
+    const promise = new Promise<UpstreamResponse>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.timer = setTimeout(() => this.fail(new TargetTimeout("target timeout")), this.request.timeoutMs);
+    void this.connect();
+    return promise;
+  }
+
+  /** Stops the exchange (client gone, drain deadline): the connection is closed. */
+  cancel(reason: Error) {
+    if (this.cancelled) return;
+    this.cancelled = reason;
+    this.request.body?.cancel(reason);
+    this.transport?.destroy();
+    this.fail(reason);
+    this.body?.fail(reason);
+  }
+
+  private async connect() {
+    let acquired: { transport: SocketTransport; reused: boolean };
+    try {
+      acquired = await this.pool.acquire(this.address);
+    } catch (error) {
+      return this.fail(error as Error);
+    }
+    if (this.settled) return acquired.transport.destroy();
+    this.transport = acquired.transport;
+    this.reused = acquired.reused;
+    this.transport.events = {
+      data: (chunk) => this.onData(chunk),
+      drain: () => this.request.body?.resume(),
+      end: () => this.onEnd(),
+      close: () => this.onClose(),
+    };
+    this.transport.write(this.request.head);
+    this.sendBody();
+  }
+
+  private sendBody() {
+    const { body, chunked } = this.request;
+    if (!body) {
+      this.requestSent = true;
+      return;
+    }
+    const transport = this.transport!;
+    body.start({
+      data: (chunk) => transport.write(chunked ? encodeChunk(chunk) : chunk),
+      end: () => {
+        if (chunked) transport.write(LAST_CHUNK);
+        this.requestSent = true;
+        if (this.responseDone) this.finish();
+      },
+      // The client's body broke off: the target must not take a truncated
+      // request for a whole one.
+      error: (error) => this.cancel(error),
+    });
+  }
+
+  private onData(chunk: Uint8Array) {
+    if (this.body) return this.body.push(chunk);
+    this.headBuffer = this.headBuffer ? Buffer.concat([this.headBuffer, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    this.parseHead();
+  }
+
+  private parseHead() {
+    const buffer = this.headBuffer!;
+    const end = buffer.indexOf(HEAD_END);
+    if (end === -1) {
+      if (buffer.length > MAX_RESPONSE_HEAD) this.fail(new TargetFailed("target failed: response head too large"));
+      return;
+    }
+    const head = parseResponseHead(buffer.toString("latin1", 0, end), this.request.method);
+    if (!head) return this.fail(new TargetFailed("target failed: malformed response"));
+    const rest = buffer.length > end + 4 ? buffer.subarray(end + 4) : undefined;
+    this.headBuffer = undefined;
+    // Interim answers (100 Continue, 103 Early Hints) are not relayed; the final one follows.
+    if (head.status >= 100 && head.status < 200 && head.status !== 101) {
+      if (rest) this.onData(rest);
+      return;
+    }
+    clearTimeout(this.timer);
+    this.settled = true;
+    const transport = this.transport!;
+    if (head.status === 101) {
+      this.responseDone = true;
+      transport.events = { data() {}, drain() {}, end() {}, close() {} };
+      return this.resolve({ head, body: undefined, upgraded: { transport, initial: rest } });
+    }
+    if (head.body.kind === "none") {
+      this.resolve({ head, body: undefined });
+      this.complete(head.keepAlive);
+      if (rest) this.transport?.destroy(); // bytes beyond a complete response: not a connection to reuse
+      return;
+    }
+    this.body = new UpstreamBody(head, transport, (keepAlive) => this.complete(keepAlive));
+    this.resolve({ head, body: this.body });
+    if (rest) this.body.push(rest);
+  }
+
+  /** The response is complete; the connection is reused once the request body has been sent too. */
+  private complete(keepAlive: boolean) {
+    this.responseDone = true;
+    this.keepAlive = keepAlive;
+    // An answer before the whole upload (a 413 from the app): the rest is not sent.
+    if (!this.requestSent) {
+      this.request.body?.cancel(new Error("the target answered before the request body was sent"));
+      this.transport?.destroy();
+      return;
+    }
+    this.finish();
+  }
+
+  private keepAlive = false;
+
+  private finish() {
+    const transport = this.transport;
+    if (!transport || transport.closed) return;
+    if (this.keepAlive && !this.cancelled) this.pool.release(this.address, transport);
+    else transport.destroy();
+  }
+
+  private onEnd() {
+    if (this.body) return this.body.ended();
+    this.onClose();
+  }
+
+  private onClose() {
+    if (this.body) return this.body.fail(new TargetFailed("target closed the connection mid-response"));
+    if (this.settled || this.cancelled) return;
+    // A pooled connection the target had closed just as it was reused:
+    // nothing was answered, so a request that can be repeated goes out again.
+    if (this.reused && this.request.retryable && !this.headBuffer && !this.retried) {
+      this.retried = true;
+      this.transport = undefined;
+      void this.connect();
+      return;
+    }
+    this.fail(new TargetFailed(this.headBuffer ? "target failed: connection closed mid-head" : "target failed: connection closed before answering"));
+  }
+
+  private fail(error: Error) {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.transport?.destroy();
+    this.request.body?.cancel(error);
+    this.reject(error);
+  }
+}
+
+/**
+ * A response body as it comes from the target's socket, delimited by its
+ * framing. For an HTTP/1.1 client a chunked body can be passed on as it is
+ * (`raw`): the chunks are checked, not re-encoded.
+ */
+export class UpstreamBody implements BodySource {
+  readonly length: number | undefined;
+  readonly chunked: boolean;
+  /** Deliver a chunked body still chunk-encoded (set before start). */
+  raw = false;
+  private sink: BodySink | undefined;
+  private pending: Uint8Array[] = [];
+  private remaining: number;
+  private readonly decoder: ChunkedDecoder | undefined;
+  private finished = false;
+  private failure: Error | undefined;
+  private endedEarly = false;
+
+  constructor(
+    head: ResponseHead,
+    private readonly transport: SocketTransport,
+    private readonly onComplete: (keepAlive: boolean) => void,
+    private readonly keepAlive = head.keepAlive,
+  ) {
+    this.length = head.body.kind === "length" ? head.body.length : undefined;
+    this.remaining = this.length ?? Infinity;
+    this.chunked = head.body.kind === "chunked";
+    this.decoder = this.chunked ? new ChunkedDecoder() : undefined;
+  }
+
+  /** Body bytes received, without the chunked framing. */
+  get payloadBytes(): number {
+    return this.decoder?.payloadBytes ?? (this.length ?? 0) - this.remaining;
+  }
+
+  start(sink: BodySink) {
+    this.sink = sink;
+    const pending = this.pending;
+    this.pending = [];
+    let full = false;
+    for (const chunk of pending) full = !this.deliver(chunk) || full;
+    if (this.failure) sink.error(this.failure);
+    else if (this.endedEarly) this.ended();
+    else if (pending.length && !full && !this.finished) this.transport.resume();
+  }
+
+  resume() {
+    if (!this.finished) this.transport.resume();
+  }
+
+  cancel() {
+    if (this.finished) return;
+    this.finished = true;
+    this.transport.destroy();
+  }
+
+  /** Bytes from the socket. */
+  push(chunk: Uint8Array) {
+    if (this.finished) return;
+    if (!this.sink) {
+      this.pending.push(chunk);
+      this.transport.pause();
+      return;
+    }
+    this.deliver(chunk);
+  }
+
+  /** Passes bytes on; false when the sink is full (the socket is then paused). */
+  private deliver(chunk: Uint8Array): boolean {
+    if (this.finished) return true;
+    const sink = this.sink!;
+    let full = false;
+    if (this.decoder) {
+      let used: number;
+      try {
+        used = this.raw
+          ? this.decoder.feed(chunk)
+          : this.decoder.feed(chunk, (data) => {
+              if (!sink.data(data)) full = true;
+            });
+      } catch (error) {
+        this.fail(new TargetFailed(`target failed: ${(error as ChunkedError).message}`));
+        return true;
+      }
+      if (this.raw && !sink.data(used === chunk.length ? chunk : chunk.subarray(0, used))) full = true;
+      if (this.decoder.done) return this.done(used === chunk.length), true;
+    } else {
+      const take = Math.min(chunk.length, this.remaining);
+      this.remaining -= take;
+      if (!sink.data(take === chunk.length ? chunk : chunk.subarray(0, take))) full = true;
+      if (this.remaining === 0) return this.done(take === chunk.length), true;
+    }
+    if (full) this.transport.pause();
+    return !full;
+  }
+
+  private done(clean: boolean) {
+    this.finished = true;
+    this.sink!.end();
+    this.onComplete(this.keepAlive && clean);
+  }
+
+  /** The target finished sending: the end of a read-until-close body, or a truncated one. */
+  ended() {
+    if (this.finished) return;
+    if (!this.sink) {
+      this.endedEarly = true;
+      return;
+    }
+    if (this.remaining === Infinity && !this.decoder) return this.done(false);
+    this.fail(new TargetFailed("target closed the connection mid-response"));
+  }
+
+  fail(error: Error) {
+    if (this.finished) return;
+    if (!this.sink) {
+      this.failure ??= error;
+      return;
+    }
+    this.finished = true;
+    this.transport.destroy();
+    this.sink.error(error);
+  }
+}

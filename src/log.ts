@@ -1,5 +1,7 @@
-// Logs are JSON lines on stdout (SPEC §10). Lines logged in the same task are
-// written together, in a microtask: one write per task rather than per line.
+// Logs are JSON lines on stdout. Lines are collected and written together a
+// few milliseconds later: under load one write(2) carries hundreds of request
+// lines instead of one each (that syscall was the largest single cost of a
+// proxied request). Each line is whole: lines are never split across writes.
 
 type Level = "debug" | "info" | "warn" | "error";
 type Fields = Record<string, unknown>;
@@ -7,6 +9,11 @@ type Fields = Record<string, unknown>;
 let debugEnabled = false;
 let pending = "";
 let scheduled = false;
+
+/** How long a line may wait to be written. */
+const FLUSH_DELAY_MS = 5;
+/** Past this much pending text, it is written at once. */
+const FLUSH_BYTES = 64 * 1024;
 
 function flush() {
   scheduled = false;
@@ -31,12 +38,18 @@ function now(): string {
 
 function emit(level: Level, msg: string, fields?: Fields) {
   if (level === "debug" && !debugEnabled) return;
-  pending += JSON.stringify({ time: now(), level, msg, ...fields }) + "\n";
+  // The fixed fields first, then the caller's, without copying the caller's object.
+  const rest = fields ? JSON.stringify(fields) : "{}";
+  pending += `{"time":"${now()}","level":"${level}","msg":${JSON.stringify(msg)}${rest.length > 2 ? "," : ""}${rest.slice(1)}\n`;
+  if (pending.length > FLUSH_BYTES) return flush();
   if (!scheduled) {
     scheduled = true;
-    queueMicrotask(flush);
+    setTimeout(flush, FLUSH_DELAY_MS);
   }
 }
+
+// Whatever is still queued goes out with the process.
+process.on("exit", flush);
 
 export const log = {
   setDebug(on: boolean) {

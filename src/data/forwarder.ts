@@ -108,7 +108,7 @@ export async function forward(pool: UpstreamPool, f: Forward): Promise<Reply | F
   const end = (outcome: SentOutcome, headers: Fields) => {
     forgetClient();
     finish();
-    f.done({ ...outcome, status: head.status, headers });
+    f.done({ bytes: outcome.bytes, error: outcome.error, status: head.status, headers });
   };
 
   if (response.upgraded) {

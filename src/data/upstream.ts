@@ -16,6 +16,8 @@ const IDLE_TIMEOUT_MS = 4_000;
 const MAX_IDLE_PER_TARGET = 256;
 const MAX_RESPONSE_HEAD = 64 * 1024;
 const HEAD_END = Buffer.from("\r\n\r\n");
+/** Body bytes held before the reply starts; past this the socket is paused. */
+const PENDING_LIMIT = 64 * 1024;
 
 /** The target did not answer in time (504). */
 export class TargetTimeout extends Error {
@@ -337,6 +339,7 @@ export class UpstreamBody implements BodySource {
   raw = false;
   private sink: BodySink | undefined;
   private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
   private remaining: number;
   private readonly decoder: ChunkedDecoder | undefined;
   private finished = false;
@@ -368,7 +371,8 @@ export class UpstreamBody implements BodySource {
     for (const chunk of pending) full = !this.deliver(chunk) || full;
     if (this.failure) sink.error(this.failure);
     else if (this.endedEarly) this.ended();
-    else if (pending.length && !full && !this.finished) this.transport.resume();
+    else if (this.pendingBytes > PENDING_LIMIT && !full && !this.finished) this.transport.resume();
+    this.pendingBytes = 0;
   }
 
   resume() {
@@ -385,8 +389,10 @@ export class UpstreamBody implements BodySource {
   push(chunk: Uint8Array) {
     if (this.finished) return;
     if (!this.sink) {
+      // Held until the reply is written; a small answer is usually whole already.
       this.pending.push(chunk);
-      this.transport.pause();
+      this.pendingBytes += chunk.byteLength;
+      if (this.pendingBytes > PENDING_LIMIT) this.transport.pause();
       return;
     }
     this.deliver(chunk);

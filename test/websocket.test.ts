@@ -329,7 +329,7 @@ test(
 );
 
 test(
-  "a deploy to a new target with --drain-timeout 1s closes the old target's open WebSocket (1001) at the drain deadline",
+  "a deploy closes the old target's open WebSockets at once (1001, so clients reconnect) instead of holding the deploy for --drain-timeout",
   async () => {
     const oldApp = startWsBackend("ws-old");
     const newApp = startWsBackend("ws-new");
@@ -339,29 +339,22 @@ test(
       await client.opened;
       expect(await client.ask("whoami")).toBe("ws-old");
 
-      const logsBefore = proxy.logs.length;
-      const deploying = proxy.cli(["deploy", "drainws", "--target", newApp.address, "--host", "drain.test", "--drain-timeout", "1s"]);
-      await proxy.waitForLog((l) => l.msg === "Draining" && l.service === "drainws" && proxy.logs.indexOf(l) >= logsBefore, 10_000);
-      const drainStarted = performance.now();
-
-      // During the drain the old socket still relays, and new sockets go to the new target.
-      expect(await client.ask("whoami")).toBe("ws-old");
-      const fresh = connect("/live", "drain.test");
-      await fresh.opened;
-      expect(await fresh.ask("whoami")).toBe("ws-new");
+      const started = performance.now();
+      const result = await proxy.cli(["deploy", "drainws", "--target", newApp.address, "--host", "drain.test", "--drain-timeout", "20s"]);
+      const took = performance.now() - started;
+      expect(result.code).toBe(0);
+      // The deploy did not wait for the WebSocket: far less than the 20 s drain timeout.
+      expect(took).toBeLessThan(10_000);
 
       const closed = await client.closed;
-      const afterDrain = closed.at - drainStarted;
       expect(closed.code).toBe(1001);
-      expect(afterDrain).toBeGreaterThan(700);
-      expect(afterDrain).toBeLessThan(3000);
-      const result = await deploying;
-      expect(result.code).toBe(0);
       const backendSaw = await until("the old backend to see its socket closed", () => oldApp.closes[0]);
       expect(backendSaw.code).toBe(1001);
       expect(oldApp.open).toBe(0);
 
-      // The socket on the new target is unaffected.
+      // The client reconnects, to the new target.
+      const fresh = connect("/live", "drain.test");
+      await fresh.opened;
       expect(await fresh.ask("whoami")).toBe("ws-new");
       fresh.close(1000);
     } finally {
@@ -369,7 +362,7 @@ test(
       await newApp.stop();
     }
   },
-  20_000,
+  30_000,
 );
 
 test("an upgrade to a dead target is answered 502 (HTML) and the client is never upgraded", async () => {

@@ -70,7 +70,6 @@ export class Http1Connection {
   private replyAborted: ((reason: Error) => void) | undefined;
   /** When the head being waited for must be complete (unix ms); 0 while answering. */
   deadline = Date.now() + HEAD_TIMEOUT_MS;
-  private peerEnded = false;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -225,7 +224,7 @@ export class Http1Connection {
 
     const method = request.method;
     const http10 = head?.version === "HTTP/1.0";
-    let keepAlive = !mustClose && head !== undefined && head.keepAlive && !this.owner.stopping && !this.peerEnded;
+    let keepAlive = !mustClose && head !== undefined && head.keepAlive && !this.owner.stopping;
     // A body still arriving, or one that broke off: the connection cannot carry another request.
     if (body && (!body.complete || body.error)) keepAlive = false;
     const fields = reply.headers;
@@ -356,11 +355,13 @@ export class Http1Connection {
     this.lingerTimer = setTimeout(() => this.transport.destroy(), LINGER_MS);
   }
 
-  /** The client finished sending: the current answer still goes out, then the connection closes. */
+  /**
+   * The client closed its side. As nginx does, that is taken as the client
+   * leaving: an answer in flight is abandoned (logged 499) and the target's
+   * request cancelled, rather than kept streaming to nobody.
+   */
   private onPeerEnd() {
-    this.peerEnded = true;
-    if (this.state === "head") this.closeAfterWrite();
-    else if (this.state === "closing") this.transport.destroy();
+    this.transport.destroy();
   }
 
   private onClose() {

@@ -175,7 +175,7 @@ export class Pipeline {
     if (!target) return this.reject(entry, 503, "no healthy target", { pages });
     entry.target = target.address;
 
-    const fields = upstreamFields(req.headers, { ip: req.remoteAddr, scheme: req.scheme }, options.forwardHeaders, req.websocket);
+    const fields = upstreamFields(req.headers, { ip: req.remoteAddr, scheme: req.scheme }, options.forwardHeaders, req.websocket, target.address);
     entry.requestId = fields.get("x-request-id")!;
     entry.clientAddr = fields.get("x-forwarded-for")!.split(",")[0]!.trim();
 

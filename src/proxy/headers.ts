@@ -54,7 +54,7 @@ export interface ClientInfo {
  * without it they are replaced, so a client cannot spoof its address.
  * A WebSocket handshake keeps its `Upgrade` and `Connection`.
  */
-export function upstreamFields(inbound: Fields, client: ClientInfo, forwardHeaders: boolean, websocket: boolean): Fields {
+export function upstreamFields(inbound: Fields, client: ClientInfo, forwardHeaders: boolean, websocket: boolean, targetAddress: string): Fields {
   const named = inbound.tokens("connection");
   const out = new Fields();
   inbound.forEach((value, name, key) => {
@@ -62,6 +62,8 @@ export function upstreamFields(inbound: Fields, client: ClientInfo, forwardHeade
     if (!forwardHeaders && key.startsWith("x-forwarded-")) return;
     out.append(name, value, key);
   });
+  // HTTP/1.1 needs a Host: without one from the client (HTTP/1.0, or empty), the target's address.
+  if (!out.get("host")) out.set("Host", targetAddress);
   if (websocket) {
     out.append("Connection", "Upgrade", "connection");
     out.append("Upgrade", "websocket", "upgrade");

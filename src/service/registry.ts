@@ -298,14 +298,14 @@ export class Registry implements GaugeSource {
 
   // ---------------------------------------------------------------- remove
 
-  remove(request: ServiceRequest): Promise<void> {
+  remove(request: ServiceRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       this.services.delete(service.name);
       this.pages.delete(service.name);
       this.customCertificates.delete(service.name);
       this.rebuildRouter();
-      this.persist();
+      this.persist(progress);
       service.dispose();
       service.pause.resume(); // requests waiting in a pause are answered now (404 from here on)
       log.info("Service removed", { service: service.name });
@@ -360,31 +360,31 @@ export class Registry implements GaugeSource {
 
   // ---------------------------------------------------------------- maintenance
 
-  pause(request: PauseRequest): Promise<void> {
+  pause(request: PauseRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.pause(request.maxPause);
-      this.persist();
+      this.persist(progress);
       log.info("Service paused", { service: service.name, max_pause_ms: request.maxPause });
       await service.drainInFlight(request.drainTimeout);
     });
   }
 
-  stop(request: StopRequest): Promise<void> {
+  stop(request: StopRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.stop(request.message);
-      this.persist();
+      this.persist(progress);
       log.info("Service stopped", { service: service.name, message: request.message });
       await service.drainInFlight(request.drainTimeout);
     });
   }
 
-  resume(request: ServiceRequest): Promise<void> {
+  resume(request: ServiceRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.resume();
-      this.persist();
+      this.persist(progress);
       log.info("Service resumed", { service: service.name });
     });
   }
@@ -406,25 +406,25 @@ export class Registry implements GaugeSource {
     });
   }
 
-  rolloutSet(request: RolloutSetRequest): Promise<void> {
+  rolloutSet(request: RolloutSetRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       if (!service.rolloutTargets) {
         throw new CommandError(`service ${service.name} has no rollout targets (run "parachute rollout deploy" first)`);
       }
       service.split = new RolloutSplit(request.percent, [...new Set(request.list)]);
-      this.persist();
+      this.persist(progress);
       log.info("Rollout split set", { service: service.name, percent: request.percent, list: request.list });
     });
   }
 
-  rolloutStop(request: ServiceRequest): Promise<void> {
+  rolloutStop(request: ServiceRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       if (!service.rolloutTargets) throw new CommandError(`service ${service.name} has no rollout in progress`);
       const old = service.cutover({ rollout: null });
       service.split = new RolloutSplit();
-      this.persist();
+      this.persist(progress);
       log.info("Rollout stopped", { service: service.name });
       await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
     });
@@ -493,15 +493,16 @@ export class Registry implements GaugeSource {
   /**
    * Saves the routing state. Called once a change is live, so a failure (a
    * full disk) does not undo or fail the change: traffic already follows it.
-   * It is logged, and told to the waiting client as a warning.
+   * It is logged, and told to the waiting client as a warning: every command
+   * that changes the state passes its progress here.
    */
-  persist(progress?: Progress) {
+  private persist(progress: Progress) {
     try {
       this.store.save(this.snapshot());
     } catch (error) {
       const reason = (error as Error).message;
       log.error("Cannot save state", { file: this.store.file, error: reason });
-      progress?.(`Warning: cannot save state (${reason}): the change is live but will not survive a restart`);
+      progress(`Warning: cannot save state (${reason}): the change is live but will not survive a restart`);
     }
   }
 

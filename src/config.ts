@@ -21,6 +21,7 @@ export interface RunOptions {
 /** ACME settings come from the environment only (SPEC §8 names PARACHUTE_ACME_DIRECTORY). */
 export interface AcmeOptions {
   directoryUrl?: string;
+  stagingDirectoryUrl?: string;
   caFile?: string;
   email?: string;
   renewBeforeMs: number;
@@ -87,6 +88,7 @@ function envValue<T>(schema: v.GenericSchema<unknown, T>, name: string, env: Env
 export function resolveAcmeOptions(env: Env = process.env): AcmeOptions {
   return {
     directoryUrl: envValue(urlSchema, "PARACHUTE_ACME_DIRECTORY", env, undefined as string | undefined),
+    stagingDirectoryUrl: envValue(urlSchema, "PARACHUTE_ACME_STAGING_DIRECTORY", env, undefined as string | undefined),
     caFile: envValue(v.string(), "PARACHUTE_ACME_CA", env, undefined as string | undefined),
     email: envValue(v.string(), "PARACHUTE_ACME_EMAIL", env, undefined as string | undefined),
     renewBeforeMs: envValue(durationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),

@@ -64,6 +64,42 @@ test("a target that never becomes healthy fails the deploy; the old target keeps
   expect(bad.requests).toBe(0);
 }, SLOW_TEST);
 
+test("a failed redeploy of a lone target that fails its checks but still answers changes nothing", async () => {
+  const host = "lone-sick.test";
+  const app = backend("lone-sick");
+  await deployOk("lonesick", ["--host", host, "--target", app.address]);
+  // /up starts failing; the other paths still answer, and the lone target keeps serving them.
+  app.setHealth(500);
+  await waitFor("the monitor to mark the target unhealthy", async () => {
+    const service = (await proxy.listJson()).find((s) => s.name === "lonesick");
+    return service?.targets.some((t) => t.address === app.address && t.state === "unhealthy");
+  });
+  expect(await get("/echo", host)).toMatchObject({ status: 200, backend: "lone-sick" });
+  const before = await proxy.cli(["list", "--json"]);
+  const savedBefore = fs.readFileSync(proxy.stateFile, "utf8");
+
+  const mark = proxy.logMark();
+  const deploying = proxy.cli(["deploy", "lonesick", "--host", host, "--target", app.address, "--deploy-timeout", "1500ms", ...fast]);
+  // While the deploy checks the target, it is served as before.
+  await proxy.waitForLog((l) => l.msg === "Deploying" && l.service === "lonesick", 5000, mark);
+  expect(await get("/echo", host)).toMatchObject({ status: 200, backend: "lone-sick" });
+  expect(Bun.peek.status(deploying)).toBe("pending");
+  const result = await deploying;
+  expect(result.code).toBe(1);
+  expect(result.stderr).toContain(`Error: target ${app.address} failed to become healthy within 1500ms (last check: GET /up returned 500)`);
+
+  // Afterwards: same list, same state file, same answers.
+  for (let i = 0; i < 5; i++) expect(await get("/echo", host)).toMatchObject({ status: 200, backend: "lone-sick" });
+  expect((await proxy.cli(["list", "--json"])).stdout).toBe(before.stdout);
+  expect(fs.readFileSync(proxy.stateFile, "utf8")).toBe(savedBefore);
+  // And its checks still count: once /up passes again, it is healthy.
+  app.setHealth(200);
+  await waitFor("the monitor to mark the target healthy again", async () => {
+    const service = (await proxy.listJson()).find((s) => s.name === "lonesick");
+    return service?.targets.some((t) => t.address === app.address && t.state === "healthy");
+  });
+}, SLOW_TEST);
+
 test("a dead port fails the deploy naming the target and its last check", async () => {
   const host = "deadport.test";
   const good = backend("good-2");

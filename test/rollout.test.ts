@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { type Backend } from "./support/backend.ts";
 import { useProxy } from "./support/fixture.ts";
 import { Proxy } from "./support/proxy.ts";
-import { backendOf, getService, mustRun, restart, snapshot } from "./support/traffic.ts";
+import { backendOf, eventually, getService, mustRun, restart, snapshot } from "./support/traffic.ts";
 
 /** Per-test bound: generous next to the few seconds each test needs on a busy 2-core machine. */
 const TIMEOUT = 30_000;
@@ -149,6 +149,29 @@ describe("rollout on one service", () => {
     expect(canary.requests).toBe(canaryServed);
     // With the rollout targets gone, setting a split is an error again.
     expect((await proxy.cli(["rollout", "set", "ro", "--percent", "10"])).code).toBe(1);
+  }, TIMEOUT);
+});
+
+describe("a failed rollout deploy", () => {
+  test("leaves a rollout target that fails its checks but still answers exactly as it was", async () => {
+    const host = "ro-sick.test";
+    const stable = backend("ro-sick-stable");
+    const canary = backend("ro-sick-canary");
+    await mustRun(proxy, ["deploy", "rosick", "--host", host, "--target", stable.address, "--health-check-interval", "100ms"]);
+    await mustRun(proxy, ["rollout", "deploy", "rosick", "--target", canary.address]);
+    await mustRun(proxy, ["rollout", "set", "rosick", "--list", "beta"]);
+    // The lone rollout target starts failing /up; beta clients still reach it.
+    canary.setHealth(500);
+    await eventually("the canary to be unhealthy", async () => (await getService(proxy, "rosick"))?.targets.some((t) => t.role === "rollout" && t.state === "unhealthy"));
+    expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-canary");
+    const before = await snapshot(proxy);
+
+    const failed = await proxy.cli(["rollout", "deploy", "rosick", "--target", canary.address, "--deploy-timeout", "500ms"]);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain(`Error: target ${canary.address} failed to become healthy within 500ms`);
+    expect(await snapshot(proxy)).toEqual(before);
+    for (let i = 0; i < 5; i++) expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-canary");
+    expect(await noCookie(proxy, host, 5)).toEqual(new Set(["ro-sick-stable"]));
   }, TIMEOUT);
 });
 

@@ -31,8 +31,8 @@ async function deployOk(proxy: Proxy, service: string, args: string[]) {
   expect(result.code).toBe(0);
 }
 
-async function get(proxy: Proxy, pathAndQuery: string, host?: string) {
-  const res = await proxy.fetch(pathAndQuery, { host });
+async function get(proxy: Proxy, pathAndQuery: string, host?: string, headers: Record<string, string> = {}) {
+  const res = await proxy.fetch(pathAndQuery, { host, headers });
   const body = await res.text();
   return { status: res.status, backend: res.headers.get("x-backend"), body };
 }
@@ -243,6 +243,45 @@ test("when the state cannot be saved after a switch, the deploy still completes 
   expect(result.stderr).toContain("Warning: cannot save state");
   expect(result.stderr).not.toContain("Error");
   expect(await get(proxy, "/", "unsaved.test")).toMatchObject({ status: 200, backend: "unsaved-v2" });
+  expect(proxy.exitCode).toBeNull();
+}, SLOW_TEST);
+
+test("every other command that changes the state warns the same way when it cannot be saved, and its change is live", async () => {
+  const stateDir = path.join(tempDir(), "state");
+  const proxy = await startProxy({ stateDir, socket: path.join(tempDir(), "admin.sock") });
+  const host = "unsaved-all.test";
+  const active = backend("unsaved-all");
+  const spare = backend("unsaved-spare");
+  const canary = backend("unsaved-canary");
+  await deployOk(proxy, "all", ["--host", host, "--target", active.address]);
+  fs.rmSync(stateDir, { recursive: true, force: true });
+
+  const state = async () => (await proxy.listJson()).find((s) => s.name === "all");
+  const expectWarned = async (args: string[], done: string) => {
+    const result = await proxy.cli(args);
+    expect({ args, code: result.code }).toEqual({ args, code: 0 });
+    expect(result.stderr).toContain("Warning: cannot save state (");
+    expect(result.stderr).toContain("the change is live but will not survive a restart");
+    expect(result.stderr).not.toContain("Error");
+    expect(result.stderr).toContain(done);
+  };
+  await expectWarned(["pause", "all", "--max-pause", "5s"], "Paused all");
+  expect((await state())?.state).toBe("paused");
+  await expectWarned(["resume", "all"], "Resumed all");
+  await expectWarned(["stop", "all", "--message", "closed"], "Stopped all");
+  expect((await get(proxy, "/", host)).status).toBe(503);
+  await expectWarned(["resume", "all"], "Resumed all");
+  expect(await get(proxy, "/", host)).toMatchObject({ status: 200, backend: "unsaved-all" });
+  await expectWarned(["add", "all", "--target", spare.address], `Added ${spare.address} to all`);
+  await expectWarned(["rm", "all", "--target", spare.address], `Removed ${spare.address} from all`);
+  await expectWarned(["rollout", "deploy", "all", "--target", canary.address], "Rollout targets of all");
+  await expectWarned(["rollout", "set", "all", "--list", "beta"], "Rollout of all: 0% of clients plus beta");
+  expect(await get(proxy, "/", host, { cookie: "parachute-rollout=beta" })).toMatchObject({ status: 200, backend: "unsaved-canary" });
+  await expectWarned(["rollout", "stop", "all"], "Rollout of all stopped");
+  expect(await get(proxy, "/", host, { cookie: "parachute-rollout=beta" })).toMatchObject({ status: 200, backend: "unsaved-all" });
+  await expectWarned(["remove", "all"], "Removed all");
+  expect(await proxy.listJson()).toEqual([]);
+  expect(proxy.logs.filter((l) => l.msg === "Cannot save state").length).toBeGreaterThanOrEqual(9);
   expect(proxy.exitCode).toBeNull();
 }, SLOW_TEST);
 

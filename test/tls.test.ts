@@ -4,7 +4,8 @@
 // root by SNI, HTTP/2), redirects and ACME challenge paths, the certificate
 // cache (0600 files, reused after a restart without new orders), renewal
 // swapping certificates under load with no failed request, races between
-// orders and deploys, and a failing CA that leaves the HTTP side working.
+// orders and deploys, a failing CA that leaves the HTTP side working, and
+// switches between a staging and a production CA (two pebbles).
 //
 // Each describe has its own pebble and proxy, so that a failure in one
 // (e.g. an order race) cannot turn the others' results into noise.
@@ -67,6 +68,12 @@ function pebbleIssued(pebble: Pebble): number {
 function pebbleAccounts(pebble: Pebble): number {
   const counts = [...pebble.output().matchAll(/There are now (\d+) accounts/g)].map((m) => Number(m[1]));
   return Math.max(0, ...counts);
+}
+
+/** The folder of `<state-dir>/certs` that caches one ACME directory's certificates: its host, port and path. */
+function directoryFolder(directoryUrl: string): string {
+  const url = new URL(directoryUrl);
+  return `${url.host}${url.pathname}`.replace(/[^a-z0-9.-]/gi, "_");
 }
 
 function mode(file: string): number {
@@ -246,20 +253,22 @@ describe.skipIf(!pebbleAvailable())("ACME certificates from pebble", () => {
     expect((await s.https("a.test")).status).toBe(200);
   });
 
-  test("certificates and the ACME account are cached under <state-dir>/certs, private files 0600", () => {
+  test("certificates and the ACME account are cached under <state-dir>/certs (certificates per directory), private files 0600", () => {
     const certs = path.join(s.proxy.stateDir, "certs");
     expect(mode(certs) & 0o077).toBe(0);
+    const folder = path.join(certs, directoryFolder(s.pebble.directory));
+    expect(mode(folder) & 0o077).toBe(0);
     for (const host of ["a.test", "www.a.test", "b.test"]) {
-      expect(mode(path.join(certs, `${host}.key`))).toBe(0o600);
-      expect(mode(path.join(certs, `${host}.crt`))).toBe(0o600);
-      expect(fs.readFileSync(path.join(certs, `${host}.crt`), "utf8")).toContain("BEGIN CERTIFICATE");
-      expect(fs.readFileSync(path.join(certs, `${host}.key`), "utf8")).toContain("PRIVATE KEY");
+      expect(mode(path.join(folder, `${host}.key`))).toBe(0o600);
+      expect(mode(path.join(folder, `${host}.crt`))).toBe(0o600);
+      expect(fs.readFileSync(path.join(folder, `${host}.crt`), "utf8")).toContain("BEGIN CERTIFICATE");
+      expect(fs.readFileSync(path.join(folder, `${host}.key`), "utf8")).toContain("PRIVATE KEY");
     }
     expect(mode(path.join(certs, "account.key"))).toBe(0o600);
     expect(mode(path.join(certs, "account.json"))).toBe(0o600);
     expect(fs.readFileSync(path.join(certs, "account.json"), "utf8")).toContain(s.pebble.directory);
     // No temp files left behind by the atomic writes.
-    expect(fs.readdirSync(certs).filter((f) => f.includes(".tmp"))).toEqual([]);
+    expect([...fs.readdirSync(certs), ...fs.readdirSync(folder)].filter((f) => f.includes(".tmp"))).toEqual([]);
   });
 
   test("a restart reuses the cached certificates: HTTPS works at once and nothing is ordered", async () => {
@@ -285,7 +294,7 @@ describe.skipIf(!pebbleAvailable())("ACME certificates from pebble", () => {
 
   test("renewal swaps the certificate while keep-alive and new-connection clients see no error", async () => {
     const before = await peerCertificate(s.httpsPort, "a.test", s.rootPem);
-    const cachedBefore = new X509Certificate(fs.readFileSync(path.join(s.proxy.stateDir, "certs", "a.test.crt"))).serialNumber;
+    const cachedBefore = new X509Certificate(fs.readFileSync(path.join(s.proxy.stateDir, "certs", directoryFolder(s.pebble.directory), "a.test.crt"))).serialNumber;
     await s.proxy.kill("SIGKILL");
     // Same state dir and ports. Pebble's certificates last 5 years, so
     // renewing 48000 h (2000 days) ahead makes every check (each second) renew.
@@ -366,7 +375,7 @@ describe.skipIf(!pebbleAvailable())("ACME certificates from pebble", () => {
     expect(after?.authorized).toBe(true);
     expect(after?.serial).not.toBe(before.serial);
     // The renewed certificate is in the cache too.
-    const cachedAfter = new X509Certificate(fs.readFileSync(path.join(proxy.stateDir, "certs", "a.test.crt"))).serialNumber;
+    const cachedAfter = new X509Certificate(fs.readFileSync(path.join(proxy.stateDir, "certs", directoryFolder(s.pebble.directory), "a.test.crt"))).serialNumber;
     expect(cachedAfter).not.toBe(cachedBefore);
     // No request failed while the certificates were swapped.
     expect(ok).toBeGreaterThan(50);
@@ -486,5 +495,185 @@ describe.skipIf(!pebbleAvailable())("ACME failure", () => {
     expect((await s.https("f.test")).exit).toBe(60);
     expect(s.proxy.logs.some((l) => l.msg === "Certificate issued")).toBe(false);
     expect(s.proxy.exitCode).toBeNull();
+  });
+});
+
+/**
+ * An HTTP relay in front of the proxy's HTTP port for one pebble's
+ * validations: while held, a validation waits here, so that CA's order stays
+ * in flight for as long as a test needs to look at what is served meanwhile.
+ */
+function validationRelay(httpPort: number) {
+  let held = false;
+  const waiting: (() => void)[] = [];
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      if (held) await new Promise<void>((resolve) => waiting.push(resolve));
+      const url = new URL(req.url);
+      return fetch(`http://127.0.0.1:${httpPort}${url.pathname}${url.search}`, { headers: req.headers, redirect: "manual" });
+    },
+  });
+  return {
+    port: server.port!,
+    waiting: () => waiting.length,
+    hold() {
+      held = true;
+    },
+    release() {
+      held = false;
+      for (const resume of waiting.splice(0)) resume();
+    },
+    stop: () => server.stop(true),
+  };
+}
+
+describe.skipIf(!pebbleAvailable())("ACME staging and production directories", () => {
+  // Two CAs: one plays Let's Encrypt production, the other its staging
+  // directory (PARACHUTE_ACME_STAGING_DIRECTORY), each with its own root.
+  let production: Pebble;
+  let staging: Pebble;
+  let relay: ReturnType<typeof validationRelay>;
+  let proxy: Proxy;
+  let httpsPort: number;
+  const roots = { production: "", staging: "" };
+  let bothRootsFile: string;
+  let app: Backend;
+
+  beforeAll(async () => {
+    const httpPort = await freePort();
+    httpsPort = await freePort();
+    relay = validationRelay(httpPort);
+    production = await startPebble(relay.port);
+    staging = await startPebble(httpPort);
+    const apiCas = path.join(production.dir, "both-api-cas.pem");
+    fs.writeFileSync(apiCas, fs.readFileSync(production.apiCaFile, "utf8") + fs.readFileSync(staging.apiCaFile, "utf8"));
+    roots.production = await production.rootPem();
+    roots.staging = await staging.rootPem();
+    bothRootsFile = path.join(production.dir, "both-roots.pem");
+    fs.writeFileSync(bothRootsFile, roots.production + roots.staging);
+    proxy = await Proxy.start({
+      args: ["--http-port", String(httpPort), "--https-port", String(httpsPort)],
+      env: {
+        PARACHUTE_ACME_DIRECTORY: production.directory,
+        PARACHUTE_ACME_STAGING_DIRECTORY: staging.directory,
+        PARACHUTE_ACME_CA: apiCas,
+        PARACHUTE_ACME_RETRY: "1s",
+      },
+    });
+    app = backend("switch");
+  });
+
+  afterAll(async () => {
+    relay?.release();
+    await proxy?.stop();
+    await relay?.stop();
+    await production?.stop();
+    await staging?.stop();
+  });
+
+  /** Which CA's root the certificate served for `host` verifies against. */
+  async function servedFrom(host: string): Promise<string> {
+    const [fromProduction, fromStaging] = await Promise.all([
+      peerCertificate(httpsPort, host, roots.production),
+      peerCertificate(httpsPort, host, roots.staging),
+    ]);
+    if (fromProduction.authorized) return "production";
+    return fromStaging.authorized ? "staging" : `neither (${fromProduction.authorizationError})`;
+  }
+
+  /** HTTPS for `host` works, verified against either root. */
+  async function httpsWorks(host: string) {
+    const res = await curlHttps(host, httpsPort, "/echo", bothRootsFile);
+    expect({ host, exit: res.exit, status: res.status, stderr: res.stderr }).toEqual({ host, exit: 0, status: 200, stderr: "" });
+  }
+
+  function ordersSince(host: string, mark: number) {
+    return proxy.logs.slice(mark).filter((l) => (l.msg === "Requesting certificate" || l.msg === "Renewing certificate") && l.host === host);
+  }
+
+  test("switching a service from staging to production orders from production; the staging certificate serves until then", async () => {
+    const host = "switch.test";
+    let mark = proxy.logMark();
+    await deployOk(proxy, "switch", ["--target", app.address, "--host", host, "--tls", "--tls-staging"]);
+    await waitForHostLog(proxy, "Certificate issued", host, mark);
+    expect(ordersSince(host, mark).map((l) => l.directory)).toEqual([staging.directory]);
+    expect(await servedFrom(host)).toBe("staging");
+
+    // Production validations are held, so its order stays in flight.
+    relay.hold();
+    mark = proxy.logMark();
+    await deployOk(proxy, "switch", ["--target", app.address, "--host", host, "--tls"]);
+    await waitFor("production's validation to reach the relay", () => relay.waiting() > 0, { timeoutMs: ISSUE_TIMEOUT_MS });
+    expect(ordersSince(host, mark).map((l) => l.directory)).toEqual([production.directory]);
+    // No gap: the staging certificate is still served while production issues.
+    expect(await servedFrom(host)).toBe("staging");
+    await httpsWorks(host);
+
+    relay.release();
+    await waitForHostLog(proxy, "Certificate issued", host, mark);
+    expect(await servedFrom(host)).toBe("production");
+    await httpsWorks(host);
+  });
+
+  test("switching back to staging serves the cached staging certificate at once, without an order", async () => {
+    const host = "switch.test";
+    const mark = proxy.logMark();
+    const issued = pebbleIssued(staging) + pebbleIssued(production);
+    await deployOk(proxy, "switch", ["--target", app.address, "--host", host, "--tls", "--tls-staging"]);
+    expect(await servedFrom(host)).toBe("staging");
+    expect(ordersSince(host, mark)).toEqual([]);
+    expect(pebbleIssued(staging) + pebbleIssued(production)).toBe(issued);
+  });
+
+  test("a restart whose saved state switched to production orders from production, serving the staging certificate until then", async () => {
+    const host = "restored.test";
+    const restored = backend("restored");
+    let mark = proxy.logMark();
+    await deployOk(proxy, "restored", ["--target", restored.address, "--host", host, "--tls", "--tls-staging"]);
+    await waitForHostLog(proxy, "Certificate issued", host, mark);
+    expect(await servedFrom(host)).toBe("staging");
+
+    // The server is down while its state is switched to production (as a
+    // redeploy by an older version would have left it).
+    await proxy.kill("SIGTERM");
+    const state = JSON.parse(fs.readFileSync(proxy.stateFile, "utf8"));
+    state.services.find((s: { name: string }) => s.name === "restored").options.tlsStaging = false;
+    fs.writeFileSync(proxy.stateFile, JSON.stringify(state));
+    relay.hold();
+    mark = proxy.logMark();
+    await restart(proxy);
+    await waitFor("production's validation to reach the relay", () => relay.waiting() > 0, { timeoutMs: ISSUE_TIMEOUT_MS });
+    expect(ordersSince(host, mark).map((l) => l.directory)).toEqual([production.directory]);
+    expect(await servedFrom(host)).toBe("staging");
+    await httpsWorks(host);
+    // The other service's certificates came from the cache, each from its own directory.
+    expect(await servedFrom("switch.test")).toBe("staging");
+    expect(ordersSince("switch.test", mark)).toEqual([]);
+
+    relay.release();
+    await waitForHostLog(proxy, "Certificate issued", host, mark);
+    expect(await servedFrom(host)).toBe("production");
+  });
+
+  test("certificates are cached per directory; one in the old flat layout is taken over without an order", async () => {
+    const certs = path.join(proxy.stateDir, "certs");
+    for (const [directory, host] of [[staging.directory, "switch.test"], [production.directory, "switch.test"], [production.directory, "restored.test"]] as const) {
+      const folder = path.join(certs, directoryFolder(directory));
+      expect(mode(folder) & 0o077).toBe(0);
+      expect(mode(path.join(folder, `${host}.crt`))).toBe(0o600);
+      expect(mode(path.join(folder, `${host}.key`))).toBe(0o600);
+    }
+    // As an older version kept it: <certs>/<host>.crt, no directory.
+    const folder = path.join(certs, directoryFolder(production.directory));
+    for (const ext of ["crt", "key"]) fs.renameSync(path.join(folder, `restored.test.${ext}`), path.join(certs, `restored.test.${ext}`));
+    await proxy.kill("SIGKILL");
+    const mark = proxy.logMark();
+    await restart(proxy);
+    expect(await servedFrom("restored.test")).toBe("production");
+    expect(ordersSince("restored.test", mark)).toEqual([]);
+    expect(fs.existsSync(path.join(folder, "restored.test.crt"))).toBe(true);
+    expect(fs.existsSync(path.join(certs, "restored.test.crt"))).toBe(false);
   });
 });

@@ -2,7 +2,9 @@
 // validated with the same valibot schemas the CLI uses; then the registry does
 // the work. Commands that wait (deploy, add, rm, remove, pause, stop,
 // rollout deploy) answer with NDJSON: progress lines, then one result line, so
-// the CLI can show what happens while it waits.
+// the CLI can show what happens while it waits. Every command gets the
+// progress callback, because any of them may have to warn that the state
+// could not be saved.
 import { Hono, type Context } from "hono";
 import * as v from "valibot";
 import { log } from "../log.ts";
@@ -100,15 +102,15 @@ export function createAdminApp(registry: Registry) {
     });
   command("/deploy", DeployRequest, (r, p) => registry.deploy(r, p));
 
-  command("/remove", ServiceRequest, (r) => registry.remove(r));
+  command("/remove", ServiceRequest, (r, p) => registry.remove(r, p));
   command("/add", TargetsRequest, (r, p) => registry.add(r, p));
   command("/rm", TargetsRequest, (r, p) => registry.rm(r, p));
-  command("/pause", PauseRequest, (r) => registry.pause(r));
-  command("/stop", StopRequest, (r) => registry.stop(r));
-  command("/resume", ServiceRequest, (r) => registry.resume(r));
+  command("/pause", PauseRequest, (r, p) => registry.pause(r, p));
+  command("/stop", StopRequest, (r, p) => registry.stop(r, p));
+  command("/resume", ServiceRequest, (r, p) => registry.resume(r, p));
   command("/rollout/deploy", TargetsRequest, (r, p) => registry.rolloutDeploy(r, p));
-  command("/rollout/set", RolloutSetRequest, (r) => registry.rolloutSet(r));
-  command("/rollout/stop", ServiceRequest, (r) => registry.rolloutStop(r));
+  command("/rollout/set", RolloutSetRequest, (r, p) => registry.rolloutSet(r, p));
+  command("/rollout/stop", ServiceRequest, (r, p) => registry.rolloutStop(r, p));
 
   app.notFound((c) => c.json({ error: `unknown admin endpoint ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => c.json({ error: errorMessage(error) }, 500));

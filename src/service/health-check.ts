@@ -2,7 +2,7 @@
 // is healthy. A HealthCheck runs on an interval until stopped and reports
 // every change of health to its owner.
 import { formatDuration } from "../values.ts";
-import type { Target, TargetHealth } from "./target.ts";
+import type { TargetHealth } from "./target.ts";
 
 export interface HealthCheckConfig {
   path: string;
@@ -10,6 +10,16 @@ export interface HealthCheckConfig {
   timeoutMs: number;
   port?: number;
   host?: string;
+}
+
+/**
+ * What a check reads and updates: a live target itself, or a deploy's own
+ * record of one (so that checking a target does not change how it serves).
+ */
+export interface Checked {
+  readonly address: string;
+  health: TargetHealth;
+  lastCheck: string;
 }
 
 export interface CheckResult {
@@ -25,7 +35,7 @@ function describeFailure(error: unknown, path: string, timeoutMs: number): strin
   return `GET ${path} failed: ${reason}`;
 }
 
-export async function checkOnce(target: Target, config: HealthCheckConfig): Promise<CheckResult> {
+export async function checkOnce(target: Pick<Checked, "address">, config: HealthCheckConfig): Promise<CheckResult> {
   const hostPart = target.address.slice(0, target.address.lastIndexOf(":"));
   const port = config.port ?? Number(target.address.slice(target.address.lastIndexOf(":") + 1));
   const headers: Record<string, string> = { "user-agent": "parachute-health-check" };
@@ -45,7 +55,7 @@ export async function checkOnce(target: Target, config: HealthCheckConfig): Prom
   }
 }
 
-export type HealthListener = (target: Target, health: TargetHealth, previous: TargetHealth, result: CheckResult) => void;
+export type HealthListener = (target: Checked, health: TargetHealth, previous: TargetHealth, result: CheckResult) => void;
 
 /** Periodic checks for one target. The first result always counts as a change from `adding`. */
 export class HealthCheck {
@@ -53,7 +63,7 @@ export class HealthCheck {
   private stopped = false;
 
   constructor(
-    readonly target: Target,
+    readonly target: Checked,
     private config: HealthCheckConfig,
     private readonly onChange: HealthListener,
   ) {}

@@ -10,7 +10,7 @@ import { CertificateError, loadCustomCertificate, type Certificate } from "../tl
 import type { CertificateManager } from "../tls/manager.ts";
 import { formatDuration } from "../values.ts";
 import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
-import { HealthCheck, type HealthCheckConfig } from "./health-check.ts";
+import { HealthCheck, type Checked, type HealthCheckConfig } from "./health-check.ts";
 import { RolloutSplit } from "./rollout.ts";
 import { Service, type ServiceOptions } from "./service.ts";
 import { Target } from "./target.ts";
@@ -37,6 +37,11 @@ export interface ServiceView {
   message?: string;
   targets: { address: string; state: string; role: "writer" | "reader" | "rollout" | "draining" | "adding" }[];
   rollout?: { percent: number; list: string[] };
+}
+
+/** Targets that passed their checks (or were forced), marked as the command switches to them. */
+function markHealthy(targets: Target[]) {
+  for (const target of targets) target.health = "healthy";
 }
 
 export class Registry implements GaugeSource {
@@ -108,10 +113,11 @@ export class Registry implements GaugeSource {
     // 2. Health-check every new target until each has passed once.
     const writers = this.targetsFor(existing, request.targets);
     const readers = this.targetsFor(existing, request.readTargets.filter((t) => !request.targets.includes(t)));
-    await this.admit(name, [...writers, ...readers], existing, options.healthCheck, request.deployTimeout, request.force, progress);
+    const admitted = await this.admit(name, [...writers, ...readers], existing, options.healthCheck, request.deployTimeout, request.force, progress);
 
     // Hosts may have been claimed by another service while we waited.
     this.checkConflicts(name, options);
+    markHealthy(admitted);
 
     // 3. Atomic switch: from here on new requests go to the new targets only.
     let service = existing;
@@ -224,14 +230,16 @@ export class Registry implements GaugeSource {
     return [...new Set(addresses)].map((address) => service?.find(address) ?? new Target(address));
   }
 
-  /** Health-checks the targets that are not already serving healthily (or trusts them with --force). */
-  private async admit(name: string, targets: Target[], service: Service | undefined, config: HealthCheckConfig, timeoutMs: number, force: boolean, progress: Progress) {
+  /**
+   * Health-checks the targets that are not already serving healthily (or
+   * trusts them with --force) and returns them. Nothing about them changes
+   * here: the caller marks them healthy as it switches to them, so a command
+   * that fails leaves every target as it was.
+   */
+  private async admit(name: string, targets: Target[], service: Service | undefined, config: HealthCheckConfig, timeoutMs: number, force: boolean, progress: Progress): Promise<Target[]> {
     const live = service?.live ?? [];
     const fresh = targets.filter((t) => !(live.includes(t) && t.health === "healthy"));
-    if (force) {
-      for (const target of fresh) target.health = "healthy";
-      return;
-    }
+    if (force) return fresh;
     const shown = fresh.filter((t) => !live.includes(t));
     for (const target of shown) service?.adding.add(target);
     try {
@@ -239,25 +247,27 @@ export class Registry implements GaugeSource {
     } finally {
       for (const target of shown) service?.adding.delete(target);
     }
+    return fresh;
   }
 
   /**
    * Checks each target every interval until all have passed once, printing
    * each change. Fails after `timeoutMs` naming every target still failing.
+   * The checks update a record of their own, not the target: a live target
+   * that is failing keeps its state (and its traffic) while it is re-checked.
    */
   private async waitHealthy(service: string, targets: Target[], config: HealthCheckConfig, timeoutMs: number, progress: Progress) {
     if (targets.length === 0) return;
-    for (const target of targets) {
-      target.health = "adding";
-      target.lastCheck = "not checked yet";
-      progress(`Target ${target.address}: adding, checking GET ${config.path} every ${formatDuration(config.intervalMs)}`);
+    const probes: Checked[] = targets.map((t) => ({ address: t.address, health: "adding", lastCheck: "not checked yet" }));
+    for (const probe of probes) {
+      progress(`Target ${probe.address}: adding, checking GET ${config.path} every ${formatDuration(config.intervalMs)}`);
     }
     const checks: HealthCheck[] = [];
-    const lastReported = new Map<Target, string>();
+    const lastReported = new Map<Checked, string>();
     const allHealthy = new Promise<void>((resolve) => {
-      const pending = new Set(targets);
-      for (const target of targets) {
-        const check = new HealthCheck(target, config, (t, health, _previous, result) => {
+      const pending = new Set(probes);
+      for (const probe of probes) {
+        const check = new HealthCheck(probe, config, (t, health, _previous, result) => {
           if (health === "healthy") {
             progress(`Target ${t.address}: healthy (${result.description})`);
             log.info("Target health changed", { service, target: t.address, from: "adding", to: "healthy", check: result.description });
@@ -278,7 +288,7 @@ export class Registry implements GaugeSource {
     clearTimeout(timer);
     for (const check of checks) check.stop();
     if (outcome !== "timeout") return;
-    const failing = targets.filter((t) => t.health !== "healthy");
+    const failing = probes.filter((t) => t.health !== "healthy");
     const lines = failing.map(
       (t) => `target ${t.address} failed to become healthy within ${formatDuration(timeoutMs)} (last check: ${t.lastCheck})`,
     );
@@ -288,14 +298,14 @@ export class Registry implements GaugeSource {
 
   // ---------------------------------------------------------------- remove
 
-  remove(request: ServiceRequest): Promise<void> {
+  remove(request: ServiceRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       this.services.delete(service.name);
       this.pages.delete(service.name);
       this.customCertificates.delete(service.name);
       this.rebuildRouter();
-      this.persist();
+      this.persist(progress);
       service.dispose();
       service.pause.resume(); // requests waiting in a pause are answered now (404 from here on)
       log.info("Service removed", { service: service.name });
@@ -319,8 +329,9 @@ export class Registry implements GaugeSource {
       const present = request.targets.filter((a) => service.targets.some((t) => t.address === a));
       if (present.length) throw new CommandError(`target ${present.join(", ")} is already in service ${service.name}`);
       const added = this.targetsFor(service, request.targets);
-      await this.admit(service.name, added, service, service.options.healthCheck, request.deployTimeout, false, progress);
+      const admitted = await this.admit(service.name, added, service, service.options.healthCheck, request.deployTimeout, false, progress);
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
+      markHealthy(admitted);
       const old = service.cutover({ writers: [...service.targets, ...added] });
       this.persist(progress);
       log.info("Targets added", { service: service.name, targets: request.targets });
@@ -349,31 +360,31 @@ export class Registry implements GaugeSource {
 
   // ---------------------------------------------------------------- maintenance
 
-  pause(request: PauseRequest): Promise<void> {
+  pause(request: PauseRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.pause(request.maxPause);
-      this.persist();
+      this.persist(progress);
       log.info("Service paused", { service: service.name, max_pause_ms: request.maxPause });
       await service.drainInFlight(request.drainTimeout);
     });
   }
 
-  stop(request: StopRequest): Promise<void> {
+  stop(request: StopRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.stop(request.message);
-      this.persist();
+      this.persist(progress);
       log.info("Service stopped", { service: service.name, message: request.message });
       await service.drainInFlight(request.drainTimeout);
     });
   }
 
-  resume(request: ServiceRequest): Promise<void> {
+  resume(request: ServiceRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.resume();
-      this.persist();
+      this.persist(progress);
       log.info("Service resumed", { service: service.name });
     });
   }
@@ -385,8 +396,9 @@ export class Registry implements GaugeSource {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       const targets = this.targetsFor(service, request.targets);
-      await this.admit(service.name, targets, service, service.options.healthCheck, request.deployTimeout, false, progress);
+      const admitted = await this.admit(service.name, targets, service, service.options.healthCheck, request.deployTimeout, false, progress);
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
+      markHealthy(admitted);
       const old = service.cutover({ rollout: targets });
       this.persist(progress);
       log.info("Rollout deployed", { service: service.name, targets: request.targets });
@@ -394,25 +406,25 @@ export class Registry implements GaugeSource {
     });
   }
 
-  rolloutSet(request: RolloutSetRequest): Promise<void> {
+  rolloutSet(request: RolloutSetRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       if (!service.rolloutTargets) {
         throw new CommandError(`service ${service.name} has no rollout targets (run "parachute rollout deploy" first)`);
       }
       service.split = new RolloutSplit(request.percent, [...new Set(request.list)]);
-      this.persist();
+      this.persist(progress);
       log.info("Rollout split set", { service: service.name, percent: request.percent, list: request.list });
     });
   }
 
-  rolloutStop(request: ServiceRequest): Promise<void> {
+  rolloutStop(request: ServiceRequest, progress: Progress): Promise<void> {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       if (!service.rolloutTargets) throw new CommandError(`service ${service.name} has no rollout in progress`);
       const old = service.cutover({ rollout: null });
       service.split = new RolloutSplit();
-      this.persist();
+      this.persist(progress);
       log.info("Rollout stopped", { service: service.name });
       await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
     });
@@ -481,15 +493,16 @@ export class Registry implements GaugeSource {
   /**
    * Saves the routing state. Called once a change is live, so a failure (a
    * full disk) does not undo or fail the change: traffic already follows it.
-   * It is logged, and told to the waiting client as a warning.
+   * It is logged, and told to the waiting client as a warning: every command
+   * that changes the state passes its progress here.
    */
-  persist(progress?: Progress) {
+  private persist(progress: Progress) {
     try {
       this.store.save(this.snapshot());
     } catch (error) {
       const reason = (error as Error).message;
       log.error("Cannot save state", { file: this.store.file, error: reason });
-      progress?.(`Warning: cannot save state (${reason}): the change is live but will not survive a restart`);
+      progress(`Warning: cannot save state (${reason}): the change is live but will not survive a restart`);
     }
   }
 

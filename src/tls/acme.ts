@@ -10,6 +10,8 @@ import { writePrivate } from "./certificates.ts";
 export interface AcmeSettings {
   /** Overrides the directory for every non-staging service (PARACHUTE_ACME_DIRECTORY). */
   directoryUrl?: string;
+  /** Overrides the directory for `--tls-staging` services (PARACHUTE_ACME_STAGING_DIRECTORY). */
+  stagingDirectoryUrl?: string;
   /** A PEM file of CA certificates to trust for the ACME server's own HTTPS (PARACHUTE_ACME_CA). */
   caFile?: string;
   /** Contact address for the account (PARACHUTE_ACME_EMAIL). */
@@ -37,7 +39,7 @@ export class AcmeIssuer {
   }
 
   directoryFor(staging: boolean): string {
-    if (staging) return acme.directory.letsencrypt.staging;
+    if (staging) return this.settings.stagingDirectoryUrl ?? acme.directory.letsencrypt.staging;
     return this.settings.directoryUrl ?? acme.directory.letsencrypt.production;
   }
 
@@ -95,13 +97,13 @@ export class AcmeIssuer {
   }
 
   /**
-   * Orders a certificate for one host; resolves with its PEM chain and key.
+   * Orders a certificate for one host from one directory (see
+   * `directoryFor`); resolves with its PEM chain and key.
    * An account the CA no longer knows (a reset test CA, a deleted account) is
    * forgotten and registered again once; a failure is explained in terms an
    * operator can act on.
    */
-  async issue(host: string, staging: boolean): Promise<{ cert: string; key: string }> {
-    const directoryUrl = this.directoryFor(staging);
+  async issue(host: string, directoryUrl: string): Promise<{ cert: string; key: string }> {
     try {
       return await this.order(host, directoryUrl);
     } catch (error) {

@@ -1,6 +1,6 @@
 // The certificate store: one certificate per host, from ACME or from the
-// operator's own files, cached on disk under <state-dir>/certs (0600), and
-// the SNI entries the HTTPS listener is built from.
+// operator's own files; ACME ones cached on disk under <state-dir>/certs
+// (0600), per ACME directory.
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -11,6 +11,8 @@ export interface Certificate {
   key: string;
   notAfter: Date;
   source: "acme" | "custom";
+  /** For ACME: the directory (CA) that issued it, when known. */
+  directory?: string;
 }
 
 export class CertificateError extends Error {}
@@ -84,35 +86,90 @@ export async function fallbackCertificate(): Promise<{ cert: string; key: string
   return { cert: cert.toString("pem"), key: x509.PemConverter.encode(pkcs8, "PRIVATE KEY") };
 }
 
-/** ACME certificates cached on disk, one pair of files per host. */
+/**
+ * ACME certificates cached on disk, one pair of files per host and ACME
+ * directory, so that a host's staging and production certificates are kept
+ * apart and each is loaded only for the directory (CA) that issued it. Each
+ * directory has a folder named after its host, port and path
+ * (`<certs>/acme-v02.api.letsencrypt.org_directory/<host>.crt`).
+ */
 export class CertificateCache {
   constructor(readonly dir: string) {}
 
-  private files(host: string) {
+  private folder(directory: string): string {
+    const url = new URL(directory);
+    return path.join(this.dir, `${url.host}${url.pathname}`.replace(/[^a-z0-9.-]/gi, "_"));
+  }
+
+  private files(folder: string, host: string) {
     const safe = host.replace(/[^a-z0-9.-]/gi, "_");
-    return { cert: path.join(this.dir, `${safe}.crt`), key: path.join(this.dir, `${safe}.key`) };
+    return { cert: path.join(folder, `${safe}.crt`), key: path.join(folder, `${safe}.key`) };
   }
 
   ensureDir() {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
   }
 
-  load(host: string): Certificate | undefined {
-    const files = this.files(host);
-    try {
-      const cert = fs.readFileSync(files.cert, "utf8");
-      const key = fs.readFileSync(files.key, "utf8");
-      return { cert, key, notAfter: certificateExpiry(cert), source: "acme" };
-    } catch {
-      return undefined;
-    }
+  load(host: string, directory: string): Certificate | undefined {
+    return read(this.files(this.folder(directory), host), directory) ?? this.takeOver(host, directory);
   }
 
-  save(host: string, cert: string, key: string) {
+  /**
+   * Versions before the per-directory folders kept one pair per host in
+   * `<certs>` itself, with no record of its directory. The first directory
+   * that asks for the host is the one its restored service uses (normally
+   * the one the pair was ordered from), so it takes the pair over: moved
+   * into its folder, it is not ordered again, and no other directory can
+   * take it too.
+   */
+  private takeOver(host: string, directory: string): Certificate | undefined {
+    const legacy = this.files(this.dir, host);
+    const found = read(legacy, directory);
+    if (!found) return undefined;
+    const folder = this.folder(directory);
+    const moved = this.files(folder, host);
+    try {
+      fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
+      fs.renameSync(legacy.key, moved.key);
+      fs.renameSync(legacy.cert, moved.cert);
+    } catch {
+      // Served from where it is; the move is tried again at the next load.
+    }
+    return found;
+  }
+
+  /** The host's certificates cached for other directories (unknown URLs), e.g. to serve while this one issues. */
+  others(host: string, directory: string): Certificate[] {
+    const own = this.folder(directory);
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(this.dir, { withFileTypes: true });
+    } catch {
+      return [];
+    }
+    return entries
+      .filter((entry) => entry.isDirectory() && path.join(this.dir, entry.name) !== own)
+      .map((entry) => read(this.files(path.join(this.dir, entry.name), host), undefined))
+      .filter((c): c is Certificate => c !== undefined);
+  }
+
+  save(host: string, directory: string, cert: string, key: string) {
     this.ensureDir();
-    const files = this.files(host);
+    const folder = this.folder(directory);
+    fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
+    const files = this.files(folder, host);
     writePrivate(files.key, key);
     writePrivate(files.cert, cert);
+  }
+}
+
+function read(files: { cert: string; key: string }, directory: string | undefined): Certificate | undefined {
+  try {
+    const cert = fs.readFileSync(files.cert, "utf8");
+    const key = fs.readFileSync(files.key, "utf8");
+    return { cert, key, notAfter: certificateExpiry(cert), source: "acme", ...(directory ? { directory } : {}) };
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,7 +1,7 @@
 // Keeps one certificate per TLS host: custom certificates as deployed, ACME
-// certificates from the disk cache or issued in the background, renewed before
-// they expire. Whenever the set of certificates changes, `onChange` rebuilds
-// the HTTPS listener.
+// certificates from the disk cache or issued in the background (each only for
+// the directory that issued it), renewed before they expire. Whenever the set
+// of certificates changes, `onChange` rebuilds the HTTPS listener.
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
@@ -27,17 +27,19 @@ export const DEFAULT_RENEWAL: RenewalSettings = {
 
 interface Wanted {
   host: string;
-  staging: boolean;
+  /** The ACME directory its certificate must come from (unused with a custom certificate). */
+  directory: string;
   custom?: Certificate;
 }
 
 export class CertificateManager {
   private readonly certs = new Map<string, Certificate>();
   private wanted = new Map<string, Wanted>();
+  /** The order running for each host (one at a time per host, whatever its directory). */
   private readonly issuing = new Map<string, Promise<void>>();
-  /** Failed attempts in a row per host (for the backoff), and the pending retry. */
+  /** Failed attempts in a row per host (for the backoff), and the pending retry with its directory. */
   private readonly attempts = new Map<string, number>();
-  private readonly retries = new Map<string, ReturnType<typeof setTimeout>>();
+  private readonly retries = new Map<string, { directory: string; timer: ReturnType<typeof setTimeout> }>();
   private readonly waiters = new Map<string, ((issued: boolean) => void)[]>();
   private renewTimer: ReturnType<typeof setInterval> | undefined;
   onChange: () => void = () => {};
@@ -54,7 +56,7 @@ export class CertificateManager {
 
   stop() {
     clearInterval(this.renewTimer);
-    for (const timer of this.retries.values()) clearTimeout(timer);
+    for (const retry of this.retries.values()) clearTimeout(retry.timer);
   }
 
   /** The certificates to serve, by host. */
@@ -106,7 +108,8 @@ export class CertificateManager {
     for (const service of services) {
       if (!service.options.tls) continue;
       const custom = customs.get(service.name);
-      for (const host of service.options.hosts) wanted.set(host, { host, staging: service.options.tlsStaging, custom });
+      const directory = this.issuer.directoryFor(service.options.tlsStaging);
+      for (const host of service.options.hosts) wanted.set(host, { host, directory, custom });
     }
     this.wanted = wanted;
     let changed = false;
@@ -125,19 +128,40 @@ export class CertificateManager {
         }
         continue;
       }
-      if (current?.source === "acme") continue;
-      const cached = this.cache.load(want.host);
-      if (cached && cached.notAfter.getTime() > Date.now()) {
-        this.certs.set(want.host, cached);
-        changed = true;
-        if (this.dueForRenewal(cached)) this.issueInBackground(want);
-      } else {
-        if (current) this.certs.delete(want.host);
-        changed ||= Boolean(current);
-        this.issueInBackground(want);
-      }
+      if (this.syncAcme(want, current)) changed = true;
     }
     if (changed) this.changed();
+  }
+
+  /** Serves the wanted directory's certificate for the host, ordering it if needed; true if what is served changed. */
+  private syncAcme(want: Wanted, current: Certificate | undefined): boolean {
+    if (current?.source === "acme" && current.directory === want.directory) return false;
+    const cached = this.cache.load(want.host, want.directory);
+    if (cached && isValid(cached)) {
+      this.certs.set(want.host, cached);
+      if (this.dueForRenewal(cached)) this.issueInBackground(want);
+      return true;
+    }
+    const standIn = this.standIn(want, current);
+    this.issueInBackground(want);
+    if (standIn === current) return false;
+    if (standIn) this.certs.set(want.host, standIn);
+    else this.certs.delete(want.host);
+    return true;
+  }
+
+  /**
+   * Another directory's certificate for the host (staging for production or
+   * the other way round), served until the wanted directory has issued its
+   * own, so that a switch leaves no gap. A custom certificate the service
+   * dropped is not one.
+   */
+  private standIn(want: Wanted, current: Certificate | undefined): Certificate | undefined {
+    if (current?.source === "acme" && isValid(current)) return current;
+    return this.cache
+      .others(want.host, want.directory)
+      .filter(isValid)
+      .sort((a, b) => b.notAfter.getTime() - a.notAfter.getTime())[0];
   }
 
   private changed() {
@@ -146,9 +170,10 @@ export class CertificateManager {
     for (const host of this.certs.keys()) this.wake(host, true);
   }
 
-  private wantsAcme(host: string): boolean {
+  /** The directory the host wants an ACME certificate from; undefined if it wants none (gone, or custom). */
+  private wantedDirectory(host: string): string | undefined {
     const want = this.wanted.get(host);
-    return Boolean(want && !want.custom);
+    return want && !want.custom ? want.directory : undefined;
   }
 
   private dueForRenewal(cert: Certificate): boolean {
@@ -163,47 +188,90 @@ export class CertificateManager {
   }
 
   private issueInBackground(want: Wanted) {
-    if (this.issuing.has(want.host) || this.retries.has(want.host)) return;
-    const renewing = this.certs.has(want.host);
-    log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host: want.host, directory: this.issuer.directoryFor(want.staging) });
+    const { host, directory } = want;
+    // An order for another directory that is still running is followed by
+    // this one when it ends (see `followUp`).
+    if (this.issuing.has(host)) return;
+    const retry = this.retries.get(host);
+    if (retry?.directory === directory) return;
+    // The backoff was for a directory the host no longer wants: order now.
+    if (retry) this.cancelRetry(host);
+    const renewing = this.certs.get(host)?.directory === directory;
+    log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host, directory });
     const work = this.issuer
-      .issue(want.host, want.staging)
-      .then(({ cert, key }) => {
-        this.attempts.delete(want.host);
-        // Other deploys re-sync the wanted set while an order runs; what
-        // matters is that the host still wants an ACME certificate.
-        if (!this.wantsAcme(want.host)) return;
-        this.cache.save(want.host, cert, key);
-        const notAfter = certificateExpiry(cert);
-        this.certs.set(want.host, { cert, key, notAfter, source: "acme" });
-        log.info(renewing ? "Certificate renewed" : "Certificate issued", { host: want.host, not_after: notAfter.toISOString() });
-        this.changed();
-      })
-      .catch((error: unknown) => {
-        // Back off exponentially: CAs rate-limit failed validations, and a
-        // tight loop would only make things worse.
-        const attempts = (this.attempts.get(want.host) ?? 0) + 1;
-        this.attempts.set(want.host, attempts);
-        const delay = Math.min(this.renewal.backoffMs * 2 ** (attempts - 1), this.renewal.maxBackoffMs);
-        log.error("Certificate request failed", {
-          host: want.host,
-          reason: (error as Error)?.message ?? String(error),
-          attempt: attempts,
-          retry_in: formatDuration(delay),
-        });
-        this.wake(want.host, false);
-        const timer = setTimeout(() => {
-          this.retries.delete(want.host);
-          const current = this.wanted.get(want.host);
-          if (current && this.wantsAcme(want.host)) this.issueInBackground(current);
-          else this.attempts.delete(want.host);
-        }, delay);
-        this.retries.set(want.host, timer);
-      })
+      .issue(host, directory)
+      .then(({ cert, key }) => this.issued(want, cert, key, renewing))
+      .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
-        this.issuing.delete(want.host);
-        this.wake(want.host, this.certs.has(want.host));
+        this.issuing.delete(host);
+        this.wake(host, this.certs.has(host));
+        this.followUp(host, directory);
       });
-    this.issuing.set(want.host, work);
+    this.issuing.set(host, work);
   }
+
+  private issued(want: Wanted, cert: string, key: string, renewing: boolean) {
+    const { host, directory } = want;
+    this.attempts.delete(host);
+    // Cached even if the host wants another directory now: a switch back finds it.
+    try {
+      this.cache.save(host, directory, cert, key);
+    } catch (error) {
+      log.error("Cannot cache certificate; serving it anyway", { host, error: (error as Error).message });
+    }
+    // Other deploys re-sync the wanted set while an order runs; what
+    // matters is that the host still wants a certificate from this directory.
+    if (this.wantedDirectory(host) !== directory) return;
+    const notAfter = certificateExpiry(cert);
+    this.certs.set(host, { cert, key, notAfter, source: "acme", directory });
+    log.info(renewing ? "Certificate renewed" : "Certificate issued", { host, not_after: notAfter.toISOString() });
+    this.changed();
+  }
+
+  private failed(want: Wanted, error: unknown) {
+    const { host, directory } = want;
+    const reason = (error as Error)?.message ?? String(error);
+    this.wake(host, false);
+    if (this.wantedDirectory(host) !== directory) {
+      // Nobody wants this directory's certificate any more: no retry.
+      this.attempts.delete(host);
+      log.error("Certificate request failed", { host, directory, reason });
+      return;
+    }
+    // Back off exponentially: CAs rate-limit failed validations, and a
+    // tight loop would only make things worse.
+    const attempts = (this.attempts.get(host) ?? 0) + 1;
+    this.attempts.set(host, attempts);
+    const delay = Math.min(this.renewal.backoffMs * 2 ** (attempts - 1), this.renewal.maxBackoffMs);
+    log.error("Certificate request failed", { host, directory, reason, attempt: attempts, retry_in: formatDuration(delay) });
+    const timer = setTimeout(() => {
+      this.retries.delete(host);
+      const current = this.wanted.get(host);
+      if (current && !current.custom) this.issueInBackground(current);
+      else this.attempts.delete(host);
+    }, delay);
+    this.retries.set(host, { directory, timer });
+  }
+
+  private cancelRetry(host: string) {
+    clearTimeout(this.retries.get(host)?.timer);
+    this.retries.delete(host);
+    this.attempts.delete(host);
+  }
+
+  /**
+   * After an order for a directory the host no longer wants (the service
+   * switched between staging and production meanwhile), orders from the
+   * wanted one, unless its certificate came from the cache meanwhile.
+   */
+  private followUp(host: string, directory: string) {
+    const want = this.wanted.get(host);
+    if (!want || want.custom || want.directory === directory) return;
+    if (this.certs.get(host)?.directory === want.directory) return;
+    this.issueInBackground(want);
+  }
+}
+
+function isValid(cert: Certificate): boolean {
+  return cert.notAfter.getTime() > Date.now();
 }

@@ -40,7 +40,12 @@ function emit(level: Level, msg: string, fields?: Fields) {
   if (level === "debug" && !debugEnabled) return;
   // The fixed fields first, then the caller's, without copying the caller's object.
   const rest = fields ? JSON.stringify(fields) : "{}";
-  pending += `{"time":"${now()}","level":"${level}","msg":${JSON.stringify(msg)}${rest.length > 2 ? "," : ""}${rest.slice(1)}\n`;
+  write(level, msg, rest.slice(1, -1));
+}
+
+/** Queues one line; `fieldsText` is the caller's fields as JSON members (`"a":1,"b":"x"`), or "". */
+function write(level: Level, msg: string, fieldsText: string) {
+  pending += `{"time":"${now()}","level":"${level}","msg":${JSON.stringify(msg)}${fieldsText ? "," : ""}${fieldsText}}\n`;
   if (pending.length > FLUSH_BYTES) return flush();
   if (!scheduled) {
     scheduled = true;
@@ -59,6 +64,8 @@ export const log = {
   info: (msg: string, fields?: Fields) => emit("info", msg, fields),
   warn: (msg: string, fields?: Fields) => emit("warn", msg, fields),
   error: (msg: string, fields?: Fields) => emit("error", msg, fields),
+  /** An info line whose fields the caller has already written as JSON members. */
+  infoLine: (msg: string, fieldsText: string) => write("info", msg, fieldsText),
   /** Writes everything queued now; used before exit. */
   flush,
 };

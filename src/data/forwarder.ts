@@ -5,7 +5,7 @@
 // until its reply has been written, so draining waits for downloads too.
 import type { Fields } from "../http/fields.ts";
 import { BodyTooLarge, bufferBody, type BufferedBody } from "../proxy/buffer.ts";
-import { withoutHopByHop } from "../proxy/headers.ts";
+import { stripHopByHop, type UpstreamHeaders } from "../proxy/headers.ts";
 import { DrainCancelled, TargetLeaving, type InFlight, type Target } from "../service/target.ts";
 import type { BodySource } from "./body.ts";
 import type { Reply, SentOutcome } from "./reply.ts";
@@ -27,8 +27,8 @@ export interface Forward {
   target: Target;
   /** Path and raw query for the target (after prefix stripping). */
   pathAndQuery: string;
-  /** The request headers for the target. */
-  fields: Fields;
+  /** The request's header lines for the target (without body framing). */
+  headers: UpstreamHeaders;
   timeoutMs: number;
   buffering?: Buffering;
   /** Called once the reply is done, with what was sent; not called for a failure (see ForwardFailure). */
@@ -52,75 +52,103 @@ function classify(error: unknown): ForwardFailure {
   if (error instanceof ClientGone) return { failed: 499, reason: "client disconnected" };
   if (error instanceof MalformedBody) return { failed: 400, reason: `malformed request body: ${(error as Error).message}` };
   if (error instanceof BodyTooLarge) return { failed: 413, reason: "request body too large" };
+  if (error instanceof ResponseTooLarge) return { failed: 502, reason: "response body too large" };
   if (error instanceof TargetFailed) return { failed: 502, reason: error.message };
   return { failed: 502, reason: `target failed: ${(error as Error)?.message ?? "unknown error"}` };
 }
 
-function requestHead(method: string, pathAndQuery: string, fields: Fields): Uint8Array {
-  return Buffer.from(`${method} ${pathAndQuery} HTTP/1.1\r\n${fields.serialize()}\r\n`, "latin1");
+/** The request head for the target; `framing` is a Content-Length or Transfer-Encoding line, or "". */
+function requestHead(method: string, pathAndQuery: string, headers: UpstreamHeaders, framing: string): Uint8Array {
+  return Buffer.from(`${method} ${pathAndQuery} HTTP/1.1\r\n${headers.lines}${framing}\r\n`, "latin1");
 }
 
-export async function forward(pool: UpstreamPool, f: Forward): Promise<Reply | ForwardFailure> {
-  const { req, target, fields } = f;
-  let cancel: (reason: Error) => void = () => {};
-  const flight: InFlight = { websocket: req.websocket, cancel: (reason) => cancel(reason) };
+/**
+ * Sends the request and calls `respond` once with the Reply (or the failure).
+ * Without buffering nothing here waits for the event loop: the reply is
+ * handed on from the target socket's own callback.
+ */
+export function forward(pool: UpstreamPool, f: Forward, respond: (result: Reply | ForwardFailure) => void) {
+  const { req, target } = f;
+  const exchange: Exchange = { cancel: () => {} };
+  const flight: InFlight = { websocket: req.websocket, cancel: (reason) => exchange.cancel(reason) };
   const finish = target.begin(flight);
-
-  let body: BodySource | null = req.body;
-  let buffered: BufferedBody | undefined;
-  if (f.buffering?.requests && body) {
-    const gone = new Promise<never>((_, reject) => (cancel = reject));
-    try {
-      buffered = await Promise.race([bufferBody(body, f.buffering.memory, f.buffering.maxRequestBody), gone]);
-    } catch (error) {
-      body.cancel(error as Error);
-      finish();
-      return classify(error);
-    }
-    body = buffered.source;
-    fields.set("Content-Length", String(buffered.size));
-  }
-  const chunked = body !== null && body.length === undefined;
-  if (chunked) fields.set("Transfer-Encoding", "chunked");
-
-  const exchange = new UpstreamExchange(pool, target.address, {
-    method: req.method,
-    head: requestHead(req.method, f.pathAndQuery, fields),
-    body,
-    chunked,
-    timeoutMs: f.timeoutMs,
-    retryable: body === null && IDEMPOTENT.has(req.method),
-  });
-  cancel = (reason) => exchange.cancel(reason);
-  const forgetClient = req.gone.on((reason) => cancel(reason));
-  let response: UpstreamResponse;
-  try {
-    response = await exchange.send();
-  } catch (error) {
+  const forgetClient = req.gone.on((reason) => exchange.cancel(reason));
+  let over = false;
+  const failed = (error: unknown) => {
+    if (over) return;
+    over = true;
     forgetClient();
-    buffered?.dispose();
     finish();
-    return classify(error);
-  }
-  buffered?.dispose();
+    respond(classify(error));
+  };
+  if (!f.buffering?.requests || !req.body) return send(pool, f, req.body, exchange, { finish, forgetClient, failed }, respond);
 
+  const body = req.body;
+  exchange.cancel = (reason) => {
+    body.cancel(reason);
+    failed(reason);
+  };
+  bufferBody(body, f.buffering.memory, f.buffering.maxRequestBody).then((buffered) => {
+    if (over) return buffered.dispose();
+    send(pool, f, buffered.source, exchange, { finish, forgetClient, failed }, respond, buffered);
+  }, failed);
+}
+
+/** How the exchange in progress is stopped (by the drain deadline or the client leaving); set as the forward goes on. */
+interface Exchange {
+  cancel(reason: Error): void;
+}
+
+interface Ending {
+  /** The target's in-flight count is released. */
+  finish(): void;
+  forgetClient(): void;
+  failed(error: unknown): void;
+}
+
+function send(pool: UpstreamPool, f: Forward, body: BodySource | null, exchange: Exchange, ending: Ending, respond: (result: Reply | ForwardFailure) => void, buffered?: BufferedBody) {
+  const { req, target } = f;
+  const chunked = body !== null && body.length === undefined;
+  // A client's Content-Length is among the header lines; a buffered chunked upload gets one.
+  const framing = chunked ? "Transfer-Encoding: chunked\r\n" : body && !req.headers.has("content-length") ? `Content-Length: ${body.length}\r\n` : "";
+  const upstream = new UpstreamExchange(
+    pool,
+    target.address,
+    {
+      method: req.method,
+      head: requestHead(req.method, f.pathAndQuery, f.headers, framing),
+      body,
+      chunked,
+      timeoutMs: f.timeoutMs,
+      retryable: body === null && IDEMPOTENT.has(req.method),
+    },
+    (result) => {
+      buffered?.dispose();
+      if (result instanceof Error) return ending.failed(result);
+      reply(f, result, exchange, ending, respond);
+    },
+  );
+  exchange.cancel = (reason) => upstream.cancel(reason);
+  upstream.start();
+}
+
+/** Turns the target's response into a Reply. */
+function reply(f: Forward, response: UpstreamResponse, exchange: Exchange, ending: Ending, respond: (result: Reply | ForwardFailure) => void) {
   const { head } = response;
   const end = (outcome: SentOutcome, headers: Fields) => {
-    forgetClient();
-    finish();
+    ending.forgetClient();
+    ending.finish();
     f.done({ bytes: outcome.bytes, error: outcome.error, status: head.status, headers });
   };
 
   if (response.upgraded) {
     const { transport, initial } = response.upgraded;
-    if (!req.websocket) {
+    if (!f.req.websocket) {
       transport.destroy();
-      forgetClient();
-      finish();
-      return { failed: 502, reason: "target switched protocols unasked" };
+      return ending.failed(new TargetFailed("target switched protocols unasked"));
     }
-    const headers = withoutHopByHop(head.fields, true);
-    return {
+    const headers = stripHopByHop(head.fields, true);
+    return respond({
       status: 101,
       reason: head.reason,
       headers,
@@ -130,41 +158,42 @@ export async function forward(pool: UpstreamPool, f: Forward): Promise<Reply | F
         initial,
         opened(tunnel: WebSocketTunnel) {
           // From here the client leaving is the tunnel's business.
-          forgetClient();
-          cancel = (reason) => tunnel.close(1001, reason instanceof TargetLeaving ? "target drained" : "going away");
+          ending.forgetClient();
+          exchange.cancel = (reason) => tunnel.close(1001, reason instanceof TargetLeaving ? "target drained" : "going away");
         },
       },
       done: (outcome) => end(outcome, headers),
-    };
+    });
   }
 
-  const headers = withoutHopByHop(head.fields);
-  let replyBody: BodySource | null = response.body ?? null;
+  const headers = stripHopByHop(head.fields);
+  const body = response.body;
+  // Cut by the drain deadline (or the client leaving): the client's connection ends short.
+  exchange.cancel = (reason) => body?.fail(reason);
   const eventStream = headers.get("content-type")?.startsWith("text/event-stream") ?? false;
   // Event streams are never buffered: they are meant to arrive as produced.
-  if (f.buffering?.responses && response.body && !eventStream) {
-    cancel = (reason) => response.body!.fail(reason);
-    try {
-      const whole = await bufferBody(response.body, f.buffering.memory, f.buffering.maxResponseBody);
-      replyBody = whole.source;
-      headers.set("Content-Length", String(whole.size));
-      const sent = end;
-      return { status: head.status, reason: head.reason, headers, body: replyBody, done: (o) => (whole.dispose(), sent(o, headers)) };
-    } catch (error) {
-      forgetClient();
-      finish();
-      if (error instanceof BodyTooLarge) return { failed: 502, reason: "response body too large" };
-      return classify(error);
-    }
+  if (!f.buffering?.responses || !body || eventStream) {
+    return respond({ status: head.status, reason: head.reason, headers, body: body ?? null, chunked: body?.chunked, done: (outcome) => end(outcome, headers) });
   }
-  // Cut by the drain deadline (or the client leaving): the client's connection ends short.
-  cancel = (reason) => response.body?.fail(reason);
-  return {
-    status: head.status,
-    reason: head.reason,
-    headers,
-    body: replyBody,
-    chunked: response.body?.chunked,
-    done: (outcome) => end(outcome, headers),
-  };
+  bufferBody(body, f.buffering.memory, f.buffering.maxResponseBody).then(
+    (whole) => {
+      headers.set("Content-Length", String(whole.size));
+      respond({
+        status: head.status,
+        reason: head.reason,
+        headers,
+        body: whole.source,
+        done: (outcome) => {
+          whole.dispose();
+          end(outcome, headers);
+        },
+      });
+    },
+    (error) => ending.failed(error instanceof BodyTooLarge ? new ResponseTooLarge() : error),
+  );
+}
+
+/** A buffered response over --max-response-body (502). */
+class ResponseTooLarge extends Error {
+  override name = "ResponseTooLarge";
 }

@@ -107,7 +107,8 @@ export class H2Server {
         const remoteAddr = (peer && clientAddress(peer.port)) ?? normalizeClientIp(peer?.address);
         // Long streams and slow targets are timed by the proxy (--target-timeout), not by Bun's idle timer.
         server.timeout(req, 0);
-        return toResponse(await pipeline.handle(proxyRequest(req, remoteAddr)));
+        const reply = await new Promise<Reply>((resolve) => pipeline.handle(proxyRequest(req, remoteAddr), resolve));
+        return toResponse(reply);
       },
       error: (error: Error) => {
         log.error("Unhandled error", { kind: "http2", error: error.message });

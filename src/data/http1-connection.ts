@@ -144,16 +144,17 @@ export class Http1Connection {
     if (body?.error) return this.refuse(400, `malformed request body: ${body.error.message}`);
     const request = this.requestFrom(head, body);
     this.request = request;
-    let reply: Reply | Promise<Reply>;
+    let answered = false;
     try {
-      reply = this.owner.pipeline.handle(request);
+      this.owner.pipeline.handle(request, (reply) => {
+        answered = true;
+        this.write(reply, head);
+      });
     } catch (error) {
-      reply = this.internalError(request, error);
+      // A bug in a step: this request gets a 500, the server goes on.
+      if (!answered) this.write(this.internalError(request, error), head);
+      else log.error("Unhandled error", { kind: "request", error: (error as Error)?.message ?? String(error) });
     }
-    Promise.resolve(reply).then(
-      (r) => this.write(r, head),
-      (error) => this.write(this.internalError(request, error), head),
-    );
   }
 
   private requestFrom(head: RequestHead, body: ClientBody | undefined): ProxyRequest {

@@ -7,13 +7,14 @@
 // A step either answers (an error page, a redirect) or lets the request go on.
 import { parse as parseCookies } from "hono/utils/cookie";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
-import { upstreamFields } from "../proxy/headers.ts";
+import { upstreamHeaders } from "../proxy/headers.ts";
 import { logRequest, startRequestLog, type Outcome, type RequestLog } from "../proxy/request-log.ts";
 import { validHostHeader, type Route } from "../routing/router.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
 import type { CertificateManager } from "../tls/manager.ts";
+import { log } from "../log.ts";
 import { forward, type Buffering } from "./forwarder.ts";
 import { answer, type Reply } from "./reply.ts";
 import type { ProxyRequest } from "./request.ts";
@@ -56,16 +57,17 @@ export class Pipeline {
     private readonly pool: UpstreamPool,
   ) {}
 
-  async handle(req: ProxyRequest): Promise<Reply> {
+  /** Runs the steps for `req` and calls `respond` once with the reply. */
+  handle(req: ProxyRequest, respond: (reply: Reply) => void): void {
     const entry = startRequestLog(req);
     const refused = this.refuse(req);
-    if (refused) return this.reject(entry, refused.status, refused.error);
+    if (refused) return respond(this.reject(entry, refused.status, refused.error));
     const path = req.path!;
     const challenge = this.acmeChallenge(req, path, entry);
-    if (challenge) return challenge;
+    if (challenge) return respond(challenge);
 
     const route = this.registry.router.match(entry.host, path);
-    if (!route) return this.reject(entry, 404, "no service matches");
+    if (!route) return respond(this.reject(entry, 404, "no service matches"));
     const service = route.service;
     const options = service.options;
     entry.service = service.name;
@@ -82,17 +84,20 @@ export class Pipeline {
     };
 
     if (req.scheme === "https" && !options.tls) {
-      return this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." });
+      return respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
     }
-    const redirect = await this.redirect(passage);
-    if (redirect) return redirect;
-    const held = await this.maintenance(passage);
-    if (held) return held;
-    // A declared length over the limit is refused before anything is read.
-    if (options.maxRequestBody > 0 && Number(req.headers.get("content-length") ?? 0) > options.maxRequestBody) {
-      return this.reject(entry, 413, "request body too large", { pages: passage.pages });
-    }
-    return this.forward(passage);
+    const failed = (error: unknown) => respond(this.internalError(entry, error));
+    then(this.redirect(passage), (redirect) => {
+      if (redirect) return respond(redirect);
+      then(this.maintenance(passage), (held) => {
+        if (held) return respond(held);
+        // A declared length over the limit is refused before anything is read.
+        if (options.maxRequestBody > 0 && Number(req.headers.get("content-length") ?? 0) > options.maxRequestBody) {
+          return respond(this.reject(entry, 413, "request body too large", { pages: passage.pages }));
+        }
+        this.forward(passage, respond);
+      }, failed);
+    }, failed);
   }
 
   /** Requests no service should see: a malformed Host (400, as nginx does), a target that is not a path, CONNECT (405). */
@@ -116,7 +121,7 @@ export class Pipeline {
   }
 
   /** TLS redirects and canonical hosts, in one 301 that keeps the path and query. */
-  private async redirect({ req, entry, path, service }: Passage): Promise<Reply | undefined> {
+  private redirect({ req, entry, path, service }: Passage): Reply | undefined | Promise<Reply | undefined> {
     const options = service.options;
     if (path.startsWith(ACME_CHALLENGE) && req.scheme === "http") return undefined;
     if (!options.tls && options.canonicalHost === undefined) return undefined;
@@ -127,17 +132,19 @@ export class Pipeline {
     if (options.tls && options.tlsRedirect && req.scheme === "http" && this.tls.httpsPort > 0) toScheme = "https";
     if (toHost === host && toScheme === req.scheme) return undefined;
     let port = "";
-    if (toScheme === "https" && req.scheme === "http") {
-      port = this.tls.httpsPort === 443 ? "" : `:${this.tls.httpsPort}`;
-      // A browser following this redirect should find a certificate: wait
-      // (bounded) for one still being issued.
-      await this.tls.certificates.waitFor(toHost, CERTIFICATE_WAIT_MS);
-    } else {
+    if (toScheme === "https" && req.scheme === "http") port = this.tls.httpsPort === 443 ? "" : `:${this.tls.httpsPort}`;
+    else {
       const m = /:(\d+)$/.exec(req.hostHeader);
       port = m ? `:${m[1]}` : "";
     }
     const location = `${toScheme}://${toHost}${port}${path}${req.query}`;
-    return answer(301, [["Location", location]], "", () => logRequest(entry, { status: 301, bytes: 0 }));
+    const reply = () => answer(301, [["Location", location]], "", () => logRequest(entry, { status: 301, bytes: 0 }));
+    // A browser following a redirect to HTTPS should find a certificate:
+    // it waits (bounded) for one still being issued.
+    if (toScheme === "https" && req.scheme === "http" && !this.tls.certificates.has(toHost)) {
+      return this.tls.certificates.waitFor(toHost, CERTIFICATE_WAIT_MS).then(reply);
+    }
+    return reply();
   }
 
   /**
@@ -145,21 +152,22 @@ export class Pipeline {
    * the target would see the path) so that an orchestrator does not restart
    * a paused or stopped app.
    */
-  private async maintenance({ req, entry, service, pages, targetPath }: Passage): Promise<Reply | undefined> {
+  private maintenance({ req, entry, service, pages, targetPath }: Passage): Reply | undefined | Promise<Reply | undefined> {
     const pause = service.pause;
     if (pause.mode === "running") return undefined;
     if ((req.method === "GET" || req.method === "HEAD") && targetPath === service.options.healthCheck.path) {
       return answer(200, [["Content-Type", "text/plain"]], "OK", (o) => logRequest(entry, { status: 200, bytes: o.bytes }));
     }
-    const outcome = await pause.wait();
-    if (outcome === "stopped") return this.reject(entry, 503, "service stopped", { pages, message: pause.message });
-    if (outcome === "timeout") return this.reject(entry, 504, "paused longer than max-pause", { pages });
-    if (this.registry.service(service.name) !== service) return this.reject(entry, 404, "service removed");
-    return undefined;
+    return pause.wait().then((outcome) => {
+      if (outcome === "stopped") return this.reject(entry, 503, "service stopped", { pages, message: pause.message });
+      if (outcome === "timeout") return this.reject(entry, 504, "paused longer than max-pause", { pages });
+      if (this.registry.service(service.name) !== service) return this.reject(entry, 404, "service removed");
+      return undefined;
+    });
   }
 
   /** Picks a target, builds the upstream headers and forwards. */
-  private async forward({ req, entry, service, pages, targetPath }: Passage): Promise<Reply> {
+  private forward({ req, entry, service, pages, targetPath }: Passage, respond: (reply: Reply) => void) {
     const options = service.options;
     const isRead = req.method === "GET" || req.method === "HEAD";
     let rolloutValue: string | undefined;
@@ -172,36 +180,43 @@ export class Pipeline {
     }
     // A WebSocket is a long write-capable session: it goes to the writers.
     const { target, pinWriter } = req.websocket ? service.pick(false, rolloutValue, true) : service.pick(isRead, rolloutValue, pinnedToWriter);
-    if (!target) return this.reject(entry, 503, "no healthy target", { pages });
+    if (!target) return respond(this.reject(entry, 503, "no healthy target", { pages }));
     entry.target = target.address;
 
-    const fields = upstreamFields(req.headers, { ip: req.remoteAddr, scheme: req.scheme }, options.forwardHeaders, req.websocket, target.address);
-    entry.requestId = fields.get("x-request-id")!;
-    entry.clientAddr = fields.get("x-forwarded-for")!.split(",")[0]!.trim();
+    const headers = upstreamHeaders(req.headers, { ip: req.remoteAddr, scheme: req.scheme }, options.forwardHeaders, req.websocket, target.address);
+    entry.requestId = headers.requestId;
+    entry.clientAddr = headers.clientAddr;
 
-    const result = await forward(this.pool, {
+    const forwarding = {
       req,
       target,
       pathAndQuery: targetPath + req.query,
-      fields,
+      headers,
       timeoutMs: options.targetTimeoutMs,
       buffering: buffering(service),
-      done: (outcome) => logRequest(entry, outcome),
-    });
-    if ("failed" in result) {
-      // The client is gone: nothing will be written, but the request is logged.
-      if (result.failed === 499) {
-        logRequest(entry, { status: 499, bytes: 0, error: result.reason });
-        return answer(499, [], "", () => {});
+      done: (outcome: Outcome) => logRequest(entry, outcome),
+    };
+    forward(this.pool, forwarding, (result) => {
+      if ("failed" in result) {
+        // The client is gone: nothing will be written, but the request is logged.
+        if (result.failed === 499) {
+          logRequest(entry, { status: 499, bytes: 0, error: result.reason });
+          return respond(answer(499, [], "", () => {}));
+        }
+        return respond(this.reject(entry, result.failed, result.reason, { pages }));
       }
-      return this.reject(entry, result.failed, result.reason, { pages });
-    }
-    if (pinWriter && !req.websocket) {
-      const until = Date.now() + options.writerAffinityTimeoutMs;
-      const maxAge = Math.ceil(options.writerAffinityTimeoutMs / 1000);
-      result.headers.append("Set-Cookie", `${WRITER_COOKIE}=${until}; Max-Age=${maxAge}; Path=/; HttpOnly; SameSite=Lax`);
-    }
-    return result;
+      if (pinWriter && !req.websocket) {
+        const until = Date.now() + options.writerAffinityTimeoutMs;
+        const maxAge = Math.ceil(options.writerAffinityTimeoutMs / 1000);
+        result.headers.append("Set-Cookie", `${WRITER_COOKIE}=${until}; Max-Age=${maxAge}; Path=/; HttpOnly; SameSite=Lax`);
+      }
+      respond(result);
+    });
+  }
+
+  private internalError(entry: RequestLog, error: unknown): Reply {
+    log.error("Unhandled error", { kind: "request", error: (error as Error)?.message ?? String(error) });
+    return this.reject(entry, 500, "internal error");
   }
 
   /** Answers with a proxy error page, logged with the page's size. */
@@ -216,4 +231,8 @@ function buffering(service: Service): Buffering | undefined {
   return { requests: o.bufferRequests, responses: o.bufferResponses, memory: o.bufferMemory, maxRequestBody: o.maxRequestBody, maxResponseBody: o.maxResponseBody };
 }
 
-export type { Outcome };
+/** Runs `next` on a value now, or once a promise of it settles: steps that need not wait do not. */
+function then<T>(value: T | Promise<T>, next: (value: T) => void, failed: (error: unknown) => void) {
+  if (value instanceof Promise) value.then(next, failed);
+  else next(value);
+}

@@ -42,6 +42,7 @@ export class SocketTransport implements Transport {
   private readonly queue: Uint8Array[] = [];
   private queuedBytes = 0;
   private ending = false;
+  private paused = false;
   closed = false;
   readonly remoteAddress: string;
 
@@ -99,10 +100,14 @@ export class SocketTransport implements Transport {
   }
 
   pause() {
+    if (this.paused) return;
+    this.paused = true;
     this.socket.pause();
   }
 
   resume() {
+    if (!this.paused) return;
+    this.paused = false;
     this.socket.resume();
   }
 

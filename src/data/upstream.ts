@@ -8,6 +8,7 @@
 import type { Socket } from "bun";
 import { ChunkedDecoder, ChunkedError, encodeChunk, LAST_CHUNK } from "../http/chunked.ts";
 import { parseResponseHead, type ResponseHead } from "../http/response-head.ts";
+import { log } from "../log.ts";
 import type { BodySink, BodySource } from "./body.ts";
 import { SocketTransport, socketHandlers, type TransportEvents } from "./transport.ts";
 
@@ -65,13 +66,18 @@ export class UpstreamPool {
   private readonly idle = new Map<string, Idle[]>();
   private sweeper: ReturnType<typeof setInterval> | undefined;
 
-  /** A pooled connection to `address`, or a new one; rejects with TargetFailed when it cannot connect. */
-  async acquire(address: string): Promise<{ transport: SocketTransport; reused: boolean }> {
+  /** A pooled connection to `address`, if one is idle. */
+  reuse(address: string): SocketTransport | undefined {
     const list = this.idle.get(address);
     while (list?.length) {
       const { transport } = list.pop()!;
-      if (!transport.closed) return { transport, reused: true };
+      if (!transport.closed) return transport;
     }
+    return undefined;
+  }
+
+  /** A new connection to `address`; rejects with TargetFailed when it cannot connect. */
+  async connect(address: string): Promise<SocketTransport> {
     const { hostname, port } = endpoint(address);
     try {
       const socket = await Bun.connect<SocketTransport>({
@@ -87,7 +93,7 @@ export class UpstreamPool {
           connectError() {},
         },
       });
-      return { transport: socket.data, reused: false };
+      return socket.data;
     } catch (error) {
       const e = error as { code?: string; message?: string };
       throw new TargetFailed(`target failed: ${e.code ?? e.message ?? "cannot connect"}`);
@@ -150,15 +156,15 @@ function idleEvents(transport: SocketTransport, forget: () => void): TransportEv
 }
 
 /**
- * One request to one target. `send()` resolves with the response head once it
- * has arrived (its body follows as a BodySource), or rejects with
- * TargetTimeout / TargetFailed, or with the reason given to `cancel()`.
+ * One request to one target. `onResult` is called once: with the response
+ * as soon as its head has arrived (the body follows as a BodySource), or with
+ * the error (TargetTimeout, TargetFailed, or the reason given to `cancel()`).
+ * It is called from the socket's own callback, so that the answer goes on to
+ * the client without waiting for another turn of the event loop.
  */
 export class UpstreamExchange {
   private transport: SocketTransport | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private resolve!: (response: UpstreamResponse) => void;
-  private reject!: (error: Error) => void;
   private headBuffer: Buffer | undefined;
   private settled = false;
   private cancelled: Error | undefined;
@@ -166,6 +172,7 @@ export class UpstreamExchange {
   /** The request body has been sent whole. */
   private requestSent = false;
   private responseDone = false;
+  private keepAlive = false;
   private reused = false;
   private retried = false;
 
@@ -173,16 +180,26 @@ export class UpstreamExchange {
     private readonly pool: UpstreamPool,
     private readonly address: string,
     private readonly request: UpstreamRequest,
+    private readonly onResult: (result: UpstreamResponse | Error) => void,
   ) {}
 
-  send(): Promise<UpstreamResponse> {
-    const promise = new Promise<UpstreamResponse>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
+  /** Hands the result on; a bug downstream is logged, never thrown into the socket's callback. */
+  private report(result: UpstreamResponse | Error) {
+    try {
+      this.onResult(result);
+    } catch (error) {
+      log.error("Unhandled error", { kind: "request", error: (error as Error)?.message ?? String(error) });
+    }
+  }
+
+  start() {
     this.timer = setTimeout(() => this.fail(new TargetTimeout("target timeout")), this.request.timeoutMs);
-    void this.connect();
-    return promise;
+    const pooled = this.pool.reuse(this.address);
+    if (pooled) return this.use(pooled, true);
+    this.pool.connect(this.address).then(
+      (transport) => (this.settled ? transport.destroy() : this.use(transport, false)),
+      (error: Error) => this.fail(error),
+    );
   }
 
   /** Stops the exchange (client gone, drain deadline): the connection is closed. */
@@ -195,23 +212,16 @@ export class UpstreamExchange {
     this.body?.fail(reason);
   }
 
-  private async connect() {
-    let acquired: { transport: SocketTransport; reused: boolean };
-    try {
-      acquired = await this.pool.acquire(this.address);
-    } catch (error) {
-      return this.fail(error as Error);
-    }
-    if (this.settled) return acquired.transport.destroy();
-    this.transport = acquired.transport;
-    this.reused = acquired.reused;
-    this.transport.events = {
+  private use(transport: SocketTransport, reused: boolean) {
+    this.transport = transport;
+    this.reused = reused;
+    transport.events = {
       data: (chunk) => this.onData(chunk),
       drain: () => this.request.body?.resume(),
       end: () => this.onEnd(),
       close: () => this.onClose(),
     };
-    this.transport.write(this.request.head);
+    transport.write(this.request.head);
     this.sendBody();
   }
 
@@ -263,17 +273,18 @@ export class UpstreamExchange {
     if (head.status === 101) {
       this.responseDone = true;
       transport.events = { data() {}, drain() {}, end() {}, close() {} };
-      return this.resolve({ head, body: undefined, upgraded: { transport, initial: rest } });
+      return this.report({ head, body: undefined, upgraded: { transport, initial: rest } });
     }
     if (head.body.kind === "none") {
-      this.resolve({ head, body: undefined });
+      this.report({ head, body: undefined });
       this.complete(head.keepAlive);
       if (rest) this.transport?.destroy(); // bytes beyond a complete response: not a connection to reuse
       return;
     }
     this.body = new UpstreamBody(head, transport, (keepAlive) => this.complete(keepAlive));
-    this.resolve({ head, body: this.body });
+    // What came with the head is there before the reply starts, so a small answer goes out in one write.
     if (rest) this.body.push(rest);
+    this.report({ head, body: this.body });
   }
 
   /** The response is complete; the connection is reused once the request body has been sent too. */
@@ -288,8 +299,6 @@ export class UpstreamExchange {
     }
     this.finish();
   }
-
-  private keepAlive = false;
 
   private finish() {
     const transport = this.transport;
@@ -311,7 +320,10 @@ export class UpstreamExchange {
     if (this.reused && this.request.retryable && !this.headBuffer && !this.retried) {
       this.retried = true;
       this.transport = undefined;
-      void this.connect();
+      this.pool.connect(this.address).then(
+        (transport) => (this.settled ? transport.destroy() : this.use(transport, false)),
+        (error: Error) => this.fail(error),
+      );
       return;
     }
     this.fail(new TargetFailed(this.headBuffer ? "target failed: connection closed mid-head" : "target failed: connection closed before answering"));
@@ -323,7 +335,7 @@ export class UpstreamExchange {
     clearTimeout(this.timer);
     this.transport?.destroy();
     this.request.body?.cancel(error);
-    this.reject(error);
+    this.report(error);
   }
 }
 

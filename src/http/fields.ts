@@ -59,6 +59,16 @@ export class Fields {
     }
   }
 
+  /** Removes every field whose lower-case name `test` accepts. */
+  removeWhere(test: (key: string) => boolean): void {
+    for (let i = this.keys.length - 1; i >= 0; i--) {
+      if (!test(this.keys[i]!)) continue;
+      this.names.splice(i, 1);
+      this.keys.splice(i, 1);
+      this.values.splice(i, 1);
+    }
+  }
+
   forEach(fn: (value: string, name: string, key: string) => void): void {
     for (let i = 0; i < this.names.length; i++) fn(this.values[i]!, this.names[i]!, this.keys[i]!);
   }

@@ -2,7 +2,8 @@
 // smuggling attack or a confused intermediary could read two ways is refused
 // before a target is contacted. What it returns is all the listener needs to
 // frame the body and decide about the connection.
-import { Fields } from "./fields.ts";
+import type { Fields } from "./fields.ts";
+import { readFieldLines } from "./field-lines.ts";
 
 export type BodyFraming = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" };
 
@@ -30,8 +31,6 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 export const MAX_FIELDS = 256;
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Field values: visible characters, spaces, tabs and obs-text; no CR, LF, NUL or other controls. */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const REQUEST_TARGET = /^[\x21-\x7e\x80-\xff]+$/;
 const DIGITS = /^\d+$/;
 
@@ -44,33 +43,24 @@ function fail(status: HeadError["status"], reason: string): HeadError {
  * byte), up to but not including the blank line that ends it.
  */
 export function parseRequestHead(head: string): RequestHead | HeadError {
-  const lines = head.split("\r\n");
-  const requestLine = lines[0]!;
-  const sp1 = requestLine.indexOf(" ");
-  const sp2 = requestLine.indexOf(" ", sp1 + 1);
-  if (sp1 <= 0 || sp2 === -1 || requestLine.indexOf(" ", sp2 + 1) !== -1) return fail(400, "malformed request line");
-  const method = requestLine.slice(0, sp1);
-  const target = requestLine.slice(sp1 + 1, sp2);
-  const versionText = requestLine.slice(sp2 + 1);
+  let lineEnd = head.indexOf("\r\n");
+  if (lineEnd === -1) lineEnd = head.length;
+  const sp1 = head.indexOf(" ");
+  const sp2 = sp1 === -1 ? -1 : head.indexOf(" ", sp1 + 1);
+  if (sp1 <= 0 || sp2 === -1 || sp2 >= lineEnd || head.lastIndexOf(" ", lineEnd - 1) !== sp2) return fail(400, "malformed request line");
+  const method = head.slice(0, sp1);
+  const target = head.slice(sp1 + 1, sp2);
+  const versionText = head.slice(sp2 + 1, lineEnd);
   if (!TOKEN.test(method)) return fail(400, "malformed method");
   if (!REQUEST_TARGET.test(target)) return fail(400, "malformed request target");
-  if (!/^HTTP\/\d\.\d$/.test(versionText)) return fail(400, "malformed HTTP version");
-  if (versionText !== "HTTP/1.1" && versionText !== "HTTP/1.0") return fail(505, `${versionText} is not supported`);
+  if (versionText !== "HTTP/1.1" && versionText !== "HTTP/1.0") {
+    return /^HTTP\/\d\.\d$/.test(versionText) ? fail(505, `${versionText} is not supported`) : fail(400, "malformed HTTP version");
+  }
   const version = versionText as RequestHead["version"];
 
-  if (lines.length - 1 > MAX_FIELDS) return fail(431, "too many header fields");
-  const fields = new Fields();
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(":");
-    // No whitespace before the colon (RFC 9112 §5.1) and no obs-fold (§5.2).
-    if (colon <= 0) return fail(400, "malformed header field");
-    const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) return fail(400, "malformed header field name");
-    const value = line.slice(colon + 1).trim();
-    if (!FIELD_VALUE.test(value)) return fail(400, "malformed header field value");
-    fields.append(name, value);
-  }
+  const read = readFieldLines(head, lineEnd + 2, MAX_FIELDS);
+  if ("malformed" in read) return read.tooMany ? fail(431, "too many header fields") : fail(400, "malformed header field");
+  const fields = read.fields;
 
   const hosts = fields.getAll("host");
   if (hosts.length > 1) return fail(400, "more than one Host header");
@@ -79,17 +69,19 @@ export function parseRequestHead(head: string): RequestHead | HeadError {
 
   const body = framing(fields, version);
   if ("status" in body) return body;
-  const connection = fields.tokens("connection");
+  const connection = fields.has("connection") ? fields.tokens("connection") : NO_TOKENS;
   const keepAlive = version === "HTTP/1.1" && !connection.includes("close");
   const expect = fields.get("expect")?.toLowerCase();
   const upgrade = connection.includes("upgrade") ? fields.get("upgrade")?.trim().toLowerCase() : undefined;
   return { method, target, version, fields, body, keepAlive, expectContinue: expect === "100-continue", upgrade };
 }
 
+const NO_TOKENS: string[] = [];
+
 /** How the body is delimited (RFC 9112 §6.3). */
 function framing(fields: Fields, version: RequestHead["version"]): BodyFraming | HeadError {
-  const codings = fields.tokens("transfer-encoding");
-  const lengths = fields.getAll("content-length");
+  const codings = fields.has("transfer-encoding") ? fields.tokens("transfer-encoding") : NO_TOKENS;
+  const lengths = fields.has("content-length") ? fields.getAll("content-length") : NO_TOKENS;
   if (codings.length > 0) {
     if (lengths.length > 0) return fail(400, "both Transfer-Encoding and Content-Length");
     if (version === "HTTP/1.0") return fail(400, "Transfer-Encoding in an HTTP/1.0 request");

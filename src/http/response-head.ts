@@ -1,7 +1,8 @@
 // Parses the head of a target's HTTP/1.x response (RFC 9112 §4, §6.3) and
 // decides how its body is delimited, so that the connection can be reused
 // once the body has been relayed.
-import { Fields } from "./fields.ts";
+import type { Fields } from "./fields.ts";
+import { readFieldLines } from "./field-lines.ts";
 
 export type ResponseFraming = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" } | { kind: "close" };
 
@@ -15,38 +16,40 @@ export interface ResponseHead {
   keepAlive: boolean;
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
-
 /** Statuses and methods whose responses never have a body (RFC 9110 §6.4.1). */
 export function bodiless(method: string, status: number): boolean {
   return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
 }
 
+/** Fields a response may have at most: as many as a request. */
+const MAX_FIELDS = 256;
+const NO_TOKENS: string[] = [];
+
 /** Parses `head` (latin1 text up to, not including, the blank line); undefined when it is not a valid response head. */
 export function parseResponseHead(head: string, method: string): ResponseHead | undefined {
-  const lines = head.split("\r\n");
-  const match = STATUS_LINE.exec(lines[0]!);
-  if (!match) return undefined;
-  const minor = match[1]!;
-  const status = Number(match[2]);
-  const fields = new Fields();
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(":");
-    if (colon <= 0 || line.includes("\n") || line.includes("\r")) return undefined;
-    fields.append(line.slice(0, colon).trimEnd(), line.slice(colon + 1).trim());
-  }
-  const connection = fields.tokens("connection");
-  let keepAlive = minor === "1" ? !connection.includes("close") : connection.includes("keep-alive");
+  let lineEnd = head.indexOf("\r\n");
+  if (lineEnd === -1) lineEnd = head.length;
+  // `HTTP/1.x NNN reason`: the reason may be empty, with or without its space.
+  if (lineEnd < 12 || !head.startsWith("HTTP/1.") || head.charCodeAt(8) !== 32) return undefined;
+  const minor = head.charCodeAt(7);
+  const status = Number(head.slice(9, 12));
+  if ((minor !== 48 && minor !== 49) || !Number.isInteger(status) || status < 100 || (lineEnd > 12 && head.charCodeAt(12) !== 32)) return undefined;
+  const reason = lineEnd > 13 ? head.slice(13, lineEnd) : "";
+  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(reason)) return undefined;
+  const read = readFieldLines(head, lineEnd + 2, MAX_FIELDS);
+  if ("malformed" in read) return undefined;
+  const fields = read.fields;
+  const connection = fields.has("connection") ? fields.tokens("connection") : NO_TOKENS;
+  let keepAlive = minor === 49 ? !connection.includes("close") : connection.includes("keep-alive");
   const body = framing(fields, method, status);
   if (body === undefined) return undefined;
   if (body.kind === "close") keepAlive = false;
-  return { status, reason: match[3] ?? "", fields, body, keepAlive };
+  return { status, reason, fields, body, keepAlive };
 }
 
 function framing(fields: Fields, method: string, status: number): ResponseFraming | undefined {
   if (bodiless(method, status)) return { kind: "none" };
-  const codings = fields.tokens("transfer-encoding");
+  const codings = fields.has("transfer-encoding") ? fields.tokens("transfer-encoding") : NO_TOKENS;
   // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3 item 3).
   if (codings.length) return codings.at(-1) === "chunked" ? { kind: "chunked" } : { kind: "close" };
   const lengths = fields.getAll("content-length");

@@ -27,20 +27,19 @@ export function isWebSocketHandshake(method: string, fields: Fields): boolean {
   return fields.tokens("connection").includes("upgrade") && Boolean(fields.get("sec-websocket-key"));
 }
 
-/** The fields minus hop-by-hop ones, including every field named in `Connection`. */
-export function withoutHopByHop(fields: Fields, keepUpgrade = false): Fields {
-  const named = fields.tokens("connection");
-  const out = new Fields();
-  fields.forEach((value, name, key) => {
-    if (HOP_BY_HOP.has(key) && !(keepUpgrade && (key === "upgrade" || key === "connection"))) return;
-    if (named.length && named.includes(key) && !(keepUpgrade && key === "upgrade")) return;
-    out.append(name, value, key);
-  });
-  if (keepUpgrade) {
-    out.set("connection", "Upgrade");
-  }
-  return out;
+/**
+ * Removes hop-by-hop fields, and every field named in `Connection`, from a
+ * target's response (in place). A 101 keeps its `Upgrade` and says
+ * `Connection: Upgrade`.
+ */
+export function stripHopByHop(fields: Fields, upgrade = false): Fields {
+  const named = fields.has("connection") ? fields.tokens("connection") : NO_TOKENS;
+  fields.removeWhere((key) => (HOP_BY_HOP.has(key) || named.includes(key)) && !(upgrade && key === "upgrade"));
+  if (upgrade) fields.set("Connection", "Upgrade");
+  return fields;
 }
+
+const NO_TOKENS: string[] = [];
 
 export interface ClientInfo {
   /** The peer's address, IPv4-mapped IPv6 unwrapped. */
@@ -48,34 +47,58 @@ export interface ClientInfo {
   scheme: "http" | "https";
 }
 
+/** The header lines for the target, and what the request log needs of them. */
+export interface UpstreamHeaders {
+  /** Field lines, each ending in CRLF; the blank line is not included. */
+  lines: string;
+  requestId: string;
+  /** The original client: the first X-Forwarded-For entry. */
+  clientAddr: string;
+}
+
 /**
- * Builds the headers for the target. With `forwardHeaders` the inbound
- * X-Forwarded-* values are trusted (another proxy is in front) and extended;
- * without it they are replaced, so a client cannot spoof its address.
- * A WebSocket handshake keeps its `Upgrade` and `Connection`.
+ * The header lines for the target, written straight from the client's
+ * fields: hop-by-hop fields dropped, X-Forwarded-* and X-Request-* added.
+ * With `forwardHeaders` the inbound X-Forwarded-* values are trusted
+ * (another proxy is in front) and extended; without it they are replaced, so
+ * a client cannot spoof its address. A WebSocket handshake keeps its
+ * `Upgrade` and `Connection`.
  */
-export function upstreamFields(inbound: Fields, client: ClientInfo, forwardHeaders: boolean, websocket: boolean, targetAddress: string): Fields {
-  const named = inbound.tokens("connection");
-  const out = new Fields();
+export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHeaders: boolean, websocket: boolean, targetAddress: string): UpstreamHeaders {
+  const named = inbound.has("connection") ? inbound.tokens("connection") : NO_TOKENS;
+  let lines = "";
+  let host = "";
+  let requestId = "";
+  let requestStart = false;
   inbound.forEach((value, name, key) => {
-    if (HOP_BY_HOP.has(key) || REPLACED.has(key) || (named.length && named.includes(key))) return;
-    if (!forwardHeaders && key.startsWith("x-forwarded-")) return;
-    out.append(name, value, key);
+    if (HOP_BY_HOP.has(key) || REPLACED.has(key) || named.includes(key)) return;
+    if (key.charCodeAt(0) === 120 /* x */) {
+      if (key.startsWith("x-forwarded-") && !forwardHeaders) return;
+      // An empty value is as good as none: the app and the log need a real id.
+      if (key === "x-request-id" && !(requestId = value.trim())) return;
+      if (key === "x-request-start" && !(requestStart = value.trim() !== "")) return;
+    }
+    if (key === "host") {
+      // HTTP/1.1 needs a Host: without one from the client (HTTP/1.0, or empty), the target's address.
+      if (!value) return;
+      host = value;
+    }
+    lines += `${name}: ${value}\r\n`;
   });
-  // HTTP/1.1 needs a Host: without one from the client (HTTP/1.0, or empty), the target's address.
-  if (!out.get("host")) out.set("Host", targetAddress);
-  if (websocket) {
-    out.append("Connection", "Upgrade", "connection");
-    out.append("Upgrade", "websocket", "upgrade");
-  }
+  if (!host) lines += `Host: ${targetAddress}\r\n`;
+  if (websocket) lines += "Connection: Upgrade\r\nUpgrade: websocket\r\n";
   const priorFor = forwardHeaders ? inbound.get("x-forwarded-for") : undefined;
-  out.append("X-Forwarded-For", priorFor ? `${priorFor}, ${client.ip}` : client.ip, "x-forwarded-for");
-  out.append("X-Forwarded-Proto", (forwardHeaders && inbound.get("x-forwarded-proto")) || client.scheme, "x-forwarded-proto");
-  out.append("X-Forwarded-Host", (forwardHeaders && inbound.get("x-forwarded-host")) || (inbound.get("host") ?? ""), "x-forwarded-host");
-  // An empty value is as good as none: the app and the log need a real id.
-  if (!out.get("x-request-id")?.trim()) out.set("X-Request-ID", crypto.randomUUID());
-  if (!out.get("x-request-start")?.trim()) out.set("X-Request-Start", `t=${Date.now()}`);
-  return out;
+  const forwardedFor = priorFor ? `${priorFor}, ${client.ip}` : client.ip;
+  const proto = (forwardHeaders && inbound.get("x-forwarded-proto")) || client.scheme;
+  const forwardedHost = (forwardHeaders && inbound.get("x-forwarded-host")) || host;
+  lines += `X-Forwarded-For: ${forwardedFor}\r\nX-Forwarded-Proto: ${proto}\r\nX-Forwarded-Host: ${forwardedHost}\r\n`;
+  if (!requestId) {
+    requestId = crypto.randomUUID();
+    lines += `X-Request-ID: ${requestId}\r\n`;
+  }
+  if (!requestStart) lines += `X-Request-Start: t=${Date.now()}\r\n`;
+  const comma = forwardedFor.indexOf(",");
+  return { lines, requestId, clientAddr: comma === -1 ? forwardedFor : forwardedFor.slice(0, comma).trim() };
 }
 
 /** `::ffff:1.2.3.4` (dual-stack listener) → `1.2.3.4`. */

@@ -11,7 +11,7 @@ let pending = "";
 let scheduled = false;
 
 /** How long a line may wait to be written. */
-const FLUSH_DELAY_MS = 5;
+const FLUSH_DELAY_MS = 20;
 /** Past this much pending text, it is written at once. */
 const FLUSH_BYTES = 64 * 1024;
 

@@ -8,10 +8,10 @@ import { BodyTooLarge, bufferBody, type BufferedBody } from "../proxy/buffer.ts"
 import { stripHopByHop, type UpstreamHeaders } from "../proxy/headers.ts";
 import { DrainCancelled, TargetLeaving, type InFlight, type Target } from "../service/target.ts";
 import type { BodySource } from "./body.ts";
-import type { Reply, SentOutcome } from "./reply.ts";
 import { MalformedBody } from "./client-body.ts";
+import type { Reply, SentOutcome } from "./reply.ts";
 import { ClientGone, type ProxyRequest } from "./request.ts";
-import { TargetFailed, TargetTimeout, UpstreamExchange, type UpstreamPool, type UpstreamResponse } from "./upstream.ts";
+import { TargetFailed, TargetTimeout, UpstreamExchange, type ExchangeOwner, type UpstreamPool, type UpstreamResponse } from "./upstream.ts";
 import type { WebSocketTunnel } from "./websocket-tunnel.ts";
 
 export interface Buffering {
@@ -44,13 +44,18 @@ export interface ForwardFailure {
 /** Methods a target may safely receive twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 
+/** A buffered response over --max-response-body (502). */
+class ResponseTooLarge extends Error {
+  override name = "ResponseTooLarge";
+}
+
 /** Maps why an exchange failed to the status the client gets. */
 function classify(error: unknown): ForwardFailure {
   if (error instanceof TargetTimeout) return { failed: 504, reason: "target timeout" };
   if (error instanceof DrainCancelled) return { failed: 504, reason: "cancelled by drain timeout" };
   if (error instanceof TargetLeaving) return { failed: 504, reason: "cancelled by drain" };
   if (error instanceof ClientGone) return { failed: 499, reason: "client disconnected" };
-  if (error instanceof MalformedBody) return { failed: 400, reason: `malformed request body: ${(error as Error).message}` };
+  if (error instanceof MalformedBody) return { failed: 400, reason: `malformed request body: ${error.message}` };
   if (error instanceof BodyTooLarge) return { failed: 413, reason: "request body too large" };
   if (error instanceof ResponseTooLarge) return { failed: 502, reason: "response body too large" };
   if (error instanceof TargetFailed) return { failed: 502, reason: error.message };
@@ -68,87 +73,126 @@ function requestHead(method: string, pathAndQuery: string, headers: UpstreamHead
  * handed on from the target socket's own callback.
  */
 export function forward(pool: UpstreamPool, f: Forward, respond: (result: Reply | ForwardFailure) => void) {
-  const { req, target } = f;
-  const exchange: Exchange = { cancel: () => {} };
-  const flight: InFlight = { websocket: req.websocket, cancel: (reason) => exchange.cancel(reason) };
-  const finish = target.begin(flight);
-  const forgetClient = req.gone.on((reason) => exchange.cancel(reason));
-  let over = false;
-  const failed = (error: unknown) => {
-    if (over) return;
-    over = true;
-    forgetClient();
-    finish();
-    respond(classify(error));
-  };
-  if (!f.buffering?.requests || !req.body) return send(pool, f, req.body, exchange, { finish, forgetClient, failed }, respond);
-
-  const body = req.body;
-  exchange.cancel = (reason) => {
-    body.cancel(reason);
-    failed(reason);
-  };
-  bufferBody(body, f.buffering.memory, f.buffering.maxRequestBody).then((buffered) => {
-    if (over) return buffered.dispose();
-    send(pool, f, buffered.source, exchange, { finish, forgetClient, failed }, respond, buffered);
-  }, failed);
+  new Forwarding(pool, f, respond).start();
 }
 
-/** How the exchange in progress is stopped (by the drain deadline or the client leaving); set as the forward goes on. */
-interface Exchange {
-  cancel(reason: Error): void;
-}
+/**
+ * One forward in progress: it is what the target's in-flight set holds, what
+ * the exchange reports to, and what the reply reports back to when written.
+ */
+class Forwarding implements InFlight, ExchangeOwner {
+  readonly websocket: boolean;
+  /** What stops the forward now (the exchange, the buffering, the tunnel), for `cancel`. */
+  private stop: (reason: Error) => void = () => {};
+  private over = false;
+  private buffered: BufferedBody | undefined;
+  private forgetClient: () => void = () => {};
+  /** The target's status, once it has answered. */
+  private status = 0;
 
-interface Ending {
-  /** The target's in-flight count is released. */
-  finish(): void;
-  forgetClient(): void;
-  failed(error: unknown): void;
-}
+  constructor(
+    private readonly pool: UpstreamPool,
+    private readonly f: Forward,
+    private readonly respond: (result: Reply | ForwardFailure) => void,
+  ) {
+    this.websocket = f.req.websocket;
+  }
 
-function send(pool: UpstreamPool, f: Forward, body: BodySource | null, exchange: Exchange, ending: Ending, respond: (result: Reply | ForwardFailure) => void, buffered?: BufferedBody) {
-  const { req, target } = f;
-  const chunked = body !== null && body.length === undefined;
-  // A client's Content-Length is among the header lines; a buffered chunked upload gets one.
-  const framing = chunked ? "Transfer-Encoding: chunked\r\n" : body && !req.headers.has("content-length") ? `Content-Length: ${body.length}\r\n` : "";
-  const upstream = new UpstreamExchange(
-    pool,
-    target.address,
-    {
-      method: req.method,
-      head: requestHead(req.method, f.pathAndQuery, f.headers, framing),
-      body,
-      chunked,
-      timeoutMs: f.timeoutMs,
-      retryable: body === null && IDEMPOTENT.has(req.method),
-    },
-    (result) => {
-      buffered?.dispose();
-      if (result instanceof Error) return ending.failed(result);
-      reply(f, result, exchange, ending, respond);
-    },
-  );
-  exchange.cancel = (reason) => upstream.cancel(reason);
-  upstream.start();
-}
+  start() {
+    const { req, target } = this.f;
+    target.begin(this);
+    if (req.gone.reason) return this.failure(req.gone.reason);
+    this.forgetClient = req.gone.on((reason) => this.cancel(reason));
+    const buffering = this.f.buffering;
+    if (!buffering?.requests || !req.body) return this.send(req.body);
+    const body = req.body;
+    this.stop = (reason) => {
+      body.cancel(reason);
+      this.failure(reason);
+    };
+    bufferBody(body, buffering.memory, buffering.maxRequestBody).then((buffered) => {
+      if (this.over) return buffered.dispose();
+      this.buffered = buffered;
+      this.send(buffered.source);
+    }, (error) => this.failure(error));
+  }
 
-/** Turns the target's response into a Reply. */
-function reply(f: Forward, response: UpstreamResponse, exchange: Exchange, ending: Ending, respond: (result: Reply | ForwardFailure) => void) {
-  const { head } = response;
-  const end = (outcome: SentOutcome, headers: Fields) => {
-    ending.forgetClient();
-    ending.finish();
-    f.done({ bytes: outcome.bytes, error: outcome.error, status: head.status, headers });
-  };
+  /** The drain deadline, the target leaving, or the client leaving. */
+  cancel(reason: Error) {
+    this.stop(reason);
+  }
 
-  if (response.upgraded) {
-    const { transport, initial } = response.upgraded;
-    if (!f.req.websocket) {
+  private send(body: BodySource | null) {
+    const { req, target } = this.f;
+    const chunked = body !== null && body.length === undefined;
+    // A client's Content-Length is among the header lines; a buffered chunked upload gets one.
+    const framing = chunked ? "Transfer-Encoding: chunked\r\n" : body && !req.headers.has("content-length") ? `Content-Length: ${body.length}\r\n` : "";
+    const exchange = new UpstreamExchange(
+      this.pool,
+      target.address,
+      {
+        method: req.method,
+        head: requestHead(req.method, this.f.pathAndQuery, this.f.headers, framing),
+        body,
+        chunked,
+        timeoutMs: this.f.timeoutMs,
+        retryable: body === null && IDEMPOTENT.has(req.method),
+      },
+      this,
+    );
+    this.stop = (reason) => exchange.cancel(reason);
+    exchange.start();
+  }
+
+  /** The forward failed before any answer. */
+  failure(error: unknown) {
+    if (this.over) return;
+    this.over = true;
+    this.buffered?.dispose();
+    this.forgetClient();
+    this.f.target.end(this);
+    this.respond(classify(error));
+  }
+
+  /** The target answered: its head is in, its body follows. */
+  response(response: UpstreamResponse) {
+    this.buffered?.dispose();
+    const { head } = response;
+    this.status = head.status;
+    if (response.upgraded) return this.upgraded(response);
+    const headers = stripHopByHop(head.fields);
+    const body = response.body;
+    // Cut by the drain deadline (or the client leaving): the client's connection ends short.
+    this.stop = (reason) => body?.fail(reason);
+    const eventStream = headers.get("content-type")?.startsWith("text/event-stream") ?? false;
+    // Event streams are never buffered: they are meant to arrive as produced.
+    if (!this.f.buffering?.responses || !body || eventStream) {
+      return this.respond({ status: head.status, reason: head.reason, headers, body: body ?? null, chunked: body?.chunked, done: (o) => this.sent(o, headers) });
+    }
+    bufferBody(body, this.f.buffering.memory, this.f.buffering.maxResponseBody).then(
+      (whole) => {
+        headers.set("Content-Length", String(whole.size));
+        const done = (outcome: SentOutcome) => {
+          whole.dispose();
+          this.sent(outcome, headers);
+        };
+        this.respond({ status: head.status, reason: head.reason, headers, body: whole.source, done });
+      },
+      (error) => this.failure(error instanceof BodyTooLarge ? new ResponseTooLarge() : error),
+    );
+  }
+
+  /** 101: the reply switches the client's connection to a tunnel. */
+  private upgraded(response: UpstreamResponse) {
+    const { head } = response;
+    const { transport, initial } = response.upgraded!;
+    if (!this.websocket) {
       transport.destroy();
-      return ending.failed(new TargetFailed("target switched protocols unasked"));
+      return this.failure(new TargetFailed("target switched protocols unasked"));
     }
     const headers = stripHopByHop(head.fields, true);
-    return respond({
+    const forwarding = this;
+    this.respond({
       status: 101,
       reason: head.reason,
       headers,
@@ -158,42 +202,20 @@ function reply(f: Forward, response: UpstreamResponse, exchange: Exchange, endin
         initial,
         opened(tunnel: WebSocketTunnel) {
           // From here the client leaving is the tunnel's business.
-          ending.forgetClient();
-          exchange.cancel = (reason) => tunnel.close(1001, reason instanceof TargetLeaving ? "target drained" : "going away");
+          forwarding.forgetClient();
+          forwarding.stop = (reason) => tunnel.close(1001, reason instanceof TargetLeaving ? "target drained" : "going away");
         },
       },
-      done: (outcome) => end(outcome, headers),
+      done: (outcome) => this.sent(outcome, headers),
     });
   }
 
-  const headers = stripHopByHop(head.fields);
-  const body = response.body;
-  // Cut by the drain deadline (or the client leaving): the client's connection ends short.
-  exchange.cancel = (reason) => body?.fail(reason);
-  const eventStream = headers.get("content-type")?.startsWith("text/event-stream") ?? false;
-  // Event streams are never buffered: they are meant to arrive as produced.
-  if (!f.buffering?.responses || !body || eventStream) {
-    return respond({ status: head.status, reason: head.reason, headers, body: body ?? null, chunked: body?.chunked, done: (outcome) => end(outcome, headers) });
+  /** The reply has been written (or has failed). */
+  private sent(outcome: SentOutcome, headers: Fields) {
+    if (this.over) return;
+    this.over = true;
+    this.forgetClient();
+    this.f.target.end(this);
+    this.f.done({ bytes: outcome.bytes, error: outcome.error, status: this.status, headers });
   }
-  bufferBody(body, f.buffering.memory, f.buffering.maxResponseBody).then(
-    (whole) => {
-      headers.set("Content-Length", String(whole.size));
-      respond({
-        status: head.status,
-        reason: head.reason,
-        headers,
-        body: whole.source,
-        done: (outcome) => {
-          whole.dispose();
-          end(outcome, headers);
-        },
-      });
-    },
-    (error) => ending.failed(error instanceof BodyTooLarge ? new ResponseTooLarge() : error),
-  );
-}
-
-/** A buffered response over --max-response-body (502). */
-class ResponseTooLarge extends Error {
-  override name = "ResponseTooLarge";
 }

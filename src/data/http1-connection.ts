@@ -11,10 +11,10 @@ import { bodiless } from "../http/response-head.ts";
 import { log } from "../log.ts";
 import { isWebSocketHandshake } from "../proxy/headers.ts";
 import { startRequestLog } from "../proxy/request-log.ts";
-import type { BodySink } from "./body.ts";
+import type { BodySink, BodySource } from "./body.ts";
 import { ClientBody } from "./client-body.ts";
 import type { Pipeline } from "./pipeline.ts";
-import type { Reply } from "./reply.ts";
+import type { Reply, SentOutcome } from "./reply.ts";
 import { Cancel, ClientGone, type ProxyRequest, type Scheme } from "./request.ts";
 import type { Transport } from "./transport.ts";
 import { UpstreamBody } from "./upstream.ts";
@@ -66,8 +66,8 @@ export class Http1Connection {
   private buffer: Buffer | undefined;
   private body: ClientBody | undefined;
   private request: ProxyRequest | undefined;
-  /** Aborts the reply being written when the client goes away. */
-  private replyAborted: ((reason: Error) => void) | undefined;
+  /** The reply body being written. */
+  private writer: BodyWriter | undefined;
   /** When the head being waited for must be complete (unix ms); 0 while answering. */
   deadline = Date.now() + HEAD_TIMEOUT_MS;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
@@ -81,7 +81,7 @@ export class Http1Connection {
   ) {
     transport.events = {
       data: (chunk) => this.onData(chunk),
-      drain: () => {},
+      drain: () => this.writer?.stream.resume(),
       end: () => this.onPeerEnd(),
       close: () => this.onClose(),
     };
@@ -262,56 +262,15 @@ export class Http1Connection {
   }
 
   /** Streams a reply body; the head goes out with the first chunk when that is already there. */
-  private relay(reply: Reply, stream: NonNullable<Exclude<Reply["body"], Uint8Array>>, headBytes: Buffer, encode: boolean, keepAlive: boolean) {
-    let head: Buffer | undefined = headBytes;
-    let bytes = 0;
-    let over = false;
-    const transport = this.transport;
-    const send = (data: Uint8Array): boolean => {
-      if (head) {
-        const out = Buffer.concat([head, data]);
-        head = undefined;
-        return transport.write(out);
-      }
-      return transport.write(data);
-    };
-    transport.events.drain = () => stream.resume();
-    this.replyAborted = (reason) => {
-      if (over) return;
-      over = true;
-      stream.cancel(reason);
-      reply.done({ bytes, error: reason.message });
-    };
-    const sink: BodySink = {
-      data: (chunk) => {
-        if (over) return false;
-        bytes += chunk.byteLength;
-        return send(encode ? encodeChunk(chunk) : chunk);
-      },
-      end: () => {
-        if (over) return;
-        over = true;
-        if (encode) send(LAST_CHUNK);
-        else if (head) send(new Uint8Array(0));
-        if (stream instanceof UpstreamBody && stream.raw) bytes = stream.payloadBytes;
-        this.replyAborted = undefined;
-        transport.events.drain = () => {};
-        this.finished(reply, { bytes }, keepAlive);
-      },
-      // The app's body broke off: the client must see a truncated response,
-      // not a complete one, so the connection is cut rather than ended.
-      error: (error) => {
-        if (over) return;
-        over = true;
-        this.replyAborted = undefined;
-        transport.destroy();
-        reply.done({ bytes, error: error.message });
-      },
-    };
-    stream.start(sink);
-    // The head goes out now, not with the first body chunk: an event
-    // stream's client must see it open before the first event.
-    if (head && !over) send(new Uint8Array(0));
+  private relay(reply: Reply, stream: BodySource, headBytes: Buffer, encode: boolean, keepAlive: boolean) {
+    const writer = new BodyWriter(this.transport, reply, stream, headBytes, encode, (outcome) => {
+      this.writer = undefined;
+      if (outcome.error) return reply.done(outcome);
+      this.finished(reply, outcome, keepAlive);
+    });
+    this.writer = writer;
+    stream.start(writer);
+    writer.started();
   }
 
   private finished(reply: Reply, outcome: { bytes: number }, keepAlive: boolean) {
@@ -374,7 +333,7 @@ export class Http1Connection {
     const gone = new ClientGone();
     this.body?.fail(gone);
     this.request?.gone.fire(gone);
-    this.replyAborted?.(gone);
+    this.writer?.abort(gone);
     this.owner.closed(this);
   }
 
@@ -394,3 +353,71 @@ export class Http1Connection {
     this.transport.destroy();
   }
 }
+
+/**
+ * Writes one reply body to the client: chunks as they come (chunk-encoded
+ * when the connection needs it), with the head in front of the first one.
+ * A body that breaks off cuts the connection, so the client never takes a
+ * truncated response for a whole one.
+ */
+class BodyWriter implements BodySink {
+  private head: Buffer | undefined;
+  private bytes = 0;
+  private over = false;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly reply: Reply,
+    readonly stream: BodySource,
+    head: Buffer,
+    private readonly encode: boolean,
+    private readonly onDone: (outcome: SentOutcome) => void,
+  ) {
+    this.head = head;
+  }
+
+  private send(data: Uint8Array): boolean {
+    const head = this.head;
+    if (!head) return this.transport.write(data);
+    this.head = undefined;
+    return this.transport.write(data.byteLength ? Buffer.concat([head, data]) : head);
+  }
+
+  /** After the stream's start: the head goes out now if no chunk took it, so an event stream's client sees it open. */
+  started() {
+    if (this.head && !this.over) this.send(EMPTY);
+  }
+
+  data(chunk: Uint8Array): boolean {
+    if (this.over) return false;
+    this.bytes += chunk.byteLength;
+    return this.send(this.encode ? encodeChunk(chunk) : chunk);
+  }
+
+  end() {
+    if (this.over) return;
+    this.over = true;
+    if (this.encode) this.send(LAST_CHUNK);
+    else if (this.head) this.send(EMPTY);
+    const stream = this.stream;
+    if (stream instanceof UpstreamBody && stream.raw) this.bytes = stream.payloadBytes;
+    this.onDone({ bytes: this.bytes });
+  }
+
+  error(error: Error) {
+    if (this.over) return;
+    this.over = true;
+    this.transport.destroy();
+    this.onDone({ bytes: this.bytes, error: error.message });
+  }
+
+  /** The client went away. */
+  abort(reason: Error) {
+    if (this.over) return;
+    this.over = true;
+    this.stream.cancel(reason);
+    this.onDone({ bytes: this.bytes, error: reason.message });
+  }
+}
+
+const EMPTY = new Uint8Array(0);

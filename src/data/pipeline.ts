@@ -86,18 +86,27 @@ export class Pipeline {
     if (req.scheme === "https" && !options.tls) {
       return respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
     }
-    const failed = (error: unknown) => respond(this.internalError(entry, error));
-    then(this.redirect(passage), (redirect) => {
-      if (redirect) return respond(redirect);
-      then(this.maintenance(passage), (held) => {
-        if (held) return respond(held);
-        // A declared length over the limit is refused before anything is read.
-        if (options.maxRequestBody > 0 && Number(req.headers.get("content-length") ?? 0) > options.maxRequestBody) {
-          return respond(this.reject(entry, 413, "request body too large", { pages: passage.pages }));
-        }
-        this.forward(passage, respond);
-      }, failed);
-    }, failed);
+    const redirect = this.redirect(passage);
+    if (redirect instanceof Promise) return void redirect.then((r) => (r ? respond(r) : this.afterRedirect(passage, respond)), (e) => respond(this.internalError(entry, e)));
+    if (redirect) return respond(redirect);
+    this.afterRedirect(passage, respond);
+  }
+
+  private afterRedirect(passage: Passage, respond: (reply: Reply) => void) {
+    const held = this.maintenance(passage);
+    if (held instanceof Promise) return void held.then((r) => (r ? respond(r) : this.afterMaintenance(passage, respond)), (e) => respond(this.internalError(passage.entry, e)));
+    if (held) return respond(held);
+    this.afterMaintenance(passage, respond);
+  }
+
+  private afterMaintenance(passage: Passage, respond: (reply: Reply) => void) {
+    const { req, entry, service } = passage;
+    const limit = service.options.maxRequestBody;
+    // A declared length over the limit is refused before anything is read.
+    if (limit > 0 && Number(req.headers.get("content-length") ?? 0) > limit) {
+      return respond(this.reject(entry, 413, "request body too large", { pages: passage.pages }));
+    }
+    this.forward(passage, respond);
   }
 
   /** Requests no service should see: a malformed Host (400, as nginx does), a target that is not a path, CONNECT (405). */
@@ -231,8 +240,3 @@ function buffering(service: Service): Buffering | undefined {
   return { requests: o.bufferRequests, responses: o.bufferResponses, memory: o.bufferMemory, maxRequestBody: o.maxRequestBody, maxResponseBody: o.maxResponseBody };
 }
 
-/** Runs `next` on a value now, or once a promise of it settles: steps that need not wait do not. */
-function then<T>(value: T | Promise<T>, next: (value: T) => void, failed: (error: unknown) => void) {
-  if (value instanceof Promise) value.then(next, failed);
-  else next(value);
-}

@@ -57,70 +57,101 @@ function endpoint(address: string): { hostname: string; port: number } {
   return { hostname: host.startsWith("[") ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) };
 }
 
-interface Idle {
-  transport: SocketTransport;
-  since: number;
+/**
+ * One connection to a target, kept across exchanges. It receives its
+ * socket's events and hands them to the exchange in progress; between
+ * exchanges it waits in the pool, and anything the target says or does then
+ * (data, a close) takes it out.
+ */
+class TargetConnection implements TransportEvents {
+  exchange: UpstreamExchange | undefined;
+  idleSince = 0;
+
+  constructor(
+    readonly transport: SocketTransport,
+    readonly address: string,
+    private readonly pool: UpstreamPool,
+  ) {
+    transport.events = this;
+  }
+
+  data(chunk: Uint8Array) {
+    if (this.exchange) return this.exchange.onData(chunk);
+    this.transport.destroy();
+  }
+
+  drain() {
+    this.exchange?.onDrain();
+  }
+
+  end() {
+    if (this.exchange) return this.exchange.onEnd();
+    this.transport.destroy();
+  }
+
+  close() {
+    if (this.exchange) return this.exchange.onClose();
+    this.pool.forget(this);
+  }
 }
 
 export class UpstreamPool {
-  private readonly idle = new Map<string, Idle[]>();
+  private readonly idle = new Map<string, TargetConnection[]>();
   private sweeper: ReturnType<typeof setInterval> | undefined;
 
   /** A pooled connection to `address`, if one is idle. */
-  reuse(address: string): SocketTransport | undefined {
+  reuse(address: string): TargetConnection | undefined {
     const list = this.idle.get(address);
     while (list?.length) {
-      const { transport } = list.pop()!;
-      if (!transport.closed) return transport;
+      const connection = list.pop()!;
+      if (!connection.transport.closed) return connection;
     }
     return undefined;
   }
 
   /** A new connection to `address`; rejects with TargetFailed when it cannot connect. */
-  async connect(address: string): Promise<SocketTransport> {
+  async connect(address: string): Promise<TargetConnection> {
     const { hostname, port } = endpoint(address);
     try {
       const socket = await Bun.connect<SocketTransport>({
         hostname,
         port,
         allowHalfOpen: true,
-        socket: {
-          ...socketHandlers,
-          open(socket: Socket<SocketTransport>) {
-            socket.data = new SocketTransport(socket);
-            socket.setNoDelay(true);
-          },
-          connectError() {},
-        },
+        socket: TARGET_SOCKET,
       });
-      return socket.data;
+      return new TargetConnection(socket.data, address, this);
     } catch (error) {
       const e = error as { code?: string; message?: string };
       throw new TargetFailed(`target failed: ${e.code ?? e.message ?? "cannot connect"}`);
     }
   }
 
-  /** Keeps a connection whose exchange ended cleanly for the next request to `address`. */
-  release(address: string, transport: SocketTransport) {
+  /** Keeps a connection whose exchange ended cleanly for the next request to its target. */
+  release(connection: TargetConnection) {
+    const transport = connection.transport;
     if (transport.closed) return;
-    let list = this.idle.get(address);
-    if (!list) this.idle.set(address, (list = []));
+    connection.exchange = undefined;
+    let list = this.idle.get(connection.address);
+    if (!list) this.idle.set(connection.address, (list = []));
     if (list.length >= MAX_IDLE_PER_TARGET) return transport.destroy();
-    const entry: Idle = { transport, since: Date.now() };
+    connection.idleSince = Date.now();
     transport.resume();
-    list.push(entry);
-    transport.events = idleEvents(transport, () => {
-      const i = list!.indexOf(entry);
-      if (i !== -1) list!.splice(i, 1);
-    });
+    list.push(connection);
     this.sweeper ??= setInterval(() => this.sweep(), 1_000);
+  }
+
+  /** A pooled connection closed by its target. */
+  forget(connection: TargetConnection) {
+    const list = this.idle.get(connection.address);
+    const i = list?.indexOf(connection) ?? -1;
+    if (i !== -1) list!.splice(i, 1);
   }
 
   private sweep() {
     const now = Date.now();
     for (const [address, list] of this.idle) {
       for (let i = list.length - 1; i >= 0; i--) {
-        if (now - list[i]!.since > IDLE_TIMEOUT_MS) list.splice(i, 1)[0]!.transport.destroy();
+        if (now - list[i]!.idleSince > IDLE_TIMEOUT_MS) list.splice(i, 1)[0]!.transport.destroy();
       }
       if (!list.length) this.idle.delete(address);
     }
@@ -139,31 +170,31 @@ export class UpstreamPool {
   }
 }
 
-/** A pooled connection that says anything, or closes, leaves the pool. */
-function idleEvents(transport: SocketTransport, forget: () => void): TransportEvents {
-  return {
-    data() {
-      forget();
-      transport.destroy();
-    },
-    drain() {},
-    end() {
-      forget();
-      transport.destroy();
-    },
-    close: forget,
-  };
+/** The socket handlers of every connection to a target (one object, shared). */
+const TARGET_SOCKET = {
+  ...socketHandlers,
+  open(socket: Socket<SocketTransport>) {
+    socket.data = new SocketTransport(socket);
+    socket.setNoDelay(true);
+  },
+  connectError() {},
+};
+
+/** Who learns how an exchange went: the response once its head is in, or why it failed. */
+export interface ExchangeOwner {
+  response(response: UpstreamResponse): void;
+  failure(error: Error): void;
 }
 
 /**
- * One request to one target. `onResult` is called once: with the response
- * as soon as its head has arrived (the body follows as a BodySource), or with
- * the error (TargetTimeout, TargetFailed, or the reason given to `cancel()`).
- * It is called from the socket's own callback, so that the answer goes on to
- * the client without waiting for another turn of the event loop.
+ * One request to one target. The owner hears once: the response as soon as
+ * its head has arrived (the body follows as a BodySource), or the error
+ * (TargetTimeout, TargetFailed, or the reason given to `cancel()`). That
+ * happens in the socket's own callback, so the answer goes on to the client
+ * without waiting for another turn of the event loop.
  */
-export class UpstreamExchange {
-  private transport: SocketTransport | undefined;
+export class UpstreamExchange implements BodySink {
+  private connection: TargetConnection | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private headBuffer: Buffer | undefined;
   private settled = false;
@@ -180,24 +211,19 @@ export class UpstreamExchange {
     private readonly pool: UpstreamPool,
     private readonly address: string,
     private readonly request: UpstreamRequest,
-    private readonly onResult: (result: UpstreamResponse | Error) => void,
+    private readonly owner: ExchangeOwner,
   ) {}
-
-  /** Hands the result on; a bug downstream is logged, never thrown into the socket's callback. */
-  private report(result: UpstreamResponse | Error) {
-    try {
-      this.onResult(result);
-    } catch (error) {
-      log.error("Unhandled error", { kind: "request", error: (error as Error)?.message ?? String(error) });
-    }
-  }
 
   start() {
     this.timer = setTimeout(() => this.fail(new TargetTimeout("target timeout")), this.request.timeoutMs);
     const pooled = this.pool.reuse(this.address);
     if (pooled) return this.use(pooled, true);
+    this.connectNew();
+  }
+
+  private connectNew() {
     this.pool.connect(this.address).then(
-      (transport) => (this.settled ? transport.destroy() : this.use(transport, false)),
+      (connection) => (this.settled ? connection.transport.destroy() : this.use(connection, false)),
       (error: Error) => this.fail(error),
     );
   }
@@ -207,45 +233,42 @@ export class UpstreamExchange {
     if (this.cancelled) return;
     this.cancelled = reason;
     this.request.body?.cancel(reason);
-    this.transport?.destroy();
+    this.connection?.transport.destroy();
     this.fail(reason);
     this.body?.fail(reason);
   }
 
-  private use(transport: SocketTransport, reused: boolean) {
-    this.transport = transport;
+  private use(connection: TargetConnection, reused: boolean) {
+    this.connection = connection;
     this.reused = reused;
-    transport.events = {
-      data: (chunk) => this.onData(chunk),
-      drain: () => this.request.body?.resume(),
-      end: () => this.onEnd(),
-      close: () => this.onClose(),
-    };
-    transport.write(this.request.head);
-    this.sendBody();
+    connection.exchange = this;
+    connection.transport.write(this.request.head);
+    if (this.request.body) this.request.body.start(this);
+    else this.requestSent = true;
   }
 
-  private sendBody() {
-    const { body, chunked } = this.request;
-    if (!body) {
-      this.requestSent = true;
-      return;
-    }
-    const transport = this.transport!;
-    body.start({
-      data: (chunk) => transport.write(chunked ? encodeChunk(chunk) : chunk),
-      end: () => {
-        if (chunked) transport.write(LAST_CHUNK);
-        this.requestSent = true;
-        if (this.responseDone) this.finish();
-      },
-      // The client's body broke off: the target must not take a truncated
-      // request for a whole one.
-      error: (error) => this.cancel(error),
-    });
+  // The request body, as it comes from the client.
+  data(chunk: Uint8Array): boolean {
+    return this.connection!.transport.write(this.request.chunked ? encodeChunk(chunk) : chunk);
   }
 
-  private onData(chunk: Uint8Array) {
+  end() {
+    if (this.request.chunked) this.connection!.transport.write(LAST_CHUNK);
+    this.requestSent = true;
+    if (this.responseDone) this.finish();
+  }
+
+  /** The client's body broke off: the target must not take a truncated request for a whole one. */
+  error(error: Error) {
+    this.cancel(error);
+  }
+
+  // The target's socket, through its TargetConnection.
+  onDrain() {
+    this.request.body?.resume();
+  }
+
+  onData(chunk: Uint8Array) {
     if (this.body) return this.body.push(chunk);
     this.headBuffer = this.headBuffer ? Buffer.concat([this.headBuffer, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     this.parseHead();
@@ -269,62 +292,66 @@ export class UpstreamExchange {
     }
     clearTimeout(this.timer);
     this.settled = true;
-    const transport = this.transport!;
+    const connection = this.connection!;
     if (head.status === 101) {
       this.responseDone = true;
-      transport.events = { data() {}, drain() {}, end() {}, close() {} };
-      return this.report({ head, body: undefined, upgraded: { transport, initial: rest } });
+      connection.exchange = undefined;
+      return this.report({ head, body: undefined, upgraded: { transport: connection.transport, initial: rest } });
     }
     if (head.body.kind === "none") {
       this.report({ head, body: undefined });
-      this.complete(head.keepAlive);
-      if (rest) this.transport?.destroy(); // bytes beyond a complete response: not a connection to reuse
+      this.complete(head.keepAlive && !rest); // bytes beyond a complete response: not a connection to reuse
       return;
     }
-    this.body = new UpstreamBody(head, transport, (keepAlive) => this.complete(keepAlive));
+    this.body = new UpstreamBody(head, connection.transport, this);
     // What came with the head is there before the reply starts, so a small answer goes out in one write.
     if (rest) this.body.push(rest);
     this.report({ head, body: this.body });
   }
 
+  /** Hands the response on; a bug downstream is logged, never thrown into the socket's callback. */
+  private report(response: UpstreamResponse) {
+    try {
+      this.owner.response(response);
+    } catch (error) {
+      log.error("Unhandled error", { kind: "request", error: (error as Error)?.message ?? String(error) });
+    }
+  }
+
   /** The response is complete; the connection is reused once the request body has been sent too. */
-  private complete(keepAlive: boolean) {
+  complete(keepAlive: boolean) {
     this.responseDone = true;
     this.keepAlive = keepAlive;
     // An answer before the whole upload (a 413 from the app): the rest is not sent.
     if (!this.requestSent) {
       this.request.body?.cancel(new Error("the target answered before the request body was sent"));
-      this.transport?.destroy();
+      this.connection?.transport.destroy();
       return;
     }
     this.finish();
   }
 
   private finish() {
-    const transport = this.transport;
-    if (!transport || transport.closed) return;
-    if (this.keepAlive && !this.cancelled) this.pool.release(this.address, transport);
-    else transport.destroy();
+    const connection = this.connection;
+    if (!connection || connection.transport.closed) return;
+    if (this.keepAlive && !this.cancelled) this.pool.release(connection);
+    else connection.transport.destroy();
   }
 
-  private onEnd() {
+  onEnd() {
     if (this.body) return this.body.ended();
     this.onClose();
   }
 
-  private onClose() {
+  onClose() {
     if (this.body) return this.body.fail(new TargetFailed("target closed the connection mid-response"));
     if (this.settled || this.cancelled) return;
     // A pooled connection the target had closed just as it was reused:
     // nothing was answered, so a request that can be repeated goes out again.
     if (this.reused && this.request.retryable && !this.headBuffer && !this.retried) {
       this.retried = true;
-      this.transport = undefined;
-      this.pool.connect(this.address).then(
-        (transport) => (this.settled ? transport.destroy() : this.use(transport, false)),
-        (error: Error) => this.fail(error),
-      );
-      return;
+      this.connection = undefined;
+      return this.connectNew();
     }
     this.fail(new TargetFailed(this.headBuffer ? "target failed: connection closed mid-head" : "target failed: connection closed before answering"));
   }
@@ -333,9 +360,13 @@ export class UpstreamExchange {
     if (this.settled) return;
     this.settled = true;
     clearTimeout(this.timer);
-    this.transport?.destroy();
+    this.connection?.transport.destroy();
     this.request.body?.cancel(error);
-    this.report(error);
+    try {
+      this.owner.failure(error);
+    } catch (e) {
+      log.error("Unhandled error", { kind: "request", error: (e as Error)?.message ?? String(e) });
+    }
   }
 }
 
@@ -358,12 +389,14 @@ export class UpstreamBody implements BodySource {
   private failure: Error | undefined;
   private endedEarly = false;
 
+  private readonly keepAlive: boolean;
+
   constructor(
     head: ResponseHead,
     private readonly transport: SocketTransport,
-    private readonly onComplete: (keepAlive: boolean) => void,
-    private readonly keepAlive = head.keepAlive,
+    private readonly exchange: UpstreamExchange,
   ) {
+    this.keepAlive = head.keepAlive;
     this.length = head.body.kind === "length" ? head.body.length : undefined;
     this.remaining = this.length ?? Infinity;
     this.chunked = head.body.kind === "chunked";
@@ -442,7 +475,7 @@ export class UpstreamBody implements BodySource {
   private done(clean: boolean) {
     this.finished = true;
     this.sink!.end();
-    this.onComplete(this.keepAlive && clean);
+    this.exchange.complete(this.keepAlive && clean);
   }
 
   /** The target finished sending: the end of a read-until-close body, or a truncated one. */

@@ -40,7 +40,11 @@ export function startRequestLog(req: ProxyRequest): RequestLog {
   };
 }
 
-const json = JSON.stringify;
+/** Most values need no escaping; those are quoted as they are, the rest go through JSON.stringify. */
+const PLAIN = /^[^"\\\x00-\x1f\u2028\u2029]*$/;
+function json(text: string): string {
+  return PLAIN.test(text) ? `"${text}"` : JSON.stringify(text);
+}
 
 /**
  * Logs the request's line and counts it in the metrics. The line is written

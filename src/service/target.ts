@@ -34,13 +34,14 @@ export class Target {
     return this.inflight.size;
   }
 
-  /** Registers something in flight; the returned function must be called when it is done (more calls do nothing). */
-  begin(entry: InFlight): () => void {
+  /** Registers something in flight, until `end` is called for it. */
+  begin(entry: InFlight) {
     this.inflight.add(entry);
-    return () => {
-      if (!this.inflight.delete(entry)) return;
-      if (this.inflight.size === 0) this.wakeIdleWaiters();
-    };
+  }
+
+  /** It is done (more calls do nothing). */
+  end(entry: InFlight) {
+    if (this.inflight.delete(entry) && this.inflight.size === 0) this.wakeIdleWaiters();
   }
 
   /**

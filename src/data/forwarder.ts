@@ -1,17 +1,19 @@
-// Forwards one request to one target and turns the answer into a Reply: the
-// app's status, headers and body as they come (the body streams, with
-// backpressure both ways), a WebSocket tunnel after a 101, or the status of
-// the proxy's own error page. The request counts as in flight on its target
-// until its reply has been written, so draining waits for downloads too.
+// Forwards one request to one target and answers with the app's response: its
+// status, headers and body as they come (the body streams, with backpressure
+// both ways), a WebSocket tunnel after a 101, or the proxy's error page when
+// the target fails. The request counts as in flight on its target until its
+// reply has been written, so draining waits for downloads too.
 import type { Fields } from "../http/fields.ts";
 import { BodyTooLarge, bufferBody, type BufferedBody } from "../proxy/buffer.ts";
+import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
 import { stripHopByHop, type UpstreamHeaders } from "../proxy/headers.ts";
+import { logRequest, type RequestLog } from "../proxy/request-log.ts";
 import { DrainCancelled, TargetLeaving, type InFlight, type Target } from "../service/target.ts";
 import type { BodySource } from "./body.ts";
 import { MalformedBody } from "./client-body.ts";
-import type { Reply, SentOutcome } from "./reply.ts";
-import { ClientGone, type ProxyRequest } from "./request.ts";
-import { TargetFailed, TargetTimeout, UpstreamExchange, type ExchangeOwner, type UpstreamPool, type UpstreamResponse } from "./upstream.ts";
+import { Answer, type Reply, type Responder, type SentOutcome, type Upgrade } from "./reply.ts";
+import { ClientGone, type Cancellable, type ProxyRequest } from "./request.ts";
+import { TargetFailed, TargetTimeout, UpstreamExchange, type ExchangeOwner, type UpstreamBody, type UpstreamPool, type UpstreamResponse } from "./upstream.ts";
 import type { WebSocketTunnel } from "./websocket-tunnel.ts";
 
 export interface Buffering {
@@ -30,15 +32,13 @@ export interface Forward {
   /** The request's header lines for the target (without body framing). */
   headers: UpstreamHeaders;
   timeoutMs: number;
-  buffering?: Buffering;
-  /** Called once the reply is done, with what was sent; not called for a failure (see ForwardFailure). */
-  done(outcome: SentOutcome & { status: number; headers: Fields }): void;
-}
-
-/** The forward failed before any answer: the proxy answers with this status. */
-export interface ForwardFailure {
-  failed: number;
-  reason: string;
+  buffering: Buffering | undefined;
+  /** The request's log entry; the reply is logged once written. */
+  entry: RequestLog;
+  /** A Set-Cookie value for the client when the app answers (writer affinity), if any. */
+  setCookie: string | undefined;
+  /** The service's own error pages, if it has them. */
+  pages: CustomPages | undefined;
 }
 
 /** Methods a target may safely receive twice (RFC 9110 §9.2.2). */
@@ -49,17 +49,17 @@ class ResponseTooLarge extends Error {
   override name = "ResponseTooLarge";
 }
 
-/** Maps why an exchange failed to the status the client gets. */
-function classify(error: unknown): ForwardFailure {
-  if (error instanceof TargetTimeout) return { failed: 504, reason: "target timeout" };
-  if (error instanceof DrainCancelled) return { failed: 504, reason: "cancelled by drain timeout" };
-  if (error instanceof TargetLeaving) return { failed: 504, reason: "cancelled by drain" };
-  if (error instanceof ClientGone) return { failed: 499, reason: "client disconnected" };
-  if (error instanceof MalformedBody) return { failed: 400, reason: `malformed request body: ${error.message}` };
-  if (error instanceof BodyTooLarge) return { failed: 413, reason: "request body too large" };
-  if (error instanceof ResponseTooLarge) return { failed: 502, reason: "response body too large" };
-  if (error instanceof TargetFailed) return { failed: 502, reason: error.message };
-  return { failed: 502, reason: `target failed: ${(error as Error)?.message ?? "unknown error"}` };
+/** Maps why a forward failed to the status the client gets. */
+function classify(error: unknown): { status: number; reason: string } {
+  if (error instanceof TargetTimeout) return { status: 504, reason: "target timeout" };
+  if (error instanceof DrainCancelled) return { status: 504, reason: "cancelled by drain timeout" };
+  if (error instanceof TargetLeaving) return { status: 504, reason: "cancelled by drain" };
+  if (error instanceof ClientGone) return { status: 499, reason: "client disconnected" };
+  if (error instanceof MalformedBody) return { status: 400, reason: `malformed request body: ${error.message}` };
+  if (error instanceof BodyTooLarge) return { status: 413, reason: "request body too large" };
+  if (error instanceof ResponseTooLarge) return { status: 502, reason: "response body too large" };
+  if (error instanceof TargetFailed) return { status: 502, reason: error.message };
+  return { status: 502, reason: `target failed: ${(error as Error)?.message ?? "unknown error"}` };
 }
 
 /** The request head for the target; `framing` is a Content-Length or Transfer-Encoding line, or "". */
@@ -68,32 +68,45 @@ function requestHead(method: string, pathAndQuery: string, headers: UpstreamHead
 }
 
 /**
- * Sends the request and calls `respond` once with the Reply (or the failure).
- * Without buffering nothing here waits for the event loop: the reply is
- * handed on from the target socket's own callback.
+ * Sends the request; `responder` gets the reply once. Without buffering
+ * nothing here waits for the event loop: the reply is handed on from the
+ * target socket's own callback.
  */
-export function forward(pool: UpstreamPool, f: Forward, respond: (result: Reply | ForwardFailure) => void) {
-  new Forwarding(pool, f, respond).start();
+export function forward(pool: UpstreamPool, f: Forward, responder: Responder) {
+  new Forwarding(pool, f, responder).start();
 }
 
+/** Where a forward is, and so what `cancel` stops. */
+type Phase =
+  | { kind: "buffering"; body: BodySource }
+  | { kind: "exchange"; exchange: UpstreamExchange }
+  | { kind: "body"; body: UpstreamBody | undefined }
+  | { kind: "tunnel"; tunnel: WebSocketTunnel | undefined }
+  | { kind: "over" };
+
 /**
- * One forward in progress: it is what the target's in-flight set holds, what
- * the exchange reports to, and what the reply reports back to when written.
+ * One forward in progress. It is what the target's in-flight set holds, what
+ * the exchange reports to, and, once the app has answered, the Reply itself.
  */
-class Forwarding implements InFlight, ExchangeOwner {
+class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
   readonly websocket: boolean;
-  /** What stops the forward now (the exchange, the buffering, the tunnel), for `cancel`. */
-  private stop: (reason: Error) => void = () => {};
-  private over = false;
-  private buffered: BufferedBody | undefined;
-  private forgetClient: () => void = () => {};
-  /** The target's status, once it has answered. */
-  private status = 0;
+  private phase: Phase = { kind: "over" };
+  private bufferedRequest: BufferedBody | undefined;
+  private bufferedResponse: BufferedBody | undefined;
+  /** Answered (the reply written, or the failure reported): nothing more happens. */
+  private finished = false;
+  // The Reply, filled in when the target answers.
+  status = 0;
+  reason = "";
+  headers!: Fields;
+  body: BodySource | null = null;
+  chunked: boolean | undefined;
+  upgrade: Upgrade | undefined;
 
   constructor(
     private readonly pool: UpstreamPool,
     private readonly f: Forward,
-    private readonly respond: (result: Reply | ForwardFailure) => void,
+    private readonly responder: Responder,
   ) {
     this.websocket = f.req.websocket;
   }
@@ -101,25 +114,37 @@ class Forwarding implements InFlight, ExchangeOwner {
   start() {
     const { req, target } = this.f;
     target.begin(this);
-    if (req.gone.reason) return this.failure(req.gone.reason);
-    this.forgetClient = req.gone.on((reason) => this.cancel(reason));
+    req.gone.listen(this);
+    if (req.gone.reason) return;
     const buffering = this.f.buffering;
     if (!buffering?.requests || !req.body) return this.send(req.body);
     const body = req.body;
-    this.stop = (reason) => {
-      body.cancel(reason);
-      this.failure(reason);
-    };
+    this.phase = { kind: "buffering", body };
     bufferBody(body, buffering.memory, buffering.maxRequestBody).then((buffered) => {
-      if (this.over) return buffered.dispose();
-      this.buffered = buffered;
+      if (this.phase.kind !== "buffering") return buffered.dispose();
+      this.bufferedRequest = buffered;
       this.send(buffered.source);
     }, (error) => this.failure(error));
   }
 
-  /** The drain deadline, the target leaving, or the client leaving. */
+  /** Stopped by the drain deadline, the target leaving, or the client leaving. */
   cancel(reason: Error) {
-    this.stop(reason);
+    const phase = this.phase;
+    switch (phase.kind) {
+      case "buffering":
+        phase.body.cancel(reason);
+        return this.failure(reason);
+      case "exchange":
+        return phase.exchange.cancel(reason);
+      // The client's connection ends short.
+      case "body":
+        return phase.body?.fail(reason);
+      case "tunnel":
+        return phase.tunnel?.close(1001, reason instanceof TargetLeaving ? "target drained" : "going away");
+      default:
+        // Not started yet: the client left before the forward began.
+        this.failure(reason);
+    }
   }
 
   private send(body: BodySource | null) {
@@ -140,43 +165,46 @@ class Forwarding implements InFlight, ExchangeOwner {
       },
       this,
     );
-    this.stop = (reason) => exchange.cancel(reason);
+    this.phase = { kind: "exchange", exchange };
     exchange.start();
   }
 
-  /** The forward failed before any answer. */
+  /** The forward failed before any answer: the proxy's error page (nothing, if the client is gone). */
   failure(error: unknown) {
-    if (this.over) return;
-    this.over = true;
-    this.buffered?.dispose();
-    this.forgetClient();
-    this.f.target.end(this);
-    this.respond(classify(error));
+    if (this.finished) return;
+    this.end();
+    const { status, reason } = classify(error);
+    if (status === 499) {
+      logRequest(this.f.entry, { status: 499, bytes: 0, error: reason });
+      return this.responder.respond(new Answer(499, [], ""));
+    }
+    this.responder.respond(new Answer(status, ERROR_PAGE_HEADERS, errorPage(status, { pages: this.f.pages }), this.f.entry, reason));
   }
 
   /** The target answered: its head is in, its body follows. */
   response(response: UpstreamResponse) {
-    this.buffered?.dispose();
+    this.bufferedRequest?.dispose();
     const { head } = response;
     this.status = head.status;
+    this.reason = head.reason;
     if (response.upgraded) return this.upgraded(response);
-    const headers = stripHopByHop(head.fields);
+    const headers = (this.headers = stripHopByHop(head.fields));
     const body = response.body;
-    // Cut by the drain deadline (or the client leaving): the client's connection ends short.
-    this.stop = (reason) => body?.fail(reason);
-    const eventStream = headers.get("content-type")?.startsWith("text/event-stream") ?? false;
+    this.phase = { kind: "body", body };
+    if (this.f.setCookie) headers.append("Set-Cookie", this.f.setCookie);
+    const buffering = this.f.buffering;
     // Event streams are never buffered: they are meant to arrive as produced.
-    if (!this.f.buffering?.responses || !body || eventStream) {
-      return this.respond({ status: head.status, reason: head.reason, headers, body: body ?? null, chunked: body?.chunked, done: (o) => this.sent(o, headers) });
+    if (!buffering?.responses || !body || headers.get("content-type")?.startsWith("text/event-stream")) {
+      this.body = body ?? null;
+      this.chunked = body?.chunked;
+      return this.responder.respond(this);
     }
-    bufferBody(body, this.f.buffering.memory, this.f.buffering.maxResponseBody).then(
+    bufferBody(body, buffering.memory, buffering.maxResponseBody).then(
       (whole) => {
+        this.bufferedResponse = whole;
         headers.set("Content-Length", String(whole.size));
-        const done = (outcome: SentOutcome) => {
-          whole.dispose();
-          this.sent(outcome, headers);
-        };
-        this.respond({ status: head.status, reason: head.reason, headers, body: whole.source, done });
+        this.body = whole.source;
+        this.responder.respond(this);
       },
       (error) => this.failure(error instanceof BodyTooLarge ? new ResponseTooLarge() : error),
     );
@@ -184,38 +212,39 @@ class Forwarding implements InFlight, ExchangeOwner {
 
   /** 101: the reply switches the client's connection to a tunnel. */
   private upgraded(response: UpstreamResponse) {
-    const { head } = response;
     const { transport, initial } = response.upgraded!;
     if (!this.websocket) {
       transport.destroy();
       return this.failure(new TargetFailed("target switched protocols unasked"));
     }
-    const headers = stripHopByHop(head.fields, true);
-    const forwarding = this;
-    this.respond({
-      status: 101,
-      reason: head.reason,
-      headers,
-      body: null,
-      upgrade: {
-        transport,
-        initial,
-        opened(tunnel: WebSocketTunnel) {
-          // From here the client leaving is the tunnel's business.
-          forwarding.forgetClient();
-          forwarding.stop = (reason) => tunnel.close(1001, reason instanceof TargetLeaving ? "target drained" : "going away");
-        },
+    this.headers = stripHopByHop(response.head.fields, true);
+    const phase: Phase & { kind: "tunnel" } = { kind: "tunnel", tunnel: undefined };
+    this.phase = phase;
+    this.upgrade = {
+      transport,
+      initial,
+      opened: (tunnel) => {
+        phase.tunnel = tunnel;
+        // From here the client leaving is the tunnel's business.
+        this.f.req.gone.listen(undefined);
       },
-      done: (outcome) => this.sent(outcome, headers),
-    });
+    };
+    this.responder.respond(this);
   }
 
-  /** The reply has been written (or has failed). */
-  private sent(outcome: SentOutcome, headers: Fields) {
-    if (this.over) return;
-    this.over = true;
-    this.forgetClient();
+  /** The reply has been written (or has failed): logged, and no longer in flight. */
+  done(outcome: SentOutcome) {
+    if (this.finished) return;
+    this.end();
+    this.bufferedResponse?.dispose();
+    logRequest(this.f.entry, { status: this.status, bytes: outcome.bytes, error: outcome.error, headers: this.headers });
+  }
+
+  private end() {
+    this.finished = true;
+    this.phase = { kind: "over" };
+    this.bufferedRequest?.dispose();
+    this.f.req.gone.listen(undefined);
     this.f.target.end(this);
-    this.f.done({ bytes: outcome.bytes, error: outcome.error, status: this.status, headers });
   }
 }

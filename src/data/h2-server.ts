@@ -107,7 +107,7 @@ export class H2Server {
         const remoteAddr = (peer && clientAddress(peer.port)) ?? normalizeClientIp(peer?.address);
         // Long streams and slow targets are timed by the proxy (--target-timeout), not by Bun's idle timer.
         server.timeout(req, 0);
-        const reply = await new Promise<Reply>((resolve) => pipeline.handle(proxyRequest(req, remoteAddr), resolve));
+        const reply = await new Promise<Reply>((resolve) => pipeline.handle(proxyRequest(req, remoteAddr), { respond: resolve }));
         return toResponse(reply);
       },
       error: (error: Error) => {

@@ -14,7 +14,7 @@ import { startRequestLog } from "../proxy/request-log.ts";
 import type { BodySink, BodySource } from "./body.ts";
 import { ClientBody } from "./client-body.ts";
 import type { Pipeline } from "./pipeline.ts";
-import type { Reply, SentOutcome } from "./reply.ts";
+import type { Reply, Responder, SentOutcome } from "./reply.ts";
 import { Cancel, ClientGone, type ProxyRequest, type Scheme } from "./request.ts";
 import type { Transport } from "./transport.ts";
 import { UpstreamBody } from "./upstream.ts";
@@ -60,12 +60,15 @@ function httpDate(): string {
 
 type State = "head" | "busy" | "tunnel" | "closing" | "closed";
 
-export class Http1Connection {
+export class Http1Connection implements Responder {
   private state: State = "head";
   /** Bytes read but not parsed yet: a head in progress, or what follows the current request. */
   private buffer: Buffer | undefined;
   private body: ClientBody | undefined;
   private request: ProxyRequest | undefined;
+  /** The head of the request being answered. */
+  private head: RequestHead | undefined;
+  private answered = false;
   /** The reply body being written. */
   private writer: BodyWriter | undefined;
   /** When the head being waited for must be complete (unix ms); 0 while answering. */
@@ -73,7 +76,7 @@ export class Http1Connection {
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
-    private readonly transport: Transport,
+    readonly transport: Transport,
     private readonly owner: ConnectionOwner,
     private readonly scheme: Scheme,
     /** The client's address (the TLS front knows it for connections it relays). */
@@ -144,17 +147,21 @@ export class Http1Connection {
     if (body?.error) return this.refuse(400, `malformed request body: ${body.error.message}`);
     const request = this.requestFrom(head, body);
     this.request = request;
-    let answered = false;
+    this.head = head;
+    this.answered = false;
     try {
-      this.owner.pipeline.handle(request, (reply) => {
-        answered = true;
-        this.write(reply, head);
-      });
+      this.owner.pipeline.handle(request, this);
     } catch (error) {
       // A bug in a step: this request gets a 500, the server goes on.
-      if (!answered) this.write(this.internalError(request, error), head);
+      if (!this.answered) this.respond(this.internalError(request, error));
       else log.error("Unhandled error", { kind: "request", error: (error as Error)?.message ?? String(error) });
     }
+  }
+
+  /** The pipeline's reply to the current request. */
+  respond(reply: Reply) {
+    this.answered = true;
+    this.write(reply, this.head);
   }
 
   private requestFrom(head: RequestHead, body: ClientBody | undefined): ProxyRequest {
@@ -206,6 +213,7 @@ export class Http1Connection {
       gone: new Cancel(),
     };
     this.request = request;
+    this.head = undefined;
     const reply = this.owner.pipeline.reject(startRequestLog(request), status, reason);
     this.write(reply, undefined, true);
   }
@@ -263,14 +271,17 @@ export class Http1Connection {
 
   /** Streams a reply body; the head goes out with the first chunk when that is already there. */
   private relay(reply: Reply, stream: BodySource, headBytes: Buffer, encode: boolean, keepAlive: boolean) {
-    const writer = new BodyWriter(this.transport, reply, stream, headBytes, encode, (outcome) => {
-      this.writer = undefined;
-      if (outcome.error) return reply.done(outcome);
-      this.finished(reply, outcome, keepAlive);
-    });
+    const writer = new BodyWriter(this, reply, stream, headBytes, encode, keepAlive);
     this.writer = writer;
     stream.start(writer);
     writer.started();
+  }
+
+  /** The BodyWriter is done with the reply's body. */
+  bodyWritten(writer: BodyWriter, outcome: SentOutcome) {
+    if (this.writer === writer) this.writer = undefined;
+    if (outcome.error) return writer.reply.done(outcome);
+    this.finished(writer.reply, outcome, writer.keepAlive);
   }
 
   private finished(reply: Reply, outcome: { bytes: number }, keepAlive: boolean) {
@@ -365,15 +376,18 @@ class BodyWriter implements BodySink {
   private bytes = 0;
   private over = false;
 
+  private readonly transport: Transport;
+
   constructor(
-    private readonly transport: Transport,
-    private readonly reply: Reply,
+    private readonly connection: Http1Connection,
+    readonly reply: Reply,
     readonly stream: BodySource,
     head: Buffer,
     private readonly encode: boolean,
-    private readonly onDone: (outcome: SentOutcome) => void,
+    readonly keepAlive: boolean,
   ) {
     this.head = head;
+    this.transport = connection.transport;
   }
 
   private send(data: Uint8Array): boolean {
@@ -401,14 +415,14 @@ class BodyWriter implements BodySink {
     else if (this.head) this.send(EMPTY);
     const stream = this.stream;
     if (stream instanceof UpstreamBody && stream.raw) this.bytes = stream.payloadBytes;
-    this.onDone({ bytes: this.bytes });
+    this.connection.bodyWritten(this, { bytes: this.bytes });
   }
 
   error(error: Error) {
     if (this.over) return;
     this.over = true;
     this.transport.destroy();
-    this.onDone({ bytes: this.bytes, error: error.message });
+    this.connection.bodyWritten(this, { bytes: this.bytes, error: error.message });
   }
 
   /** The client went away. */
@@ -416,7 +430,7 @@ class BodyWriter implements BodySink {
     if (this.over) return;
     this.over = true;
     this.stream.cancel(reason);
-    this.onDone({ bytes: this.bytes, error: reason.message });
+    this.connection.bodyWritten(this, { bytes: this.bytes, error: reason.message });
   }
 }
 

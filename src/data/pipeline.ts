@@ -8,7 +8,7 @@
 import { parse as parseCookies } from "hono/utils/cookie";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
 import { upstreamHeaders } from "../proxy/headers.ts";
-import { logRequest, startRequestLog, type Outcome, type RequestLog } from "../proxy/request-log.ts";
+import { startRequestLog, type RequestLog } from "../proxy/request-log.ts";
 import { validHostHeader, type Route } from "../routing/router.ts";
 import type { Registry } from "../service/registry.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
@@ -16,7 +16,7 @@ import type { Service } from "../service/service.ts";
 import type { CertificateManager } from "../tls/manager.ts";
 import { log } from "../log.ts";
 import { forward, type Buffering } from "./forwarder.ts";
-import { answer, type Reply } from "./reply.ts";
+import { Answer, type Reply, type Responder } from "./reply.ts";
 import type { ProxyRequest } from "./request.ts";
 import type { UpstreamPool } from "./upstream.ts";
 
@@ -58,16 +58,16 @@ export class Pipeline {
   ) {}
 
   /** Runs the steps for `req` and calls `respond` once with the reply. */
-  handle(req: ProxyRequest, respond: (reply: Reply) => void): void {
+  handle(req: ProxyRequest, responder: Responder): void {
     const entry = startRequestLog(req);
     const refused = this.refuse(req);
-    if (refused) return respond(this.reject(entry, refused.status, refused.error));
+    if (refused) return responder.respond(this.reject(entry, refused.status, refused.error));
     const path = req.path!;
     const challenge = this.acmeChallenge(req, path, entry);
-    if (challenge) return respond(challenge);
+    if (challenge) return responder.respond(challenge);
 
     const route = this.registry.router.match(entry.host, path);
-    if (!route) return respond(this.reject(entry, 404, "no service matches"));
+    if (!route) return responder.respond(this.reject(entry, 404, "no service matches"));
     const service = route.service;
     const options = service.options;
     entry.service = service.name;
@@ -84,29 +84,29 @@ export class Pipeline {
     };
 
     if (req.scheme === "https" && !options.tls) {
-      return respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
+      return responder.respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
     }
     const redirect = this.redirect(passage);
-    if (redirect instanceof Promise) return void redirect.then((r) => (r ? respond(r) : this.afterRedirect(passage, respond)), (e) => respond(this.internalError(entry, e)));
-    if (redirect) return respond(redirect);
-    this.afterRedirect(passage, respond);
+    if (redirect instanceof Promise) return void redirect.then((r) => (r ? responder.respond(r) : this.afterRedirect(passage, responder)), (e) => responder.respond(this.internalError(entry, e)));
+    if (redirect) return responder.respond(redirect);
+    this.afterRedirect(passage, responder);
   }
 
-  private afterRedirect(passage: Passage, respond: (reply: Reply) => void) {
+  private afterRedirect(passage: Passage, responder: Responder) {
     const held = this.maintenance(passage);
-    if (held instanceof Promise) return void held.then((r) => (r ? respond(r) : this.afterMaintenance(passage, respond)), (e) => respond(this.internalError(passage.entry, e)));
-    if (held) return respond(held);
-    this.afterMaintenance(passage, respond);
+    if (held instanceof Promise) return void held.then((r) => (r ? responder.respond(r) : this.afterMaintenance(passage, responder)), (e) => responder.respond(this.internalError(passage.entry, e)));
+    if (held) return responder.respond(held);
+    this.afterMaintenance(passage, responder);
   }
 
-  private afterMaintenance(passage: Passage, respond: (reply: Reply) => void) {
+  private afterMaintenance(passage: Passage, responder: Responder) {
     const { req, entry, service } = passage;
     const limit = service.options.maxRequestBody;
     // A declared length over the limit is refused before anything is read.
     if (limit > 0 && Number(req.headers.get("content-length") ?? 0) > limit) {
-      return respond(this.reject(entry, 413, "request body too large", { pages: passage.pages }));
+      return responder.respond(this.reject(entry, 413, "request body too large", { pages: passage.pages }));
     }
-    this.forward(passage, respond);
+    this.forward(passage, responder);
   }
 
   /** Requests no service should see: a malformed Host (400, as nginx does), a target that is not a path, CONNECT (405). */
@@ -126,7 +126,7 @@ export class Pipeline {
     if (req.scheme !== "http" || !path.startsWith(ACME_CHALLENGE)) return undefined;
     const keyAuthorization = this.tls.certificates.issuer.challenges.get(path.slice(ACME_CHALLENGE.length));
     if (!keyAuthorization) return undefined;
-    return answer(200, [["Content-Type", "text/plain"]], keyAuthorization, (o) => logRequest(entry, { status: 200, bytes: o.bytes }));
+    return new Answer(200, [["Content-Type", "text/plain"]], keyAuthorization, entry);
   }
 
   /** TLS redirects and canonical hosts, in one 301 that keeps the path and query. */
@@ -147,7 +147,7 @@ export class Pipeline {
       port = m ? `:${m[1]}` : "";
     }
     const location = `${toScheme}://${toHost}${port}${path}${req.query}`;
-    const reply = () => answer(301, [["Location", location]], "", () => logRequest(entry, { status: 301, bytes: 0 }));
+    const reply = () => new Answer(301, [["Location", location]], "", entry);
     // A browser following a redirect to HTTPS should find a certificate:
     // it waits (bounded) for one still being issued.
     if (toScheme === "https" && req.scheme === "http" && !this.tls.certificates.has(toHost)) {
@@ -165,7 +165,7 @@ export class Pipeline {
     const pause = service.pause;
     if (pause.mode === "running") return undefined;
     if ((req.method === "GET" || req.method === "HEAD") && targetPath === service.options.healthCheck.path) {
-      return answer(200, [["Content-Type", "text/plain"]], "OK", (o) => logRequest(entry, { status: 200, bytes: o.bytes }));
+      return new Answer(200, [["Content-Type", "text/plain"]], "OK", entry);
     }
     return pause.wait().then((outcome) => {
       if (outcome === "stopped") return this.reject(entry, 503, "service stopped", { pages, message: pause.message });
@@ -176,7 +176,7 @@ export class Pipeline {
   }
 
   /** Picks a target, builds the upstream headers and forwards. */
-  private forward({ req, entry, service, pages, targetPath }: Passage, respond: (reply: Reply) => void) {
+  private forward({ req, entry, service, pages, targetPath }: Passage, responder: Responder) {
     const options = service.options;
     const isRead = req.method === "GET" || req.method === "HEAD";
     let rolloutValue: string | undefined;
@@ -189,38 +189,33 @@ export class Pipeline {
     }
     // A WebSocket is a long write-capable session: it goes to the writers.
     const { target, pinWriter } = req.websocket ? service.pick(false, rolloutValue, true) : service.pick(isRead, rolloutValue, pinnedToWriter);
-    if (!target) return respond(this.reject(entry, 503, "no healthy target", { pages }));
+    if (!target) return responder.respond(this.reject(entry, 503, "no healthy target", { pages }));
     entry.target = target.address;
 
     const headers = upstreamHeaders(req.headers, { ip: req.remoteAddr, scheme: req.scheme }, options.forwardHeaders, req.websocket, target.address);
     entry.requestId = headers.requestId;
     entry.clientAddr = headers.clientAddr;
 
-    const forwarding = {
-      req,
-      target,
-      pathAndQuery: targetPath + req.query,
-      headers,
-      timeoutMs: options.targetTimeoutMs,
-      buffering: buffering(service),
-      done: (outcome: Outcome) => logRequest(entry, outcome),
-    };
-    forward(this.pool, forwarding, (result) => {
-      if ("failed" in result) {
-        // The client is gone: nothing will be written, but the request is logged.
-        if (result.failed === 499) {
-          logRequest(entry, { status: 499, bytes: 0, error: result.reason });
-          return respond(answer(499, [], "", () => {}));
-        }
-        return respond(this.reject(entry, result.failed, result.reason, { pages }));
-      }
-      if (pinWriter && !req.websocket) {
-        const until = Date.now() + options.writerAffinityTimeoutMs;
-        const maxAge = Math.ceil(options.writerAffinityTimeoutMs / 1000);
-        result.headers.append("Set-Cookie", `${WRITER_COOKIE}=${until}; Max-Age=${maxAge}; Path=/; HttpOnly; SameSite=Lax`);
-      }
-      respond(result);
-    });
+    let setCookie: string | undefined;
+    if (pinWriter && !req.websocket) {
+      const until = Date.now() + options.writerAffinityTimeoutMs;
+      setCookie = `${WRITER_COOKIE}=${until}; Max-Age=${Math.ceil(options.writerAffinityTimeoutMs / 1000)}; Path=/; HttpOnly; SameSite=Lax`;
+    }
+    forward(
+      this.pool,
+      {
+        req,
+        target,
+        pathAndQuery: targetPath + req.query,
+        headers,
+        timeoutMs: options.targetTimeoutMs,
+        buffering: buffering(service),
+        entry,
+        setCookie,
+        pages,
+      },
+      responder,
+    );
   }
 
   private internalError(entry: RequestLog, error: unknown): Reply {
@@ -230,7 +225,7 @@ export class Pipeline {
 
   /** Answers with a proxy error page, logged with the page's size. */
   reject(entry: RequestLog, status: number, error: string, options: Parameters<typeof errorPage>[1] = {}): Reply {
-    return answer(status, ERROR_PAGE_HEADERS, errorPage(status, options), (o) => logRequest(entry, { status, bytes: o.bytes, error }));
+    return new Answer(status, ERROR_PAGE_HEADERS, errorPage(status, options), entry, error);
   }
 }
 

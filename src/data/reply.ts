@@ -2,6 +2,7 @@
 // own pages and redirects (a body in memory), an app's response (its body
 // streamed from the target), or a switch to a WebSocket tunnel.
 import { Fields } from "../http/fields.ts";
+import { logRequest, type RequestLog } from "../proxy/request-log.ts";
 import type { BodySource } from "./body.ts";
 import type { SocketTransport } from "./transport.ts";
 import type { WebSocketTunnel } from "./websocket-tunnel.ts";
@@ -34,11 +35,31 @@ export interface Reply {
   done(outcome: SentOutcome): void;
 }
 
+/** Where a listener takes the reply to a request it handed to the pipeline. */
+export interface Responder {
+  respond(reply: Reply): void;
+}
+
 const encoder = new TextEncoder();
 
-/** A complete answer produced by the proxy itself. */
-export function answer(status: number, headers: [string, string][], body: string | Uint8Array, done: Reply["done"]): Reply {
-  const fields = new Fields();
-  for (const [name, value] of headers) fields.append(name, value);
-  return { status, reason: "", headers: fields, body: typeof body === "string" ? encoder.encode(body) : body, done };
+/** A complete answer produced by the proxy itself, logged (when `entry` is given) once it is sent. */
+export class Answer implements Reply {
+  readonly reason = "";
+  readonly headers = new Fields();
+  readonly body: Uint8Array;
+
+  constructor(
+    readonly status: number,
+    headers: readonly (readonly [string, string])[],
+    body: string | Uint8Array,
+    private readonly entry?: RequestLog,
+    private readonly error?: string,
+  ) {
+    for (const [name, value] of headers) this.headers.append(name, value);
+    this.body = typeof body === "string" ? encoder.encode(body) : body;
+  }
+
+  done(outcome: SentOutcome) {
+    if (this.entry) logRequest(this.entry, { status: this.status, bytes: outcome.bytes, error: this.error ?? outcome.error });
+  }
 }

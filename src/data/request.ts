@@ -29,29 +29,26 @@ export interface ProxyRequest {
   readonly gone: Cancel;
 }
 
-/** A one-shot cancellation: listeners registered after it fired are called at once. */
+/** Something that can be stopped when the client goes away. */
+export interface Cancellable {
+  cancel(reason: Error): void;
+}
+
+/** The client going away: fired once; a listener set after it fired is told at once. */
 export class Cancel {
   reason: Error | undefined;
-  private listeners: ((reason: Error) => void)[] | undefined;
+  private listener: Cancellable | undefined;
 
-  on(listener: (reason: Error) => void): () => void {
-    if (this.reason) {
-      listener(this.reason);
-      return () => {};
-    }
-    (this.listeners ??= []).push(listener);
-    return () => {
-      const i = this.listeners?.indexOf(listener) ?? -1;
-      if (i !== -1) this.listeners!.splice(i, 1);
-    };
+  /** The one thing to stop when the client goes (the forward in progress); `undefined` forgets it. */
+  listen(listener: Cancellable | undefined) {
+    this.listener = listener;
+    if (listener && this.reason) listener.cancel(this.reason);
   }
 
   fire(reason: Error) {
     if (this.reason) return;
     this.reason = reason;
-    const listeners = this.listeners;
-    this.listeners = undefined;
-    for (const listener of listeners ?? []) listener(reason);
+    this.listener?.cancel(reason);
   }
 }
 

@@ -180,6 +180,30 @@ const TARGET_SOCKET = {
   connectError() {},
 };
 
+/**
+ * The exchanges waiting for a response head, checked against their deadlines
+ * every 50 ms: one timer for all of them rather than one per request.
+ */
+const awaitingHeads = {
+  exchanges: new Set<UpstreamExchange>(),
+  timer: undefined as ReturnType<typeof setInterval> | undefined,
+  watch(exchange: UpstreamExchange) {
+    this.exchanges.add(exchange);
+    this.timer ??= setInterval(() => this.sweep(), 50);
+  },
+  forget(exchange: UpstreamExchange) {
+    this.exchanges.delete(exchange);
+  },
+  sweep() {
+    const now = performance.now();
+    for (const exchange of this.exchanges) if (exchange.deadline <= now) exchange.timedOut();
+    if (this.exchanges.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  },
+};
+
 /** Who learns how an exchange went: the response once its head is in, or why it failed. */
 export interface ExchangeOwner {
   response(response: UpstreamResponse): void;
@@ -195,7 +219,8 @@ export interface ExchangeOwner {
  */
 export class UpstreamExchange implements BodySink {
   private connection: TargetConnection | undefined;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the response head must have arrived (performance.now() ms). */
+  deadline = 0;
   private headBuffer: Buffer | undefined;
   private settled = false;
   private cancelled: Error | undefined;
@@ -215,7 +240,8 @@ export class UpstreamExchange implements BodySink {
   ) {}
 
   start() {
-    this.timer = setTimeout(() => this.fail(new TargetTimeout("target timeout")), this.request.timeoutMs);
+    this.deadline = performance.now() + this.request.timeoutMs;
+    awaitingHeads.watch(this);
     const pooled = this.pool.reuse(this.address);
     if (pooled) return this.use(pooled, true);
     this.connectNew();
@@ -290,7 +316,7 @@ export class UpstreamExchange implements BodySink {
       if (rest) this.onData(rest);
       return;
     }
-    clearTimeout(this.timer);
+    awaitingHeads.forget(this);
     this.settled = true;
     const connection = this.connection!;
     if (head.status === 101) {
@@ -356,10 +382,15 @@ export class UpstreamExchange implements BodySink {
     this.fail(new TargetFailed(this.headBuffer ? "target failed: connection closed mid-head" : "target failed: connection closed before answering"));
   }
 
+  /** The deadline for the response head has passed (--target-timeout). */
+  timedOut() {
+    this.fail(new TargetTimeout("target timeout"));
+  }
+
   private fail(error: Error) {
     if (this.settled) return;
     this.settled = true;
-    clearTimeout(this.timer);
+    awaitingHeads.forget(this);
     this.connection?.transport.destroy();
     this.request.body?.cancel(error);
     try {

@@ -33,8 +33,8 @@ export function isWebSocketHandshake(method: string, fields: Fields): boolean {
  * `Connection: Upgrade`.
  */
 export function stripHopByHop(fields: Fields, upgrade = false): Fields {
-  const named = fields.has("connection") ? fields.tokens("connection") : NO_TOKENS;
-  fields.removeWhere((key) => (HOP_BY_HOP.has(key) || named.includes(key)) && !(upgrade && key === "upgrade"));
+  const named = fields.has("connection") ? fields.tokens("connection") : undefined;
+  fields.deleteAll(HOP_BY_HOP, named, upgrade ? "upgrade" : undefined);
   if (upgrade) fields.set("Connection", "Upgrade");
   return fields;
 }
@@ -70,21 +70,23 @@ export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHead
   let host = "";
   let requestId = "";
   let requestStart = false;
-  inbound.forEach((value, name, key) => {
-    if (HOP_BY_HOP.has(key) || REPLACED.has(key) || named.includes(key)) return;
+  for (let i = 0; i < inbound.size; i++) {
+    const key = inbound.keyAt(i);
+    const value = inbound.valueAt(i);
+    if (HOP_BY_HOP.has(key) || REPLACED.has(key) || named.includes(key)) continue;
     if (key.charCodeAt(0) === 120 /* x */) {
-      if (key.startsWith("x-forwarded-") && !forwardHeaders) return;
+      if (key.startsWith("x-forwarded-") && !forwardHeaders) continue;
       // An empty value is as good as none: the app and the log need a real id.
-      if (key === "x-request-id" && !(requestId = value.trim())) return;
-      if (key === "x-request-start" && !(requestStart = value.trim() !== "")) return;
+      if (key === "x-request-id" && !(requestId = value.trim())) continue;
+      if (key === "x-request-start" && !(requestStart = value.trim() !== "")) continue;
     }
     if (key === "host") {
       // HTTP/1.1 needs a Host: without one from the client (HTTP/1.0, or empty), the target's address.
-      if (!value) return;
+      if (!value) continue;
       host = value;
     }
-    lines += `${name}: ${value}\r\n`;
-  });
+    lines += `${inbound.nameAt(i)}: ${value}\r\n`;
+  }
   if (!host) lines += `Host: ${targetAddress}\r\n`;
   if (websocket) lines += "Connection: Upgrade\r\nUpgrade: websocket\r\n";
   const priorFor = forwardHeaders ? inbound.get("x-forwarded-for") : undefined;

@@ -137,6 +137,22 @@ export async function waitForHttp(url: string, child: Child | undefined, timeout
   throw new Error(`${url} did not answer ${status} within ${timeoutMs / 1000}s (last: ${last})`);
 }
 
+/** Polls until 127.0.0.1:`port` accepts a TCP connection, the child exits, or the time runs out. */
+export async function waitForPort(port: number, child: Child, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!child.alive()) throw new Error(`${child.name} exited (code ${child.proc.exitCode}) before port ${port} opened`);
+    try {
+      const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+      socket.end();
+      return;
+    } catch {
+      await Bun.sleep(50);
+    }
+  }
+  throw new Error(`port ${port} did not open within ${timeoutMs / 1000}s`);
+}
+
 /** Polls a file until `find` returns a value, the child exits, or the time runs out. */
 export async function waitForFile<T>(file: string, child: Child, timeoutMs: number, find: (text: string) => T | undefined): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -186,6 +202,13 @@ export function childPids(pid: number): number[] {
   } catch {
     return [];
   }
+}
+
+/** `pid` and all its descendants (Linux): a server that forks workers is measured whole. */
+export function processTree(pid: number): number[] {
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) tree.push(...childPids(tree[i]!));
+  return tree;
 }
 
 /** Busy and total CPU time of the whole machine so far, from /proc/stat (Linux); undefined elsewhere. */

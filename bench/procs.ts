@@ -93,7 +93,7 @@ export async function runToEnd(
   cmd: string[],
   timeoutMs: number,
   env: Record<string, string | undefined> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
+): Promise<{ code: number; stdout: string; stderr: string; cpuSeconds: number | undefined }> {
   const child = spawnChild(name, cmd, { env, stdout: "pipe", stderr: "pipe" });
   const proc = child.proc as Subprocess<"ignore", "pipe", "pipe">;
   const timer = setTimeout(() => child.proc.kill("SIGKILL"), timeoutMs);
@@ -104,7 +104,8 @@ export async function runToEnd(
       child.exited,
     ]);
     if (proc.signalCode === "SIGKILL") throw new Error(`${name} did not finish within ${timeoutMs / 1000}s: ${cmd.join(" ")}`);
-    return { code, stdout, stderr };
+    const usage = proc.resourceUsage();
+    return { code, stdout, stderr, cpuSeconds: usage ? Number(usage.cpuTime.total) / 1e6 : undefined };
   } finally {
     clearTimeout(timer);
   }
@@ -222,6 +223,11 @@ export function hostCpuTimes(): { busy: number; total: number } | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds (summed over all cores) the whole machine was busy between two hostCpuTimes() samples. */
+export function hostBusySeconds(before: ReturnType<typeof hostCpuTimes>, after: ReturnType<typeof hostCpuTimes>): number | undefined {
+  return before && after ? (after.busy - before.busy) / CLOCK_TICKS : undefined;
 }
 
 /** Share (0–100) of all cores that was busy between two hostCpuTimes() samples. */

@@ -40,22 +40,22 @@ export function scenarioTable(id: Exclude<ScenarioId, "rss">, rows: [string, Sum
   switch (id) {
     case "big":
       return table(
-        ["target", `MiB/s${med}`, "req/s", "p50", "p99", "errors", "proxy CPU", "host busy", "vs bun-min", "vs direct"],
-        rows.map(([name, x]) => [name, valueCell(x, rounds, "plain"), int(x.rps), fmtMs(x.p50_ms), fmtMs(x.p99_ms), errs(x), cpu(x.proxy_cpu_pct), cpu(x.host_busy_pct), ratio(x.vs_bun_min), ratio(x.vs_direct)]),
+        ["target", `MiB/s${med}`, "req/s", "p50", "p99", "errors", "proxy CPU", "others", "vs bun-min", "vs direct"],
+        rows.map(([name, x]) => [name, valueCell(x, rounds, "plain"), int(x.rps), fmtMs(x.p50_ms), fmtMs(x.p99_ms), errs(x), cpu(x.proxy_cpu_pct), cpu(x.others_cpu_pct), ratio(x.vs_bun_min), ratio(x.vs_direct)]),
       );
     case "handshake":
       return table(
-        ["target", `connections/s${med}`, "p50", "p99", "errors", "proxy CPU", "CPU per connection", "host busy", "vs bun-min", "CPU/conn vs bun-min"],
+        ["target", `connections/s${med}`, "p50", "p99", "errors", "proxy CPU", "CPU per connection", "client CPU", "others", "vs bun-min", "CPU/conn vs bun-min"],
         rows.map(([name, x], _i, all) => {
           const base = all.find(([n]) => n === "bun-min")?.[1].proxy_cpu_us_per_request;
           const per = x.proxy_cpu_us_per_request;
-          return [name, valueCell(x, rounds, "plain"), fmtMs(x.p50_ms), fmtMs(x.p99_ms), errs(x), cpu(x.proxy_cpu_pct), per === undefined ? "-" : `${Math.round(per)} µs`, cpu(x.host_busy_pct), ratio(x.vs_bun_min), ratio(per !== undefined && base ? per / base : undefined)];
+          return [name, valueCell(x, rounds, "plain"), fmtMs(x.p50_ms), fmtMs(x.p99_ms), errs(x), cpu(x.proxy_cpu_pct), per === undefined ? "-" : `${Math.round(per)} µs`, cpu(x.loadgen_cpu_pct), cpu(x.others_cpu_pct), ratio(x.vs_bun_min), ratio(per !== undefined && base ? per / base : undefined)];
         }),
       );
     default:
       return table(
-        ["target", `req/s${med}`, "p50", "p99", "errors", "proxy CPU", "host busy", "vs bun-min", "p99 vs bun-min", ...(id === "small" ? ["vs direct"] : [])],
-        rows.map(([name, x]) => [name, valueCell(x, rounds, "k"), fmtMs(x.p50_ms), fmtMs(x.p99_ms), errs(x), cpu(x.proxy_cpu_pct), cpu(x.host_busy_pct), ratio(x.vs_bun_min), ratio(x.p99_vs_bun_min), ...(id === "small" ? [ratio(x.vs_direct)] : [])]),
+        ["target", `req/s${med}`, "p50", "p99", "errors", "proxy CPU", "others", "vs bun-min", "p99 vs bun-min", ...(id === "small" ? ["vs direct"] : [])],
+        rows.map(([name, x]) => [name, valueCell(x, rounds, "k"), fmtMs(x.p50_ms), fmtMs(x.p99_ms), errs(x), cpu(x.proxy_cpu_pct), cpu(x.others_cpu_pct), ratio(x.vs_bun_min), ratio(x.p99_vs_bun_min), ...(id === "small" ? [ratio(x.vs_direct)] : [])]),
       );
   }
 }

@@ -20,7 +20,7 @@ import { BIG_BODY_BYTES, BIG_PATH, SMALL_BODY, SMALL_PATH } from "./bodies.ts";
 import { chooseLoadGenerator, h2loadCommand, handshakeCommand, parseH2load, parseJsonLine, type Command, type LoadGenerator, type LoadResult } from "./loadgen.ts";
 import { memoryOf, type Memory } from "./memory.ts";
 import { findNginx, nginxVersion, startNginxBackend, startNginxProxy } from "./nginx.ts";
-import { cpuSeconds, freePort, hostBusyPct, hostCpuTimes, onInterrupt, processTree, runToEnd, stopAll, waitForFile, type Child } from "./procs.ts";
+import { cpuSeconds, freePort, hostBusyPct, hostBusySeconds, hostCpuTimes, onInterrupt, processTree, runToEnd, stopAll, waitForFile, type Child } from "./procs.ts";
 import { afterLoad, fmtMs, memoryTable, scenarioTable, SCENARIO_TITLES, type MemoryRecord } from "./report.ts";
 import { deploy, logTail, startBunServer, startParachute, type Started } from "./servers.ts";
 import { readSettings, ROOT, type ScenarioId, type Settings, type TargetName } from "./settings.ts";
@@ -72,23 +72,20 @@ function loadCommand(s: Settings, t: Tools, scenario: LoadScenario, port: number
 }
 
 /** One bounded load run; its process is killed 30 s after it should have ended. */
-async function loadRun(s: Settings, t: Tools, scenario: LoadScenario, e: Endpoint, seconds: number): Promise<LoadResult> {
+async function loadRun(s: Settings, t: Tools, scenario: LoadScenario, e: Endpoint, seconds: number): Promise<{ result: LoadResult; cpuSeconds: number | undefined }> {
   const logFile = path.join(t.dir, `h2load-${e.target}.log`);
   const { cmd, env } = loadCommand(s, t, scenario, e.port, seconds, logFile);
-  const result = await runToEnd(`${scenario} load`, cmd, (seconds + 30) * 1000, env);
-  if (result.code !== 0) throw new Error(`${cmd.join(" ")} exited with ${result.code}:\n${result.stderr}${result.stdout}`);
+  const run = await runToEnd(`${scenario} load`, cmd, (seconds + 30) * 1000, env);
+  if (run.code !== 0) throw new Error(`${cmd.join(" ")} exited with ${run.code}:\n${run.stderr}${run.stdout}`);
+  let result: LoadResult;
   if (scenario === "h2") {
-    const log = fs.readFileSync(logFile, "utf8");
+    result = parseH2load(run.stdout, fs.readFileSync(logFile, "utf8"));
     fs.rmSync(logFile, { force: true });
-    return parseH2load(result.stdout, log);
-  }
-  return scenario === "handshake" ? parseJsonLine(result.stdout) : t.gen.parse(result.stdout);
+  } else result = scenario === "handshake" ? parseJsonLine(run.stdout) : t.gen.parse(run.stdout);
+  return { result, cpuSeconds: run.cpuSeconds };
 }
 
 // ---------------------------------------------------------------- measuring
-
-const pct = (before: number | undefined, after: number | undefined, seconds: number) =>
-  before === undefined || after === undefined || seconds <= 0 ? undefined : ((after - before) / seconds) * 100;
 
 function fileSize(file: string | undefined): number | undefined {
   if (!file) return undefined;
@@ -99,43 +96,72 @@ function fileSize(file: string | undefined): number | undefined {
   }
 }
 
-const proxyCpu = (e: Endpoint) => (e.proxy ? cpuSeconds(processTree(e.proxy.pid)) : undefined);
+/** CPU counters read together at the start and at the end of a measured run. */
+interface Sample {
+  at: number;
+  host: ReturnType<typeof hostCpuTimes>;
+  proxy: number | undefined;
+  backend: number | undefined;
+  /** This orchestrating process. */
+  self: number;
+}
+
+function sample(e: Endpoint, backendPids: number[]): Sample {
+  return {
+    at: performance.now(),
+    host: hostCpuTimes(),
+    proxy: e.proxy ? cpuSeconds(processTree(e.proxy.pid)) : undefined,
+    backend: cpuSeconds(backendPids),
+    self: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+  };
+}
+
+/** The CPU shares of one run, in % of one core over the run's wall-clock window. */
+function cpuShares(m: Measurement, before: Sample, after: Sample, loadgenCpu: number | undefined) {
+  const window = (after.at - before.at) / 1000;
+  const delta = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : b - a);
+  const proxy = delta(before.proxy, after.proxy);
+  const backend = delta(before.backend, after.backend);
+  if (proxy !== undefined) {
+    m.proxy_cpu_pct = (proxy / window) * 100;
+    if (m.requests > 0) m.proxy_cpu_us_per_request = (proxy / m.requests) * 1e6;
+  }
+  if (backend !== undefined) m.backend_cpu_pct = (backend / window) * 100;
+  if (loadgenCpu !== undefined) m.loadgen_cpu_pct = (loadgenCpu / window) * 100;
+  const hostBusy = hostBusyPct(before.host, after.host);
+  if (hostBusy !== undefined) m.host_busy_pct = hostBusy;
+  // Whatever the machine did besides the load generator, the proxy, the
+  // backend and this process: other work on a shared machine shows here.
+  const busy = hostBusySeconds(before.host, after.host);
+  if (busy !== undefined) {
+    const ours = (proxy ?? 0) + (backend ?? 0) + (loadgenCpu ?? 0) + (after.self - before.self);
+    m.others_cpu_pct = Math.max(0, ((busy - ours) / window) * 100);
+  }
+}
 
 /** One measured run (after its warmup), and the proxy's memory right after it. */
 async function measure(s: Settings, t: Tools, scenario: LoadScenario, e: Endpoint, round: number, backendPids: number[]): Promise<{ m: Measurement; rss: Memory | undefined }> {
   if (s.warmup > 0) await loadRun(s, t, scenario, e, s.warmup);
   await Bun.sleep(200);
-  const proxyBefore = proxyCpu(e);
-  const backendBefore = cpuSeconds(backendPids);
   const logBefore = fileSize(e.logFile);
   const profile = e.profile && !e.profile.done ? e.profile : undefined;
   if (profile) {
     e.proxy!.proc.kill("SIGUSR2");
     await Bun.sleep(100);
   }
-  const hostBefore = hostCpuTimes();
-  const result = await loadRun(s, t, scenario, e, s.duration);
-  const hostAfter = hostCpuTimes();
+  const before = sample(e, backendPids);
+  const { result, cpuSeconds: loadgenCpu } = await loadRun(s, t, scenario, e, s.duration);
+  const after = sample(e, backendPids);
+  const rss = e.proxy ? memoryOf(e.proxy.pid) : undefined;
+  const logAfter = fileSize(e.logFile);
   if (profile) {
     profile.done = true;
     e.proxy!.proc.kill("SIGUSR2");
     await waitForFile(profile.report, e.proxy!, 30_000, (text) => (text ? true : undefined));
   }
-  const proxyAfter = proxyCpu(e);
   const m: Measurement = { ...result, round };
-  const seconds = result.seconds || s.duration;
-  const cpu = pct(proxyBefore, proxyAfter, seconds);
-  if (cpu !== undefined) {
-    m.proxy_cpu_pct = cpu;
-    if (result.requests > 0) m.proxy_cpu_us_per_request = ((proxyAfter! - proxyBefore!) / result.requests) * 1e6;
-  }
-  const backendCpu = pct(backendBefore, cpuSeconds(backendPids), seconds);
-  if (backendCpu !== undefined) m.backend_cpu_pct = backendCpu;
-  const hostBusy = hostBusyPct(hostBefore, hostAfter);
-  if (hostBusy !== undefined) m.host_busy_pct = hostBusy;
-  const rss = e.proxy ? memoryOf(e.proxy.pid) : undefined;
+  cpuShares(m, before, after, loadgenCpu);
   if (rss) m.rss_after_kb = rss.rss_kb;
-  const logAfter = fileSize(e.logFile);
   // wrk's count misses requests still in flight at the end, so this is approximate.
   if (logBefore !== undefined && logAfter !== undefined && result.requests > 0) m.log_bytes_per_request = (logAfter - logBefore) / result.requests;
   return { m, rss };
@@ -148,7 +174,8 @@ function describe(m: Measurement, scenario: LoadScenario): string {
   const value = headline(scenario, m);
   const main = scenario === "big" ? `${Math.round(value).toString().padStart(6)} MiB/s` : `${Math.round(value).toString().padStart(7)} ${scenario === "handshake" ? "conn/s" : "req/s"}`;
   const errors = m.errors || m.non2xx ? `  errors ${m.errors} non-2xx ${m.non2xx}` : "";
-  return `${main}  p50 ${fmtMs(m.p50_ms)}  p99 ${fmtMs(m.p99_ms)}${errors}`;
+  const others = (m.others_cpu_pct ?? 0) >= 10 ? `  (others used ${Math.round(m.others_cpu_pct!)}% of a core)` : "";
+  return `${main}  p50 ${fmtMs(m.p50_ms)}  p99 ${fmtMs(m.p99_ms)}${errors}${others}`;
 }
 
 /** Every round: every scenario of the phase, the targets in an order that rotates so no target always runs first (cold) or last (hot). */
@@ -466,7 +493,9 @@ async function main() {
     const example = (scenario: LoadScenario) => loadCommand(s, tools, scenario, "PORT", s.duration, "h2load.log");
     for (const scenario of runs.keys()) console.log(`  ${scenario}: ${commandLine(example(scenario))}`);
     for (const [name, cmd] of Object.entries(commands)) console.log(`  ${name}: ${cmd}`);
-    console.log("proxy CPU: share of one core used by the proxy's processes during the measured seconds; host busy: share of all cores (load generator, proxy, backend and anything else share them)");
+    console.log(
+      "proxy CPU / client CPU: % of one core used by the proxy's processes / the load generator during the measured seconds; others: % of one core the machine spent on anything else (other work on a shared machine; a few % is the benchmark itself)",
+    );
 
     const portOf = (id: LoadScenario, name: TargetName) => endpoints.find((e) => e.target === name && e.phase === (PHASE_SCENARIOS.http.includes(id) ? "http" : "tls"))?.port;
     const report = {

@@ -9,8 +9,12 @@ export interface Measurement extends LoadResult {
   /** Proxy CPU time per request (per new connection in the handshake scenario), µs. */
   proxy_cpu_us_per_request?: number;
   backend_cpu_pct?: number;
+  /** The load generator's own CPU, % of one core. */
+  loadgen_cpu_pct?: number;
   /** Share of all the machine's cores busy during the run (load generator, proxy, backend and anything else). */
   host_busy_pct?: number;
+  /** CPU the machine spent outside the benchmark's measured processes, % of one core: other work on a shared machine. */
+  others_cpu_pct?: number;
   /** The proxy's RSS right after this run, kB. */
   rss_after_kb?: number;
   log_bytes_per_request?: number;
@@ -30,7 +34,9 @@ export interface Summary {
   proxy_cpu_pct?: number;
   proxy_cpu_us_per_request?: number;
   backend_cpu_pct?: number;
+  loadgen_cpu_pct?: number;
   host_busy_pct?: number;
+  others_cpu_pct?: number;
   log_bytes_per_request?: number;
   tls?: string;
   /** value / bun-min's value in this scenario. */
@@ -69,7 +75,7 @@ export function summarize(scenario: ScenarioId, runs: Measurement[]): Summary {
   };
   const bytes = of("bytes_per_s");
   if (bytes.length) summary.mib_per_s = median(bytes) / MIB;
-  for (const k of ["proxy_cpu_pct", "proxy_cpu_us_per_request", "backend_cpu_pct", "host_busy_pct", "log_bytes_per_request"] as const) {
+  for (const k of ["proxy_cpu_pct", "proxy_cpu_us_per_request", "backend_cpu_pct", "loadgen_cpu_pct", "host_busy_pct", "others_cpu_pct", "log_bytes_per_request"] as const) {
     const v = of(k);
     if (v.length) summary[k] = median(v);
   }

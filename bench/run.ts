@@ -193,8 +193,7 @@ async function runPhase(
   const list = endpoints.filter((e) => e.phase === phase);
   for (let round = 0; round < s.rounds; round++) {
     for (const scenario of scenarios) {
-      const eligible = list.filter((e) => e.target !== "direct" || phase === "http");
-      const order = eligible.map((_, i) => eligible[(i + round) % eligible.length]!);
+      const order = list.map((_, i) => list[(i + round) % list.length]!);
       for (const e of order) {
         process.stdout.write(`round ${round + 1}/${s.rounds} ${scenario.padEnd(9)} ${e.target.padEnd(9)} `);
         const { m, rss } = await measure(s, t, scenario, e, round + 1, backendPids);

@@ -25,6 +25,8 @@ export interface Settings {
   h2Streams: number;
   /** Seconds of idle time before the "settled" RSS reading; 0 skips it. */
   settle: number;
+  /** Before each run, wait up to this many seconds for the machine to be idle (a shared machine); 0 never waits. */
+  quiet: number;
   scenarios: Set<ScenarioId>;
   targets: Set<TargetName>;
   /** "nginx" when nginx is installed (and not disabled), else "bun". */
@@ -84,6 +86,7 @@ export function readSettings(): Settings {
     // One quick round is for checking that everything works; a minute of idle
     // time is only worth it when the numbers are meant to be kept.
     settle: numberSetting("BENCH_SETTLE", rounds > 1 ? 60 : 0, 0, 3600),
+    quiet: numberSetting("BENCH_QUIET", 0, 0, 600),
     scenarios: listSetting("BENCH_SCENARIOS", SCENARIOS),
     targets,
     backend: choiceSetting("BENCH_BACKEND", ["nginx", "bun"] as const, undefined),

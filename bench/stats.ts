@@ -18,6 +18,8 @@ export interface Measurement extends LoadResult {
   /** The proxy's RSS right after this run, kB. */
   rss_after_kb?: number;
   log_bytes_per_request?: number;
+  /** BENCH_QUIET: seconds waited for an idle machine before this run. */
+  quiet_wait_s?: number;
 }
 
 export interface Summary {

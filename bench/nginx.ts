@@ -1,18 +1,20 @@
-// nginx as the reference reverse proxy: one worker, a keep-alive upstream,
-// no access log, everything (config, pid, logs, temp files) under a private
-// prefix directory, started in the foreground as a child of the benchmark.
+// nginx in two roles, each its own instance with one worker, no access log,
+// everything (config, pid, logs, temp files) under a private prefix directory,
+// started in the foreground as a child of the benchmark:
+// - the backend: answers /small with 3 bytes and /big with a 1 MiB static
+//   file, so that the backend costs almost nothing and the proxy's cost shows;
+// - the reference proxy: a keep-alive upstream to that backend, over plain
+//   HTTP and (in a second instance) over TLS with HTTP/2.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { childPids, spawnChild, waitForHttp, type Child } from "./procs.ts";
+import { BIG_BODY_BYTES, BIG_PATH, HEALTH_PATH, SMALL_BODY, SMALL_PATH } from "./bodies.ts";
+import { spawnChild, waitForHttp, waitForPort, type Child } from "./procs.ts";
 
 export interface Nginx {
   child: Child;
   port: number;
-  version: string;
   command: string[];
-  /** Master and worker pids, for CPU accounting. */
-  pids: number[];
 }
 
 /** The nginx binary: BENCH_NGINX=0 disables it, BENCH_NGINX=/path picks one. */
@@ -37,8 +39,9 @@ function currentUserName(): string {
   return fromOs && fromOs !== "unknown" ? fromOs : "root";
 }
 
-export function nginxConfig(o: { prefix: string; port: number; upstreamPort: number; connections: number }): string {
-  const p = (name: string) => path.join(o.prefix, name);
+/** The part every instance shares, around its `server` blocks. */
+function wrapConfig(prefix: string, connections: number, http: string): string {
+  const p = (name: string) => path.join(prefix, name);
   // As root, the workers would otherwise drop to "nobody"; keep them as the
   // current user like everything else in the benchmark.
   const user = process.getuid?.() === 0 ? `user ${currentUserName()};\n` : "";
@@ -50,7 +53,7 @@ pid ${p("nginx.pid")};
 error_log ${p("error.log")} warn;
 
 events {
-  worker_connections ${Math.max(1024, o.connections * 2 + 64)};
+  worker_connections ${Math.max(1024, connections * 2 + 64)};
 }
 
 http {
@@ -63,7 +66,53 @@ http {
   # Bun.serve does not cap requests per keep-alive connection; nginx's default
   # of 1000 would make wrk reconnect every 1000 requests.
   keepalive_requests 1000000;
+  sendfile on;
+  tcp_nopush on;
+${http}}
+`;
+}
 
+/** The backend: 3 bytes for /small (and the health check), a 1 MiB file for /big. */
+export function backendConfig(o: { prefix: string; port: number; connections: number }): string {
+  // nginx reads \n in a quoted string as a newline, as JSON does.
+  const small = JSON.stringify(SMALL_BODY);
+  return wrapConfig(
+    o.prefix,
+    o.connections,
+    `
+  default_type text/plain;
+  server {
+    listen 127.0.0.1:${o.port};
+    location = ${SMALL_PATH} { return 200 ${small}; }
+    location = ${HEALTH_PATH} { return 200 ${small}; }
+    location = ${BIG_PATH} { root ${path.join(o.prefix, "www")}; default_type application/octet-stream; }
+    location / { return 200 ${small}; }
+  }
+`,
+  );
+}
+
+export interface ProxyConfig {
+  prefix: string;
+  port: number;
+  upstreamPort: number;
+  connections: number;
+  /** Listen with TLS and HTTP/2 (ALPN) instead of plain HTTP. */
+  tls?: { cert: string; key: string; serverName: string };
+}
+
+/** The reference proxy: keep-alive HTTP/1.1 upstream, no access log. */
+export function proxyConfig(o: ProxyConfig): string {
+  const listen = o.tls
+    ? `listen 127.0.0.1:${o.port} ssl http2;
+    server_name ${o.tls.serverName};
+    ssl_certificate ${o.tls.cert};
+    ssl_certificate_key ${o.tls.key};`
+    : `listen 127.0.0.1:${o.port};`;
+  return wrapConfig(
+    o.prefix,
+    o.connections,
+    `
   upstream parachute_bench_backend {
     server 127.0.0.1:${o.upstreamPort};
     keepalive 64;
@@ -71,41 +120,71 @@ http {
   }
 
   server {
-    listen 127.0.0.1:${o.port};
+    ${listen}
     location / {
       proxy_pass http://parachute_bench_backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      # Relay big bodies through memory like the other proxies do, instead
+      # of spooling them to a temp file when the client reads slower.
+      proxy_max_temp_file_size 0;
     }
   }
-}
-`;
+`,
+  );
 }
 
-export async function startNginx(bin: string, o: { dir: string; port: number; upstreamPort: number; connections: number }): Promise<Nginx> {
-  const prefix = path.join(o.dir, "nginx");
-  fs.mkdirSync(prefix, { recursive: true });
-  const conf = path.join(prefix, "nginx.conf");
-  fs.writeFileSync(conf, nginxConfig({ prefix, port: o.port, upstreamPort: o.upstreamPort, connections: o.connections }));
-  const version = nginxVersion(bin);
+/** nginx's command line for a prefix directory holding nginx.conf. */
+function nginxCommand(bin: string, prefix: string): string[] {
   // -e (1.19.5+) keeps nginx from opening the packaged error log before it reads the config.
-  const [major = 0, minor = 0, patch = 0] = version.split(".").map(Number);
+  const [major = 0, minor = 0, patch = 0] = nginxVersion(bin).split(".").map(Number);
   const hasE = major > 1 || (major === 1 && (minor > 19 || (minor === 19 && patch >= 5)));
-  const command = [bin, "-p", prefix + "/", "-c", conf, ...(hasE ? ["-e", path.join(prefix, "error.log")] : [])];
-  const errFd = fs.openSync(path.join(prefix, "stderr.log"), "w");
-  const child = spawnChild("nginx", command, { stdout: "ignore", stderr: errFd });
-  fs.closeSync(errFd);
-  try {
-    await waitForHttp(`http://127.0.0.1:${o.port}/up`, child, 10_000);
-  } catch (error) {
-    const log = ["stderr.log", "error.log"].map((f) => {
+  return [bin, "-p", prefix + "/", "-c", path.join(prefix, "nginx.conf"), ...(hasE ? ["-e", path.join(prefix, "error.log")] : [])];
+}
+
+function readLogs(prefix: string): string {
+  return ["stderr.log", "error.log"]
+    .map((f) => {
       try {
         return fs.readFileSync(path.join(prefix, f), "utf8");
       } catch {
         return "";
       }
-    });
-    throw new Error(`nginx did not start: ${(error as Error).message}\n${log.join("\n").slice(-2000)}`);
+    })
+    .join("\n")
+    .slice(-2000);
+}
+
+/** Writes `config` into a new prefix directory, starts nginx and waits until `ready` resolves. */
+async function startInstance(bin: string, name: string, prefix: string, config: string, port: number, ready: (child: Child) => Promise<void>): Promise<Nginx> {
+  fs.mkdirSync(prefix, { recursive: true });
+  fs.writeFileSync(path.join(prefix, "nginx.conf"), config);
+  const command = nginxCommand(bin, prefix);
+  const errFd = fs.openSync(path.join(prefix, "stderr.log"), "w");
+  const child = spawnChild(name, command, { stdout: "ignore", stderr: errFd });
+  fs.closeSync(errFd);
+  try {
+    await ready(child);
+  } catch (error) {
+    throw new Error(`${name} did not start: ${(error as Error).message}\n${readLogs(prefix)}`);
   }
-  return { child, port: o.port, version, command, pids: [child.pid, ...childPids(child.pid)] };
+  return { child, port, command };
+}
+
+export async function startNginxBackend(bin: string, o: { dir: string; port: number; connections: number }): Promise<Nginx> {
+  const prefix = path.join(o.dir, "nginx-backend");
+  fs.mkdirSync(path.join(prefix, "www"), { recursive: true });
+  fs.writeFileSync(path.join(prefix, "www", BIG_PATH.slice(1)), Buffer.alloc(BIG_BODY_BYTES, 0x61));
+  const config = backendConfig({ prefix, port: o.port, connections: o.connections });
+  return startInstance(bin, "nginx backend", prefix, config, o.port, (child) => waitForHttp(`http://127.0.0.1:${o.port}${HEALTH_PATH}`, child, 10_000));
+}
+
+/** The reference proxy. A TLS instance is ready once its port accepts connections; the HTTPS probe checks its answers. */
+export async function startNginxProxy(bin: string, o: Omit<ProxyConfig, "prefix"> & { dir: string }): Promise<Nginx> {
+  const prefix = path.join(o.dir, o.tls ? "nginx-proxy-tls" : "nginx-proxy");
+  const config = proxyConfig({ ...o, prefix });
+  const ready = o.tls
+    ? (child: Child) => waitForPort(o.port, child, 10_000)
+    : (child: Child) => waitForHttp(`http://127.0.0.1:${o.port}${HEALTH_PATH}`, child, 10_000);
+  return startInstance(bin, o.tls ? "nginx TLS proxy" : "nginx proxy", prefix, config, o.port, ready);
 }

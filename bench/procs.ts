@@ -93,7 +93,7 @@ export async function runToEnd(
   cmd: string[],
   timeoutMs: number,
   env: Record<string, string | undefined> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
+): Promise<{ code: number; stdout: string; stderr: string; cpuSeconds: number | undefined }> {
   const child = spawnChild(name, cmd, { env, stdout: "pipe", stderr: "pipe" });
   const proc = child.proc as Subprocess<"ignore", "pipe", "pipe">;
   const timer = setTimeout(() => child.proc.kill("SIGKILL"), timeoutMs);
@@ -104,7 +104,8 @@ export async function runToEnd(
       child.exited,
     ]);
     if (proc.signalCode === "SIGKILL") throw new Error(`${name} did not finish within ${timeoutMs / 1000}s: ${cmd.join(" ")}`);
-    return { code, stdout, stderr };
+    const usage = proc.resourceUsage();
+    return { code, stdout, stderr, cpuSeconds: usage ? Number(usage.cpuTime.total) / 1e6 : undefined };
   } finally {
     clearTimeout(timer);
   }
@@ -135,6 +136,22 @@ export async function waitForHttp(url: string, child: Child | undefined, timeout
     await Bun.sleep(50);
   }
   throw new Error(`${url} did not answer ${status} within ${timeoutMs / 1000}s (last: ${last})`);
+}
+
+/** Polls until 127.0.0.1:`port` accepts a TCP connection, the child exits, or the time runs out. */
+export async function waitForPort(port: number, child: Child, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!child.alive()) throw new Error(`${child.name} exited (code ${child.proc.exitCode}) before port ${port} opened`);
+    try {
+      const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+      socket.end();
+      return;
+    } catch {
+      await Bun.sleep(50);
+    }
+  }
+  throw new Error(`port ${port} did not open within ${timeoutMs / 1000}s`);
 }
 
 /** Polls a file until `find` returns a value, the child exits, or the time runs out. */
@@ -188,6 +205,13 @@ export function childPids(pid: number): number[] {
   }
 }
 
+/** `pid` and all its descendants (Linux): a server that forks workers is measured whole. */
+export function processTree(pid: number): number[] {
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) tree.push(...childPids(tree[i]!));
+  return tree;
+}
+
 /** Busy and total CPU time of the whole machine so far, from /proc/stat (Linux); undefined elsewhere. */
 export function hostCpuTimes(): { busy: number; total: number } | undefined {
   try {
@@ -199,6 +223,11 @@ export function hostCpuTimes(): { busy: number; total: number } | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds (summed over all cores) the whole machine was busy between two hostCpuTimes() samples. */
+export function hostBusySeconds(before: ReturnType<typeof hostCpuTimes>, after: ReturnType<typeof hostCpuTimes>): number | undefined {
+  return before && after ? (after.busy - before.busy) / CLOCK_TICKS : undefined;
 }
 
 /** Share (0–100) of all cores that was busy between two hostCpuTimes() samples. */

@@ -763,6 +763,46 @@ describe("framing edge cases on the listener", () => {
     expect(new URL(echoOf(get).url).pathname).toBe("/h2c-first");
   });
 
+  test("a malformed chunked body (bad chunk size) is a 400, the connection closes, and the target never sees the request", async () => {
+    const res = await rawRequest(proxy.httpPort, "POST /bad-chunks HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
+    expect(res.status).toBe(400);
+    expect(res.headers.find(([name]) => name === "connection")?.[1]).toBe("close");
+    expect(app.seen.some((s) => s.url.includes("/bad-chunks"))).toBe(false);
+  });
+
+  test.each([
+    ["xchunked", 400],
+    ["gzip", 400],
+    ["gzip, chunked", 501],
+  ])("Transfer-Encoding %j is refused with %d and never reaches the target", async (coding, status) => {
+    const path = `/coding-${coding.replace(/\W+/g, "-")}`;
+    const res = await rawRequest(proxy.httpPort, `POST ${path} HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: ${coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+    expect(res.status).toBe(status as number);
+    expect(app.seen.some((s) => s.url.includes(path))).toBe(false);
+  });
+
+  test(
+    "a client sending its head one line a second is not cut at 12 s: a request head has 60 s to arrive",
+    async () => {
+      const conn = await RawConnection.open(proxy.httpPort);
+      try {
+        conn.write("GET /echo?slow=head HTTP/1.1\r\nHost: app.test\r\n");
+        const started = performance.now();
+        for (let i = 0; performance.now() - started < 15_000; i++) {
+          conn.write(`X-Drip-${i}: ${i}\r\n`);
+          await Bun.sleep(1_000); // the client's own pace, not a wait for the proxy
+          expect(conn.closed).toBe(false);
+        }
+        conn.write("Connection: close\r\n\r\n");
+        const head = await conn.readHead(5_000);
+        expect(head.status).toBe(200);
+      } finally {
+        conn.close();
+      }
+    },
+    30_000,
+  );
+
   test("repeated identical Content-Length headers are one length (RFC 9110 §8.6); differing ones are a 400", async () => {
     const same = await rawRequest(proxy.httpPort, "POST /dup-length HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
     expect(echoOf(same).bodyBytes).toBe(5);

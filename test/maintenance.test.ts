@@ -109,6 +109,37 @@ describe("pause and resume", () => {
   }, TIMEOUT);
 });
 
+describe("pause with a path prefix", () => {
+  test("the health-check exemption uses the path the target sees, for GET and HEAD only", async () => {
+    const host = "prefix-pause.test";
+    const a = backend("prefix-pause");
+    await mustRun(proxy, ["deploy", "pp", "--host", host, "--path-prefix", "/api", "--target", a.address]);
+    await mustRun(proxy, ["pause", "pp", "--max-pause", "20s"]);
+    try {
+      const before = a.requests;
+      // Other methods on the health path, and other paths, wait like any request…
+      const post = proxy.fetch("/api/up", { host, method: "POST", body: "x" });
+      const other = proxy.fetch("/api/other", { host });
+      // …while the path the target sees as /up (the prefix is stripped) is answered at once, by the proxy.
+      const up = await proxy.fetch("/api/up", { host });
+      expect(up.status).toBe(200);
+      expect(await up.text()).toBe("OK");
+      const head = await proxy.fetch("/api/up", { host, method: "HEAD" });
+      expect(head.status).toBe(200);
+      expect([isPending(post), isPending(other)]).toEqual([true, true]);
+      expect(a.requests).toBe(before);
+      // `/up` is outside the service's prefix: no service, 404, paused or not.
+      expect((await proxy.fetch("/up", { host })).status).toBe(404);
+      await mustRun(proxy, ["resume", "pp"]);
+      expect((await post).status).toBe(200);
+      expect((await other).status).toBe(200);
+    } finally {
+      await proxy.cli(["resume", "pp"]);
+      await proxy.cli(["remove", "pp"]);
+    }
+  });
+});
+
 describe("stop", () => {
   test("stop answers 503 with the message in the HTML page; health path still 200; resume restores", async () => {
     const host = "stop.test";

@@ -13,6 +13,7 @@ import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import { startRawBigBackend } from "./support/stream-backend.ts";
 import type { Echo } from "./support/helpers.ts";
+import { rawRequest } from "./support/net.ts";
 import { freePort, Proxy, tempDir, waitFor, type ListedService } from "./support/proxy.ts";
 import { createTestCa, curl, curlHttps, httpsPortOf, peerCertificate, restart, type TestCa } from "./support/tls-tools.ts";
 
@@ -182,6 +183,17 @@ describe.skipIf(!opensslAvailable)("custom certificates", () => {
     expect(withPort.status).toBe(301);
     expect(withPort.headers.get("location")).toBe(`https://www.c.test:${httpsPort}/p?q=1`);
     expect(app.seen.some((s) => s.url.includes("/some/path"))).toBe(false);
+  });
+
+  test("a WebSocket handshake over plain HTTP to a TLS service gets the same 301 to https, never a plaintext upgrade", async () => {
+    const res = await rawRequest(
+      proxy.httpPort,
+      "GET /live?room=1 HTTP/1.1\r\nHost: c.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    expect(res.status).toBe(301);
+    expect(res.headers.find(([name]) => name === "location")?.[1]).toBe(`https://c.test:${httpsPort}/live?room=1`);
+    expect(app.seen.some((s) => s.url.includes("/live"))).toBe(false);
   });
 
   test("--tls-redirect=false serves the service over both HTTP and HTTPS", async () => {

@@ -104,7 +104,7 @@ export async function runServer(options: RunOptions): Promise<void> {
       hostname: options.bind,
       pipeline,
       http1,
-      fallback: await fallbackCertificate(),
+      fallback: fallbackCertificate(),
       // A name no service answers for fails the handshake; a client without
       // SNI gets the fallback certificate. A first connection for a host
       // whose certificate is being issued waits for it.

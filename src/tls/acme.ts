@@ -4,8 +4,16 @@
 import * as fs from "node:fs";
 import https from "node:https";
 import * as path from "node:path";
-import * as acme from "acme-client";
+import type * as AcmeClient from "acme-client";
 import { writePrivate } from "./certificates.ts";
+
+/** Let's Encrypt's directories (the same URLs acme-client lists). */
+const LETS_ENCRYPT = {
+  production: "https://acme-v02.api.letsencrypt.org/directory",
+  staging: "https://acme-staging-v02.api.letsencrypt.org/directory",
+};
+
+type Acme = typeof AcmeClient;
 
 export interface AcmeSettings {
   /** Overrides the directory for every non-staging service (PARACHUTE_ACME_DIRECTORY). */
@@ -25,22 +33,33 @@ export class AcmeIssuer {
   /** One account registration per directory, shared by concurrent orders. */
   private readonly accounts = new Map<string, Promise<string>>();
 
+  /** acme-client, loaded at the first order: it is most of a proxy's memory otherwise (about 35 MB). */
+  private library: Promise<Acme> | undefined;
+  private readonly ca: Buffer | undefined;
+
   constructor(
     private readonly dir: string,
     private readonly settings: AcmeSettings,
   ) {
-    if (settings.caFile) {
-      acme.axios.defaults.httpsAgent = new https.Agent({ ca: fs.readFileSync(settings.caFile) });
-    }
-    // acme-client retries network errors 5 times with growing delays (75 s in
-    // all); our own backoff retries failed issuances, so fail faster here.
-    const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
-    acmeSettings.retryMaxAttempts = 2;
+    // Read now, so a bad PARACHUTE_ACME_CA stops the start rather than the first order.
+    this.ca = settings.caFile ? fs.readFileSync(settings.caFile) : undefined;
+  }
+
+  private acme(): Promise<Acme> {
+    this.library ??= import("acme-client").then((acme) => {
+      if (this.ca) acme.axios.defaults.httpsAgent = new https.Agent({ ca: this.ca });
+      // acme-client retries network errors 5 times with growing delays (75 s in
+      // all); our own backoff retries failed issuances, so fail faster here.
+      const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
+      acmeSettings.retryMaxAttempts = 2;
+      return acme;
+    });
+    return this.library;
   }
 
   directoryFor(staging: boolean): string {
-    if (staging) return this.settings.stagingDirectoryUrl ?? acme.directory.letsencrypt.staging;
-    return this.settings.directoryUrl ?? acme.directory.letsencrypt.production;
+    if (staging) return this.settings.stagingDirectoryUrl ?? LETS_ENCRYPT.staging;
+    return this.settings.directoryUrl ?? LETS_ENCRYPT.production;
   }
 
   /** The account key, read or created once: concurrent first orders must share one account. */
@@ -51,7 +70,7 @@ export class AcmeIssuer {
         return fs.readFileSync(file);
       } catch {
         fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-        const key = await acme.crypto.createPrivateEcdsaKey();
+        const key = await (await this.acme()).crypto.createPrivateEcdsaKey();
         writePrivate(file, key.toString());
         return key;
       }
@@ -68,6 +87,7 @@ export class AcmeIssuer {
       url = saved
         ? Promise.resolve(saved)
         : (async () => {
+            const acme = await this.acme();
             const client = new acme.Client({ directoryUrl, accountKey });
             await client.createAccount({
               termsOfServiceAgreed: true,
@@ -131,7 +151,7 @@ export class AcmeIssuer {
    */
   private async explain(error: unknown, directoryUrl: string): Promise<Error> {
     if (!(error instanceof TypeError)) return error as Error;
-    const ca = this.settings.caFile ? fs.readFileSync(this.settings.caFile, "utf8") : undefined;
+    const ca = this.ca?.toString("utf8");
     const cause = await fetch(directoryUrl, { signal: AbortSignal.timeout(10_000), ...(ca ? { tls: { ca } } : {}) }).then(
       (res) => (res.ok ? undefined : `it answered HTTP ${res.status}`),
       (failure: Error & { code?: string }) => failure.code ?? failure.message,
@@ -142,6 +162,7 @@ export class AcmeIssuer {
   private async order(host: string, directoryUrl: string): Promise<{ cert: string; key: string }> {
     const accountKey = await this.account();
     const accountUrl = await this.accountUrl(directoryUrl, accountKey);
+    const acme = await this.acme();
     const client = new acme.Client({ directoryUrl, accountKey, accountUrl });
     const [key, csr] = await acme.crypto.createCsr({ commonName: host, altNames: [host] }, await acme.crypto.createPrivateEcdsaKey());
     const cert = await client.auto({

@@ -4,7 +4,7 @@
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import * as x509 from "@peculiar/x509";
+import { selfSignedCertificate } from "./self-signed.ts";
 
 export interface Certificate {
   cert: string;
@@ -65,25 +65,12 @@ export function certificateExpiry(certPem: string): Date {
 }
 
 /**
- * A self-signed certificate for names no service has: Bun.serve hands the
- * first SNI entry to unknown names, and this way that is never a real site's
- * certificate (clients fail verification cleanly) and the HTTPS port is held
- * from the start.
+ * A self-signed certificate for names no service has: TLS servers hand their
+ * first certificate to unknown names, and this way that is never a real
+ * site's certificate (clients fail verification cleanly).
  */
-export async function fallbackCertificate(): Promise<{ cert: string; key: string }> {
-  x509.cryptoProvider.set(crypto);
-  const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
-  const keys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]);
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: Date.now().toString(16),
-    name: "CN=parachute default certificate",
-    notBefore: new Date(Date.now() - 60_000),
-    notAfter: new Date(Date.now() + 10 * 365 * 86_400_000),
-    keys,
-    signingAlgorithm: algorithm,
-  });
-  const pkcs8 = await crypto.subtle.exportKey("pkcs8", keys.privateKey);
-  return { cert: cert.toString("pem"), key: x509.PemConverter.encode(pkcs8, "PRIVATE KEY") };
+export function fallbackCertificate(): { cert: string; key: string } {
+  return selfSignedCertificate("parachute default certificate", 3650);
 }
 
 /**

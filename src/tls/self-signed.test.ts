@@ -1,0 +1,21 @@
+import { expect, test } from "bun:test";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { selfSignedCertificate } from "./self-signed.ts";
+
+test("a self-signed certificate that parses, verifies with its own key, and matches its private key", () => {
+  const { cert, key } = selfSignedCertificate("parachute default certificate", 3650);
+  const x509 = new X509Certificate(cert);
+  expect(x509.subject).toBe("CN=parachute default certificate");
+  expect(x509.issuer).toBe(x509.subject);
+  expect(x509.verify(x509.publicKey)).toBe(true);
+  expect(x509.checkPrivateKey(createPrivateKey(key))).toBe(true);
+  const days = (Date.parse(x509.validTo) - Date.parse(x509.validFrom)) / 86_400_000;
+  expect(Math.round(days)).toBe(3650);
+});
+
+test("each certificate has its own key and serial number", () => {
+  const a = new X509Certificate(selfSignedCertificate("a", 1).cert);
+  const b = new X509Certificate(selfSignedCertificate("a", 1).cert);
+  expect(a.serialNumber).not.toBe(b.serialNumber);
+  expect(a.publicKey.export({ type: "spki", format: "der" }).equals(b.publicKey.export({ type: "spki", format: "der" }))).toBe(false);
+});

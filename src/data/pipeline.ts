@@ -16,6 +16,7 @@ import type { Service } from "../service/service.ts";
 import type { CertificateManager } from "../tls/manager.ts";
 import { log } from "../log.ts";
 import { forward, type Buffering } from "./forwarder.ts";
+import { noteActivity } from "./memory.ts";
 import { Answer, type Reply, type Responder } from "./reply.ts";
 import type { ProxyRequest } from "./request.ts";
 import type { UpstreamPool } from "./upstream.ts";
@@ -59,6 +60,7 @@ export class Pipeline {
 
   /** Runs the steps for `req` and calls `respond` once with the reply. */
   handle(req: ProxyRequest, responder: Responder): void {
+    noteActivity();
     const entry = startRequestLog(req);
     const refused = this.refuse(req);
     if (refused) return responder.respond(this.reject(entry, refused.status, refused.error));

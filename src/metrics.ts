@@ -100,10 +100,14 @@ export class Metrics {
 
   recordRequest(service: string, method: string, status: number, seconds: number) {
     const key = `${service}\n${method}\n${status}`;
-    const labels = { service, method, status: String(status) };
+    let labels = this.requestLabels.get(key);
+    if (!labels) this.requestLabels.set(key, (labels = { service, method, status: String(status) }));
     this.requests.inc(labels, 1, key);
     this.requestDuration.observe(labels, seconds, key);
   }
+
+  /** Label sets of the request series by key, made once per series rather than per request. */
+  private readonly requestLabels = new Map<string, Labels>();
 
   recordDeploy(service: string, ok: boolean, seconds: number) {
     const labels = { service, result: ok ? "success" : "failure" };

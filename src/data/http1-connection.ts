@@ -260,18 +260,18 @@ export class Http1Connection implements Responder {
     if (!fields.has("date")) fields.append("Date", httpDate());
     if (!keepAlive) fields.set("Connection", "close");
 
-    const headBytes = Buffer.from(`HTTP/1.1 ${reply.status} ${reply.reason || STATUS_TEXT[reply.status] || ""}\r\n${fields.serialize()}\r\n`, "latin1");
+    const replyHead = `HTTP/1.1 ${reply.status} ${reply.reason || STATUS_TEXT[reply.status] || ""}\r\n${fields.serialize()}\r\n`;
     if (!stream || bodiless(method, reply.status)) {
       const payload = reply.body instanceof Uint8Array && !bodiless(method, reply.status) ? reply.body : undefined;
-      this.transport.write(payload?.byteLength ? Buffer.concat([headBytes, payload]) : headBytes);
+      this.transport.write(withHead(replyHead, payload));
       return this.finished(reply, { bytes: payload?.byteLength ?? 0 }, keepAlive);
     }
-    this.relay(reply, stream, headBytes, chunked && !raw, keepAlive);
+    this.relay(reply, stream, replyHead, chunked && !raw, keepAlive);
   }
 
   /** Streams a reply body; the head goes out with the first chunk when that is already there. */
-  private relay(reply: Reply, stream: BodySource, headBytes: Buffer, encode: boolean, keepAlive: boolean) {
-    const writer = new BodyWriter(this, reply, stream, headBytes, encode, keepAlive);
+  private relay(reply: Reply, stream: BodySource, head: string, encode: boolean, keepAlive: boolean) {
+    const writer = new BodyWriter(this, reply, stream, head, encode, keepAlive);
     this.writer = writer;
     stream.start(writer);
     writer.started();
@@ -372,7 +372,7 @@ export class Http1Connection implements Responder {
  * truncated response for a whole one.
  */
 class BodyWriter implements BodySink {
-  private head: Buffer | undefined;
+  private head: string | undefined;
   private bytes = 0;
   private over = false;
 
@@ -382,7 +382,7 @@ class BodyWriter implements BodySink {
     private readonly connection: Http1Connection,
     readonly reply: Reply,
     readonly stream: BodySource,
-    head: Buffer,
+    head: string,
     private readonly encode: boolean,
     readonly keepAlive: boolean,
   ) {
@@ -394,7 +394,7 @@ class BodyWriter implements BodySink {
     const head = this.head;
     if (!head) return this.transport.write(data);
     this.head = undefined;
-    return this.transport.write(data.byteLength ? Buffer.concat([head, data]) : head);
+    return this.transport.write(withHead(head, data));
   }
 
   /** After the stream's start: the head goes out now if no chunk took it, so an event stream's client sees it open. */
@@ -435,3 +435,12 @@ class BodyWriter implements BodySink {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** A head (latin1 text) and what follows it, in one buffer: one write, one TCP segment for a small answer. */
+function withHead(head: string, body: Uint8Array | undefined): Buffer {
+  const length = Buffer.byteLength(head, "latin1");
+  const out = Buffer.allocUnsafe(length + (body?.byteLength ?? 0));
+  out.write(head, 0, "latin1");
+  if (body?.byteLength) out.set(body, length);
+  return out;
+}

@@ -183,11 +183,17 @@ export class TlsTransport implements Transport {
     this.tls.destroy();
   }
 
+  private paused = false;
+
   pause() {
+    if (this.paused) return;
+    this.paused = true;
     this.tls.pause();
   }
 
   resume() {
+    if (!this.paused) return;
+    this.paused = false;
     this.tls.resume();
   }
 }

@@ -2,7 +2,7 @@
 BUN ?= bun
 SOURCES := $(shell find src -name '*.ts') package.json bun.lock
 
-.PHONY: all build test test-tools test-binary typecheck unit run demo bench docker sample clean install bun
+.PHONY: all build test test-tools test-binary typecheck check unit run demo bench docker sample clean install bun
 
 all: build
 
@@ -25,6 +25,10 @@ dist/parachute: $(SOURCES) | install
 
 typecheck: install
 	$(BUN) x tsc --noEmit -p .
+
+# The in-process unit tests beside the code: seconds, no processes, no network.
+check: install
+	$(BUN) test ./src
 
 unit: install
 	$(BUN) test --timeout 60000

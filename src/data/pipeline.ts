@@ -88,17 +88,28 @@ export class Pipeline {
     if (req.scheme === "https" && !options.tls) {
       return responder.respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
     }
-    const redirect = this.redirect(passage);
-    if (redirect instanceof Promise) return void redirect.then((r) => (r ? responder.respond(r) : this.afterRedirect(passage, responder)), (e) => responder.respond(this.internalError(entry, e)));
-    if (redirect) return responder.respond(redirect);
-    this.afterRedirect(passage, responder);
+    this.step(passage, responder, this.redirect(passage), () => this.afterRedirect(passage, responder));
   }
 
   private afterRedirect(passage: Passage, responder: Responder) {
-    const held = this.maintenance(passage);
-    if (held instanceof Promise) return void held.then((r) => (r ? responder.respond(r) : this.afterMaintenance(passage, responder)), (e) => responder.respond(this.internalError(passage.entry, e)));
-    if (held) return responder.respond(held);
-    this.afterMaintenance(passage, responder);
+    this.step(passage, responder, this.maintenance(passage), () => this.afterMaintenance(passage, responder));
+  }
+
+  /**
+   * A step's outcome: an answer ends the request, nothing lets it go on.
+   * Only a step that has to wait (a certificate being issued, a pause)
+   * returns a promise; the others keep the request on the fast, synchronous path.
+   */
+  private step(passage: Passage, responder: Responder, outcome: Reply | undefined | Promise<Reply | undefined>, next: () => void) {
+    if (outcome instanceof Promise) {
+      outcome.then(
+        (reply) => (reply ? responder.respond(reply) : next()),
+        (error) => responder.respond(this.internalError(passage.entry, error)),
+      );
+      return;
+    }
+    if (outcome) return responder.respond(outcome);
+    next();
   }
 
   private afterMaintenance(passage: Passage, responder: Responder) {

@@ -1,7 +1,6 @@
 // Resident memory of a server process and everything it forked, from
-// /proc/PID/status (Linux). parachute re-execs itself once at start (execve
-// keeps the pid), so its pid from the spawn is the server's; a future one
-// that forks workers is covered by summing the whole process tree.
+// /proc/PID/status (Linux). A parachute that forks workers is covered by
+// summing the whole process tree.
 import * as fs from "node:fs";
 import { processTree } from "./procs.ts";
 

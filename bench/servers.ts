@@ -55,8 +55,7 @@ export interface Parachute extends Started {
 /**
  * `parachute run` on 127.0.0.1 with its own state directory and admin socket.
  * `httpsPort` 0 disables HTTPS. The ports come from its "Server started"
- * line; parachute re-execs itself once at start with the same pid, so the
- * spawned pid is the server's.
+ * line; the spawned pid is the server's.
  */
 export async function startParachute(
   s: Settings,

@@ -44,6 +44,8 @@ let closer: RawTarget; // closes the connection when the request arrives
 let halfHead: RawTarget; // writes half a response head, then closes
 let truncated: RawTarget; // sends a head announcing 100000 bytes, 10 bytes, then closes
 let hopper: RawTarget; // answers with every kind of hop-by-hop response header
+let doubleFramed: RawTarget; // answers with both Content-Length and a chunked body
+let oneShot: RawTarget; // closes its connection after every answer without saying so
 let stall: StallTarget; // reads the first bytes of a request, then nothing more
 
 beforeAll(async () => {
@@ -58,6 +60,8 @@ beforeAll(async () => {
   halfHead = startRawTarget("partial-head");
   truncated = startRawTarget("truncated-body");
   hopper = startRawTarget("hop-headers");
+  doubleFramed = startRawTarget("length-and-chunked");
+  oneShot = startRawTarget("close-after-answer");
   stall = await startStallTarget();
   proxy = await Proxy.start();
   const dead = await deadPort();
@@ -83,6 +87,8 @@ beforeAll(async () => {
     deployOk(proxy, "truncated", ["--target", truncated.address, "--host", "truncated.test", "--force"]),
     deployOk(proxy, "stall", ["--target", stall.address, "--host", "stall.test", "--force"]),
     deployOk(proxy, "hopper", ["--target", hopper.address, "--host", "hopper.test", "--force"]),
+    deployOk(proxy, "doubleframed", ["--target", doubleFramed.address, "--host", "doubleframed.test", "--force"]),
+    deployOk(proxy, "oneshot", ["--target", oneShot.address, "--host", "oneshot.test", "--force"]),
     deployOk(proxy, "rr", ["--target", `${rr1.address},${rr2.address}`, "--host", "rr.test"]),
     deployOk(proxy, "sick", [
       "--target",
@@ -802,6 +808,46 @@ describe("framing edge cases on the listener", () => {
     },
     30_000,
   );
+
+  test("`Connection: Content-Length` cannot take the framing off a body: the body stays the request's own, nothing is smuggled", async () => {
+    const smuggled = "GET /smuggled HTTP/1.1\r\nX-Ignore: ";
+    const res = await rawRequest(
+      proxy.httpPort,
+      `POST /carrier HTTP/1.1\r\nHost: app.test\r\nConnection: Content-Length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    );
+    expect(echoOf(res).bodyBytes).toBe(smuggled.length);
+    // The pooled connection the body went on carries the next client's request untouched.
+    const next = await proxy.fetch("/after-carrier", { host: "app.test" });
+    expect(new URL(((await next.json()) as { url: string }).url).pathname).toBe("/after-carrier");
+    expect(app.seen.some((s) => s.url.includes("/smuggled"))).toBe(false);
+    // Nor can it take the Host away.
+    const host = await rawRequest(proxy.httpPort, "GET /host-kept HTTP/1.1\r\nHost: app.test\r\nConnection: Host, close\r\n\r\n");
+    expect(echoOf(host).headers.host).toBe("app.test");
+  });
+
+  test("a response with both Content-Length and chunked framing reaches the client chunked, its Content-Length removed (RFC 9112 §6.3)", async () => {
+    const res = await rawRequest(proxy.httpPort, "GET /both HTTP/1.1\r\nHost: doubleframed.test\r\nConnection: close\r\n\r\n");
+    expect(res.status).toBe(200);
+    expect(res.headers.find(([name]) => name === "content-length")).toBeUndefined();
+    expect(res.headers.find(([name]) => name === "transfer-encoding")?.[1]).toBe("chunked");
+    expect(res.body).toContain("hello");
+  });
+
+  test("a target that closes its connection after every answer without saying so: every GET still succeeds (resent on a fresh connection)", async () => {
+    // Several clients at once, so that requests meet pooled connections the target is closing.
+    const statuses: number[] = [];
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, loop) => {
+        for (let i = 0; i < 40; i++) {
+          const res = await proxy.fetch(`/again?loop=${loop}&i=${i}`, { host: "oneshot.test" });
+          await res.arrayBuffer();
+          statuses.push(res.status);
+        }
+      }),
+    );
+    expect(statuses.length).toBe(320);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+  });
 
   test("repeated identical Content-Length headers are one length (RFC 9110 §8.6); differing ones are a 400", async () => {
     const same = await rawRequest(proxy.httpPort, "POST /dup-length HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");

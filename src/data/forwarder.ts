@@ -4,7 +4,7 @@
 // the target fails. The request counts as in flight on its target until its
 // reply has been written, so draining waits for downloads too.
 import type { Fields } from "../http/fields.ts";
-import { BodyTooLarge, bufferBody, type BufferedBody } from "../proxy/buffer.ts";
+import { BodyTooLarge, bufferBody, limitBody, type BufferedBody } from "../proxy/buffer.ts";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
 import { stripHopByHop, type UpstreamHeaders } from "../proxy/headers.ts";
 import { logRequest, type RequestLog } from "../proxy/request-log.ts";
@@ -33,6 +33,8 @@ export interface Forward {
   headers: UpstreamHeaders;
   timeoutMs: number;
   buffering: Buffering | undefined;
+  /** --max-request-body (0: none). */
+  maxRequestBody: number;
   /** The request's log entry; the reply is logged once written. */
   entry: RequestLog;
   /** A Set-Cookie value for the client when the app answers (writer affinity), if any. */
@@ -117,7 +119,11 @@ class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
     req.gone.listen(this);
     if (req.gone.reason) return;
     const buffering = this.f.buffering;
-    if (!buffering?.requests || !req.body) return this.send(req.body);
+    if (!buffering?.requests || !req.body) {
+      // A declared length over the limit was refused before; an upload of unknown length is stopped where it passes it.
+      const limit = this.f.maxRequestBody;
+      return this.send(req.body && limit > 0 && req.body.length === undefined ? limitBody(req.body, limit) : req.body);
+    }
     const body = req.body;
     this.phase = { kind: "buffering", body };
     bufferBody(body, buffering.memory, buffering.maxRequestBody).then((buffered) => {
@@ -150,8 +156,15 @@ class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
   private send(body: BodySource | null) {
     const { req, target } = this.f;
     const chunked = body !== null && body.length === undefined;
-    // A client's Content-Length is among the header lines; a buffered chunked upload gets one.
-    const framing = chunked ? "Transfer-Encoding: chunked\r\n" : body && !req.headers.has("content-length") ? `Content-Length: ${body.length}\r\n` : "";
+    // The framing comes from the body as the proxy reads it, never from the
+    // client's header lines; a request that declared an empty body keeps saying so.
+    const framing = chunked
+      ? "Transfer-Encoding: chunked\r\n"
+      : body
+        ? `Content-Length: ${body.length}\r\n`
+        : req.headers.has("content-length")
+          ? "Content-Length: 0\r\n"
+          : "";
     const exchange = new UpstreamExchange(
       this.pool,
       target.address,

@@ -61,7 +61,7 @@ async function toResponse(reply: Reply): Promise<Response> {
     return new Response(null, { status: 502 });
   }
   const headers = reply.headers.toHeaders();
-  const init = { status: reply.status, statusText: reply.reason, headers };
+  const init = { status: reply.status, statusText: reply.reason ?? "", headers };
   const body = reply.body;
   if (body === null || body instanceof Uint8Array) {
     reply.done({ bytes: body?.byteLength ?? 0 });

@@ -5,7 +5,7 @@
 // 101 turns the connection into a WebSocket tunnel.
 import { encodeChunk, LAST_CHUNK } from "../http/chunked.ts";
 import { Fields } from "../http/fields.ts";
-import { MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from "../http/request-head.ts";
+import { MAX_HEAD_BYTES, MAX_REQUEST_LINE, parseRequestHead, type RequestHead } from "../http/request-head.ts";
 import { splitRequestTarget } from "../http/request-target.ts";
 import { bodiless } from "../http/response-head.ts";
 import { log } from "../log.ts";
@@ -25,6 +25,7 @@ export const HEAD_TIMEOUT_MS = 60_000;
 /** A connection closed with a request body still arriving reads and drops it for at most this long. */
 const LINGER_MS = 5_000;
 const HEAD_END = Buffer.from("\r\n\r\n");
+const CRLF = Buffer.from("\r\n");
 
 /** What the connection needs from the listener that owns it. */
 export interface ConnectionOwner {
@@ -40,7 +41,7 @@ const STATUS_TEXT: Record<number, string> = {
   100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
   206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
   307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-  404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 410: "Gone",
+  404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 410: "Gone", 414: "URI Too Long",
   413: "Content Too Large", 429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
   501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 };
@@ -120,6 +121,8 @@ export class Http1Connection implements Responder {
     while (start + 1 < buffer.length && buffer[start] === 13 && buffer[start + 1] === 10) start += 2;
     if (start) buffer = this.buffer = buffer.subarray(start);
     if (buffer.length === 0 || (buffer.length === 1 && buffer[0] === 13)) return;
+    const lineEnd = buffer.indexOf(CRLF);
+    if (lineEnd > MAX_REQUEST_LINE || (lineEnd === -1 && buffer.length > MAX_REQUEST_LINE)) return this.refuse(414, "request line too long");
     const end = buffer.indexOf(HEAD_END);
     if (end === -1) {
       if (buffer.length > MAX_HEAD_BYTES) this.refuse(431, "request head too large");
@@ -183,7 +186,8 @@ export class Http1Connection implements Responder {
       scheme: this.scheme,
       remoteAddr: this.remoteAddr,
       body: body ?? null,
-      websocket: head.upgrade === "websocket" && isWebSocketHandshake(head.method, head.fields),
+      // RFC 6455 §4.1: the handshake is HTTP/1.1; over HTTP/1.0 it is an ordinary request.
+      websocket: head.upgrade === "websocket" && head.version === "HTTP/1.1" && isWebSocketHandshake(head.method, head.fields),
       started: performance.now(),
       gone: new Cancel(),
     };
@@ -260,7 +264,7 @@ export class Http1Connection implements Responder {
     if (!fields.has("date")) fields.append("Date", httpDate());
     if (!keepAlive) fields.set("Connection", "close");
 
-    const replyHead = `HTTP/1.1 ${reply.status} ${reply.reason || STATUS_TEXT[reply.status] || ""}\r\n${fields.serialize()}\r\n`;
+    const replyHead = `HTTP/1.1 ${reply.status} ${reply.reason ?? STATUS_TEXT[reply.status] ?? ""}\r\n${fields.serialize()}\r\n`;
     if (!stream || bodiless(method, reply.status)) {
       const payload = reply.body instanceof Uint8Array && !bodiless(method, reply.status) ? reply.body : undefined;
       this.transport.write(withHead(replyHead, payload));
@@ -298,7 +302,7 @@ export class Http1Connection implements Responder {
   private openTunnel(reply: Reply) {
     const upgrade = reply.upgrade!;
     const fields = reply.headers;
-    this.transport.write(Buffer.from(`HTTP/1.1 101 ${reply.reason || "Switching Protocols"}\r\n${fields.serialize()}\r\n`, "latin1"));
+    this.transport.write(Buffer.from(`HTTP/1.1 101 ${reply.reason ?? "Switching Protocols"}\r\n${fields.serialize()}\r\n`, "latin1"));
     this.state = "tunnel";
     const early = this.buffer;
     this.buffer = undefined;
@@ -322,7 +326,7 @@ export class Http1Connection implements Responder {
     this.state = "closing";
     this.buffer = undefined;
     this.transport.resume();
-    this.transport.end();
+    this.transport.shutdown();
     this.lingerTimer = setTimeout(() => this.transport.destroy(), LINGER_MS);
   }
 
@@ -352,12 +356,19 @@ export class Http1Connection implements Responder {
   timeout() {
     if (this.state !== "head") return;
     if (this.buffer?.length) return this.refuse(408, "request head not complete in time");
-    this.transport.destroy();
+    this.closeIdle();
   }
 
   /** Graceful stop: an idle connection closes now, a busy one after its answer (which says `Connection: close`). */
   shutdown() {
-    if (this.idle) this.transport.destroy();
+    if (this.idle) this.closeIdle();
+  }
+
+  /** An idle connection ends with a FIN, not a reset: nothing is in flight on it. */
+  private closeIdle() {
+    this.state = "closing";
+    this.transport.end();
+    this.lingerTimer = setTimeout(() => this.transport.destroy(), LINGER_MS);
   }
 
   destroy() {

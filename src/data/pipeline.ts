@@ -223,6 +223,7 @@ export class Pipeline {
         headers,
         timeoutMs: options.targetTimeoutMs,
         buffering: buffering(service),
+        maxRequestBody: options.maxRequestBody,
         entry,
         setCookie,
         pages,

@@ -24,8 +24,8 @@ export interface Upgrade {
 
 export interface Reply {
   status: number;
-  /** The reason phrase; "" for the standard one. */
-  reason: string;
+  /** The reason phrase as the app sent it (even empty); undefined for the standard one. */
+  reason?: string;
   headers: Fields;
   body: Uint8Array | BodySource | null;
   /** The app's chunked body, which an HTTP/1.1 client can be sent as it is. */
@@ -44,7 +44,6 @@ const encoder = new TextEncoder();
 
 /** A complete answer produced by the proxy itself, logged (when `entry` is given) once it is sent. */
 export class Answer implements Reply {
-  readonly reason = "";
   readonly headers = new Fields();
   readonly body: Uint8Array;
 

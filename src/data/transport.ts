@@ -4,6 +4,7 @@
 // front has read the ClientHello; see tls-front.ts).
 import type { Socket } from "bun";
 import type { TLSSocket } from "node:tls";
+import { writesBlocked, writesUnblocked } from "./stalls.ts";
 
 export interface TransportEvents {
   data(chunk: Uint8Array): void;
@@ -21,6 +22,8 @@ export interface Transport {
   write(data: Uint8Array): boolean;
   /** Closes after what is queued has been sent. */
   end(): void;
+  /** Sends what is queued, then a FIN, and goes on reading (a lingering close). */
+  shutdown(): void;
   /** Closes now, discarding what is queued. */
   destroy(): void;
   pause(): void;
@@ -41,7 +44,8 @@ export class SocketTransport implements Transport {
   events: TransportEvents = NO_EVENTS;
   private readonly queue: Uint8Array[] = [];
   private queuedBytes = 0;
-  private ending = false;
+  /** After the queue is flushed: close, or only stop writing. */
+  private ending: "close" | "write" | undefined;
   private paused = false;
   closed = false;
   readonly remoteAddress: string;
@@ -66,6 +70,7 @@ export class SocketTransport implements Transport {
     const rest = data.subarray(Math.max(written, 0));
     this.queue.push(rest);
     this.queuedBytes += rest.byteLength;
+    writesBlocked(this);
     return false;
   }
 
@@ -78,19 +83,32 @@ export class SocketTransport implements Transport {
         const rest = chunk.subarray(Math.max(written, 0));
         this.queuedBytes -= chunk.byteLength - rest.byteLength;
         this.queue[0] = rest;
+        // Some progress: a slow reader is not a stalled one.
+        if (written > 0) {
+          writesUnblocked(this);
+          writesBlocked(this);
+        }
         return;
       }
       this.queue.shift();
       this.queuedBytes -= chunk.byteLength;
     }
-    if (this.ending) this.socket.end();
+    writesUnblocked(this);
+    if (this.ending === "close") this.socket.end();
+    else if (this.ending === "write") this.socket.shutdown();
     else this.events.drain();
   }
 
   end() {
     if (this.closed) return;
-    this.ending = true;
+    this.ending = "close";
     if (!this.queue.length) this.socket.end();
+  }
+
+  shutdown() {
+    if (this.closed) return;
+    this.ending = "write";
+    if (!this.queue.length) this.socket.shutdown();
   }
 
   destroy() {
@@ -115,6 +133,7 @@ export class SocketTransport implements Transport {
   onClose() {
     if (this.closed) return;
     this.closed = true;
+    writesUnblocked(this);
     this.queue.length = 0;
     this.queuedBytes = 0;
     this.events.close();
@@ -152,10 +171,14 @@ export class TlsTransport implements Transport {
     readonly remoteAddress: string,
   ) {
     tls.on("data", (chunk: Buffer) => this.events.data(chunk));
-    tls.on("drain", () => this.events.drain());
+    tls.on("drain", () => {
+      writesUnblocked(this);
+      this.events.drain();
+    });
     const close = () => {
       if (this.closed) return;
       this.closed = true;
+      writesUnblocked(this);
       this.events.close();
     };
     tls.on("close", close);
@@ -172,11 +195,18 @@ export class TlsTransport implements Transport {
 
   write(data: Uint8Array): boolean {
     if (this.closed || this.tls.destroyed) return false;
-    return this.tls.write(data);
+    if (this.tls.write(data)) return true;
+    writesBlocked(this);
+    return false;
   }
 
   end() {
     if (!this.closed) this.tls.end();
+  }
+
+  // node:tls goes on reading after end() until the peer closes.
+  shutdown() {
+    this.end();
   }
 
   destroy() {

@@ -17,6 +17,7 @@ const IDLE_TIMEOUT_MS = 4_000;
 const MAX_IDLE_PER_TARGET = 256;
 const MAX_RESPONSE_HEAD = 64 * 1024;
 const HEAD_END = Buffer.from("\r\n\r\n");
+const BARE_LF_END = Buffer.from("\n\n");
 /** Body bytes held before the reply starts; past this the socket is paused. */
 const PENDING_LIMIT = 64 * 1024;
 
@@ -305,6 +306,8 @@ export class UpstreamExchange implements BodySink {
     const end = buffer.indexOf(HEAD_END);
     if (end === -1) {
       if (buffer.length > MAX_RESPONSE_HEAD) this.fail(new TargetFailed("target failed: response head too large"));
+      // Lines ended by a bare LF: not HTTP/1.1 as the proxy reads it, and it would wait in vain.
+      else if (buffer.indexOf(BARE_LF_END) !== -1) this.fail(new TargetFailed("target failed: malformed response"));
       return;
     }
     const head = parseResponseHead(buffer.toString("latin1", 0, end), this.request.method);
@@ -376,7 +379,13 @@ export class UpstreamExchange implements BodySink {
     // nothing was answered, so a request that can be repeated goes out again.
     if (this.reused && this.request.retryable && !this.headBuffer && !this.retried) {
       this.retried = true;
+      // The closing connection's remaining events are no longer this exchange's.
+      const closing = this.connection;
       this.connection = undefined;
+      if (closing) {
+        closing.exchange = undefined;
+        closing.transport.destroy();
+      }
       return this.connectNew();
     }
     this.fail(new TargetFailed(this.headBuffer ? "target failed: connection closed mid-head" : "target failed: connection closed before answering"));

@@ -125,8 +125,10 @@ export class WebSocketTunnel {
       data: (chunk) => this.relay(direction, chunk),
       // `to` of the reverse direction has room again.
       drain: () => reverse.from.resume(),
-      // One end stopped sending: the other end learns it the same way.
-      end: () => direction.to.end(),
+      // One end stopped sending (a FIN): a WebSocket has no use for a
+      // half-open connection, so both are closed, as when one closes; a
+      // socket whose peer stopped reading is cut after the grace period.
+      end: () => this.end(),
       close: () => this.end(),
     };
   }

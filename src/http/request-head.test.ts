@@ -94,6 +94,7 @@ describe("body framing (RFC 9112 §6.3)", () => {
     ["gzip", 400],
     ["chunked, gzip", 400],
     ["gzip, chunked", 501],
+    ["chunked, chunked", 400],
   ])("Transfer-Encoding %j is refused with %d", (value, status) => {
     expect(refused(`POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ${value}`).status as number).toBe(status as number);
   });

@@ -22,12 +22,13 @@ export interface RequestHead {
 }
 
 export interface HeadError {
-  status: 400 | 431 | 501 | 505;
+  status: 400 | 414 | 431 | 501 | 505;
   reason: string;
 }
 
-/** Limits on a request head; past them the answer is 431. */
+/** Limits on a request head; past them the answer is 431 (414 for a request line over its own limit). */
 export const MAX_HEAD_BYTES = 64 * 1024;
+export const MAX_REQUEST_LINE = 16 * 1024;
 export const MAX_FIELDS = 256;
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -86,6 +87,8 @@ function framing(fields: Fields, version: RequestHead["version"]): BodyFraming |
     if (lengths.length > 0) return fail(400, "both Transfer-Encoding and Content-Length");
     if (version === "HTTP/1.0") return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
     if (codings.at(-1) !== "chunked") return fail(400, `Transfer-Encoding "${fields.getAll("transfer-encoding").join(", ")}" does not end in chunked`);
+    // chunked may be applied once only (RFC 9112 §7.1); other codings before it are not supported.
+    if (codings.indexOf("chunked") !== codings.length - 1) return fail(400, "chunked applied more than once");
     if (codings.length > 1) return fail(501, `Transfer-Encoding "${fields.getAll("transfer-encoding").join(", ")}" is not supported`);
     return { kind: "chunked" };
   }

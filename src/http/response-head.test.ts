@@ -14,8 +14,10 @@ describe("parseResponseHead", () => {
     expect(parseResponseHead("HTTP/1.1 204 ", "GET")!.reason).toBe("");
     expect(parseResponseHead("HTTP/1.1 204", "GET")!.status).toBe(204);
   });
-  test("framing: chunked wins over a length; no length means read to close", () => {
-    expect(parseResponseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5", "GET")!.body.kind).toBe("chunked");
+  test("framing: chunked wins over a length, which is removed; no length means read to close", () => {
+    const both = parseResponseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5", "GET")!;
+    expect(both.body.kind).toBe("chunked");
+    expect(both.fields.has("content-length")).toBe(false);
     const close = parseResponseHead("HTTP/1.1 200 OK", "GET")!;
     expect(close.body.kind).toBe("close");
     expect(close.keepAlive).toBe(false);
@@ -28,6 +30,13 @@ describe("parseResponseHead", () => {
     expect(parseResponseHead("HTTP/1.0 200 OK\r\nContent-Length: 1", "GET")!.keepAlive).toBe(false);
     expect(parseResponseHead("HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive", "GET")!.keepAlive).toBe(true);
     expect(parseResponseHead("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close", "GET")!.keepAlive).toBe(false);
+  });
+  test("a transfer coding other than chunked is not a response to relay", () => {
+    expect(parseResponseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked", "GET")).toBeUndefined();
+    expect(parseResponseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip", "GET")).toBeUndefined();
+  });
+  test("a 204 never carries a Content-Length (RFC 9110 §8.6)", () => {
+    expect(parseResponseHead("HTTP/1.1 204 No Content\r\nContent-Length: 0", "GET")!.fields.has("content-length")).toBe(false);
   });
   test("garbage and conflicting lengths are not a response", () => {
     expect(parseResponseHead("SSH-2.0-OpenSSH", "GET")).toBeUndefined();

@@ -48,10 +48,18 @@ export function parseResponseHead(head: string, method: string): ResponseHead | 
 }
 
 function framing(fields: Fields, method: string, status: number): ResponseFraming | undefined {
+  // No Content-Length on a 1xx or 204 (RFC 9110 §8.6).
+  if (status === 204 || status < 200) fields.delete("content-length");
   if (bodiless(method, status)) return { kind: "none" };
   const codings = fields.has("transfer-encoding") ? fields.tokens("transfer-encoding") : NO_TOKENS;
-  // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3 item 3).
-  if (codings.length) return codings.at(-1) === "chunked" ? { kind: "chunked" } : { kind: "close" };
+  if (codings.length) {
+    // Transfer-Encoding overrides Content-Length, which must not go on with it (RFC 9112 §6.3 item 3).
+    fields.delete("content-length");
+    // Another coding (gzip, chunked) could not be passed on to a client that
+    // did not ask for it, nor undone here: not a response to relay.
+    if (codings.some((coding) => coding !== "chunked") || codings.length > 1) return undefined;
+    return { kind: "chunked" };
+  }
   const lengths = fields.getAll("content-length");
   if (lengths.length === 0) return { kind: "close" };
   const values = new Set(lengths.flatMap((v) => v.split(",").map((s) => s.trim())));

@@ -13,6 +13,33 @@ export class BodyTooLarge extends Error {
   override name = "BodyTooLarge";
 }
 
+/**
+ * A body cut off past `maxBytes`: the consumer gets BodyTooLarge (a 413)
+ * instead of the rest. For streamed uploads of unknown length, whose size
+ * only shows as they arrive.
+ */
+export function limitBody(source: BodySource, maxBytes: number): BodySource {
+  let seen = 0;
+  return {
+    length: source.length,
+    start(sink) {
+      source.start({
+        data(chunk) {
+          seen += chunk.byteLength;
+          if (seen <= maxBytes) return sink.data(chunk);
+          source.cancel(new BodyTooLarge(`body is larger than ${maxBytes} bytes`));
+          sink.error(new BodyTooLarge(`body is larger than ${maxBytes} bytes`));
+          return false;
+        },
+        end: () => sink.end(),
+        error: (error) => sink.error(error),
+      });
+    },
+    resume: () => source.resume(),
+    cancel: (reason) => source.cancel(reason),
+  };
+}
+
 export interface BufferedBody {
   size: number;
   /** The body to send, from memory or from the spill file. */

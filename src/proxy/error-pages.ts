@@ -7,6 +7,7 @@ import * as path from "node:path";
 const TITLES: Record<number, string> = {
   400: "Bad Request",
   408: "Request Timeout",
+  414: "URI Too Long",
   431: "Request Header Fields Too Large",
   501: "Not Implemented",
   505: "HTTP Version Not Supported",
@@ -21,6 +22,7 @@ const TITLES: Record<number, string> = {
 const DETAILS: Record<number, string> = {
   400: "The request is malformed.",
   408: "The request took too long to arrive.",
+  414: "The request target is too long.",
   431: "The request headers are too large.",
   501: "This server does not support the request's transfer coding.",
   505: "This server speaks HTTP/1.0, HTTP/1.1 and HTTP/2.",

@@ -14,8 +14,26 @@ const HOP_BY_HOP = new Set([
   "proxy-authorization",
 ]);
 
-/** Headers the proxy writes itself on the way to the target, or answers itself (`Expect`). */
-const REPLACED = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect"]);
+/**
+ * Headers the proxy writes itself on the way to the target: the body's
+ * framing (from the body as it was read, never from the client's lines), the
+ * forwarded-for trio, and `Expect`, which it answers itself.
+ */
+const REPLACED = new Set(["content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect"]);
+
+/**
+ * Fields a `Connection` header may not remove (RFC 9110 §7.6.1): naming
+ * Content-Length or Host there would otherwise strip the framing of a body
+ * that is still sent (a request smuggled into the next one on a pooled
+ * connection) or the name of the site.
+ */
+const NOT_CONNECTION_OPTIONS = new Set(["content-length", "transfer-encoding", "host"]);
+
+/** The lower-case names a `Connection` header asks to drop, minus those it may not. */
+function connectionOptions(fields: Fields): readonly string[] | undefined {
+  if (!fields.has("connection")) return undefined;
+  return fields.tokens("connection").filter((name) => !NOT_CONNECTION_OPTIONS.has(name));
+}
 
 /**
  * A WebSocket handshake (RFC 6455 §4.2.1): a GET with `Upgrade: websocket`,
@@ -33,8 +51,7 @@ export function isWebSocketHandshake(method: string, fields: Fields): boolean {
  * `Connection: Upgrade`.
  */
 export function stripHopByHop(fields: Fields, upgrade = false): Fields {
-  const named = fields.has("connection") ? fields.tokens("connection") : undefined;
-  fields.deleteAll(HOP_BY_HOP, named, upgrade ? "upgrade" : undefined);
+  fields.deleteAll(HOP_BY_HOP, connectionOptions(fields), upgrade ? "upgrade" : undefined);
   if (upgrade) fields.set("Connection", "Upgrade");
   return fields;
 }
@@ -65,7 +82,7 @@ export interface UpstreamHeaders {
  * `Upgrade` and `Connection`.
  */
 export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHeaders: boolean, websocket: boolean, targetAddress: string): UpstreamHeaders {
-  const named = inbound.has("connection") ? inbound.tokens("connection") : NO_TOKENS;
+  const named = connectionOptions(inbound) ?? NO_TOKENS;
   let lines = "";
   let host = "";
   let requestId = "";

@@ -145,7 +145,11 @@ export type RawBehaviour =
   /** Send a complete head announcing 100000 bytes, 10 of them, then close. */
   | "truncated-body"
   /** Answer 200 "hop" with every kind of hop-by-hop response header. */
-  | "hop-headers";
+  | "hop-headers"
+  /** Answer 200 with both `Content-Length: 100` and a chunked body "hello" (RFC 9112 §6.3: chunked wins). */
+  | "length-and-chunked"
+  /** Answer 200 "ok" (Content-Length, no `Connection: close`), then close the connection anyway. */
+  | "close-after-answer";
 
 export interface RawTarget {
   port: number;
@@ -193,6 +197,11 @@ export function startRawTarget(behaviour: RawBehaviour): RawTarget {
           socket.end();
         } else if (target.behaviour === "truncated-body") {
           socket.write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n0123456789");
+          socket.end();
+        } else if (target.behaviour === "length-and-chunked") {
+          socket.write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        } else if (target.behaviour === "close-after-answer") {
+          socket.write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
           socket.end();
         } else if (target.behaviour === "hop-headers") {
           socket.write(

@@ -123,6 +123,29 @@ describe("request limits", () => {
     expect(logged.path).toBe("/upload");
   });
 
+  test("without buffering, a chunked upload is stopped with 413 where it passes --max-request-body; the app never gets a whole body", async () => {
+    const uploadsBefore = app.uploads.length;
+    const conn = await RawConnection.open(proxy.httpPort);
+    try {
+      conn.write(requestHead("POST", "/upload", [["Host", "unbuffered.test"], ["Transfer-Encoding", "chunked"], ["Connection", "close"]]));
+      const chunk = new Uint8Array(64 * 1024).fill(7);
+      const frame = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), Buffer.from(chunk), Buffer.from("\r\n")]);
+      for (let sent = 0; sent < 2 * MB && !conn.closed && conn.pending === 0; sent += chunk.length) {
+        let offset = 0;
+        while (offset < frame.length && !conn.closed && conn.pending === 0) {
+          offset += conn.write(frame.subarray(offset));
+          if (offset < frame.length) await Bun.sleep(1);
+        }
+      }
+      if (!conn.closed && conn.pending === 0) conn.write("0\r\n\r\n");
+      const head = await conn.readHead();
+      expect(head.status).toBe(413);
+    } finally {
+      conn.close();
+    }
+    expect(app.uploads.length).toBe(uploadsBefore);
+  });
+
   test("a declared Content-Length over --max-request-body is refused with 413 before the body is sent, with or without buffering", async () => {
     for (const host of ["limited.test", "unbuffered.test"]) {
       const requestsBefore = app.requests;

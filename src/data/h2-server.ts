@@ -9,6 +9,7 @@ import { removeDotSegments } from "../http/request-target.ts";
 import { log } from "../log.ts";
 import { normalizeClientIp } from "../proxy/headers.ts";
 import { readAll, toReadableStream, WebStreamSource } from "./body.ts";
+import { UpstreamBody } from "./upstream.ts";
 import type { Pipeline } from "./pipeline.ts";
 import type { Reply } from "./reply.ts";
 import { Cancel, ClientGone, type ProxyRequest } from "./request.ts";
@@ -66,6 +67,12 @@ async function toResponse(reply: Reply): Promise<Response> {
   if (body === null || body instanceof Uint8Array) {
     reply.done({ bytes: body?.byteLength ?? 0 });
     return new Response(body, init);
+  }
+  // A body that has all arrived already (a small answer) is sent as it is, at once.
+  const arrived = body instanceof UpstreamBody ? body.takeWhole() : undefined;
+  if (arrived) {
+    reply.done({ bytes: arrived.byteLength });
+    return new Response(arrived, init);
   }
   if (body.length !== undefined && body.length <= WHOLE_BODY) {
     try {

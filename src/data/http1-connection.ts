@@ -72,6 +72,8 @@ export class Http1Connection implements Responder {
   private answered = false;
   /** The reply body being written. */
   private writer: BodyWriter | undefined;
+  /** A finished reply waiting for its last bytes to be handed to the kernel. */
+  private onFlushed: (() => void) | undefined;
   /** When the head being waited for must be complete (unix ms); 0 while answering. */
   deadline = Date.now() + HEAD_TIMEOUT_MS;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
@@ -85,7 +87,12 @@ export class Http1Connection implements Responder {
   ) {
     transport.events = {
       data: (chunk) => this.onData(chunk),
-      drain: () => this.writer?.stream.resume(),
+      drain: () => {
+        this.writer?.stream.resume();
+        const flushed = this.onFlushed;
+        this.onFlushed = undefined;
+        flushed?.();
+      },
       end: () => this.onPeerEnd(),
       close: () => this.onClose(),
     };
@@ -289,8 +296,15 @@ export class Http1Connection implements Responder {
   }
 
   private finished(reply: Reply, outcome: { bytes: number }, keepAlive: boolean) {
+    // The request is over once its last byte has left this process: only
+    // then is it done on its target (a drain waits for it), and logged.
+    if (this.transport.queued > 0 && !this.transport.closed) {
+      this.onFlushed = () => this.finished(reply, outcome, keepAlive);
+      return;
+    }
     reply.done(outcome);
     this.request = undefined;
+    if (this.state === "closed") return;
     if (!keepAlive) return this.closeAfterWrite();
     this.body = undefined;
     this.state = "head";
@@ -349,6 +363,10 @@ export class Http1Connection implements Responder {
     this.body?.fail(gone);
     this.request?.gone.fire(gone);
     this.writer?.abort(gone);
+    // A reply whose last bytes were still queued: it ends here, short.
+    const flushed = this.onFlushed;
+    this.onFlushed = undefined;
+    flushed?.();
     this.owner.closed(this);
   }
 

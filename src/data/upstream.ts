@@ -448,6 +448,24 @@ export class UpstreamBody implements BodySource {
     return this.decoder?.payloadBytes ?? (this.length ?? 0) - this.remaining;
   }
 
+  /**
+   * The whole body, if it has already arrived (a small answer usually comes
+   * in the head's packet); the body is then done. Undefined otherwise, and
+   * nothing changes.
+   */
+  takeWhole(): Uint8Array | undefined {
+    if (this.sink || this.finished || this.length === undefined || this.pendingBytes < this.length) return undefined;
+    let whole: Uint8Array = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+    const extra = whole.byteLength > this.length;
+    if (extra) whole = whole.subarray(0, this.length);
+    this.pending = [];
+    this.remaining = 0;
+    this.finished = true;
+    // Bytes beyond a complete response: not a connection to reuse.
+    this.exchange.complete(this.keepAlive && !extra);
+    return whole;
+  }
+
   start(sink: BodySink) {
     this.sink = sink;
     const pending = this.pending;

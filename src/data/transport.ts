@@ -172,6 +172,7 @@ export class TlsTransport implements Transport {
   ) {
     tls.on("data", (chunk: Buffer) => this.events.data(chunk));
     tls.on("drain", () => {
+      this.blocked = false;
       writesUnblocked(this);
       this.events.drain();
     });
@@ -189,13 +190,17 @@ export class TlsTransport implements Transport {
     });
   }
 
+  /** Writes past the stream's high-water mark wait for `drain`; only then is anything counted as queued. */
+  private blocked = false;
+
   get queued(): number {
-    return this.tls.writableLength;
+    return this.blocked ? this.tls.writableLength : 0;
   }
 
   write(data: Uint8Array): boolean {
     if (this.closed || this.tls.destroyed) return false;
     if (this.tls.write(data)) return true;
+    this.blocked = true;
     writesBlocked(this);
     return false;
   }

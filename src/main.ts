@@ -11,6 +11,7 @@ import { removeCommand } from "./cli/remove.ts";
 import { rolloutCommand } from "./cli/rollout.ts";
 import { runCommand } from "./cli/run.ts";
 import { addCommand, rmCommand } from "./cli/targets.ts";
+import { upgradeCommand } from "./cli/upgrade.ts";
 import { VERSION } from "./version.ts";
 
 const subCommands: Record<string, CommandDef> = {
@@ -24,6 +25,7 @@ const subCommands: Record<string, CommandDef> = {
   stop: stopCommand,
   resume: resumeCommand,
   rollout: rolloutCommand,
+  upgrade: upgradeCommand,
   version: defineCommand({
     meta: { name: "version", description: "Print the version" },
     run: () => console.log(VERSION),

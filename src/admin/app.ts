@@ -1,7 +1,7 @@
 // The admin API: a Hono app served only on the unix socket. Every body is
 // validated with the same valibot schemas the CLI uses; then the registry does
 // the work. Commands that wait (deploy, add, rm, remove, pause, stop,
-// rollout deploy) answer with NDJSON: progress lines, then one result line, so
+// rollout deploy, upgrade) answer with NDJSON: progress lines, then one result line, so
 // the CLI can show what happens while it waits. Every command gets the
 // progress callback, because any of them may have to warn that the state
 // could not be saved.
@@ -10,7 +10,7 @@ import * as v from "valibot";
 import { log } from "../log.ts";
 import { CommandError, type Progress, type Registry } from "../service/registry.ts";
 import { describeIssues } from "../values.ts";
-import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "./requests.ts";
+import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest, UpgradeRequest } from "./requests.ts";
 
 export type ProgressEvent = { progress: string } | { ok: true } | { error: string };
 
@@ -87,7 +87,12 @@ function errorMessage(error: unknown): string {
   return "internal error (see the server log)";
 }
 
-export function createAdminApp(registry: Registry) {
+/** What the server itself does on command (as opposed to the services in the registry). */
+export interface ServerControl {
+  upgrade(request: UpgradeRequest, progress: Progress): Promise<void>;
+}
+
+export function createAdminApp(registry: Registry, server: ServerControl) {
   const app = new Hono();
 
   app.get("/health", (c) => c.json({ ok: true }));
@@ -111,6 +116,7 @@ export function createAdminApp(registry: Registry) {
   command("/rollout/deploy", TargetsRequest, (r, p) => registry.rolloutDeploy(r, p));
   command("/rollout/set", RolloutSetRequest, (r, p) => registry.rolloutSet(r, p));
   command("/rollout/stop", ServiceRequest, (r, p) => registry.rolloutStop(r, p));
+  command("/upgrade", UpgradeRequest, (r, p) => server.upgrade(r, p));
 
   app.notFound((c) => c.json({ error: `unknown admin endpoint ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => c.json({ error: errorMessage(error) }, 500));

@@ -105,3 +105,9 @@ export const RolloutSetRequest = v.object({
   list: v.optional(list(v.pipe(v.string(), v.nonEmpty("empty cookie value"))), []),
 });
 export type RolloutSetRequest = v.InferOutput<typeof RolloutSetRequest>;
+
+export const UpgradeRequest = v.object({
+  readyTimeout: v.optional(durationSchema, "30s"),
+  drainTimeout: v.optional(durationSchema, "30s"),
+});
+export type UpgradeRequest = v.InferOutput<typeof UpgradeRequest>;

@@ -24,6 +24,8 @@ import { WebSocketTunnel } from "./websocket-tunnel.ts";
 export const HEAD_TIMEOUT_MS = 60_000;
 /** A connection closed with a request body still arriving reads and drops it for at most this long. */
 const LINGER_MS = 5_000;
+/** At a graceful stop, how long a connection that has sent nothing yet still gets for its first request. */
+const FIRST_REQUEST_GRACE_MS = 1_000;
 const HEAD_END = Buffer.from("\r\n\r\n");
 const CRLF = Buffer.from("\r\n");
 
@@ -76,6 +78,8 @@ export class Http1Connection implements Responder {
   private onFlushed: (() => void) | undefined;
   /** When the head being waited for must be complete (unix ms); 0 while answering. */
   deadline = Date.now() + HEAD_TIMEOUT_MS;
+  /** Requests answered on this connection. */
+  private served = 0;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -303,6 +307,7 @@ export class Http1Connection implements Responder {
       return;
     }
     reply.done(outcome);
+    this.served++;
     this.request = undefined;
     if (this.state === "closed") return;
     if (!keepAlive) return this.closeAfterWrite();
@@ -377,9 +382,17 @@ export class Http1Connection implements Responder {
     this.closeIdle();
   }
 
-  /** Graceful stop: an idle connection closes now, a busy one after its answer (which says `Connection: close`). */
+  /**
+   * Graceful stop: an idle connection closes now, a busy one after its answer
+   * (which says `Connection: close`). A connection that has not sent its
+   * first request yet is not idle in the client's eyes: its request may be on
+   * the way (it was accepted just as the stop began, e.g. during an upgrade),
+   * so it gets FIRST_REQUEST_GRACE_MS to arrive.
+   */
   shutdown() {
-    if (this.idle) this.closeIdle();
+    if (!this.idle) return;
+    if (this.served > 0) return this.closeIdle();
+    this.deadline = Math.min(this.deadline, Date.now() + FIRST_REQUEST_GRACE_MS);
   }
 
   /** An idle connection ends with a FIN, not a reset: nothing is in flight on it. */

@@ -80,10 +80,27 @@ export interface ListenOptions {
   port: number;
   /** undefined: every interface, IPv6 and IPv4. */
   hostname: string | undefined;
+  /** A listening socket inherited from the process this one replaces (see server/upgrade.ts), instead of binding. */
+  fd?: number;
+}
+
+/** The file descriptor of a listener, to hand to a successor (Bun has it, though its types do not say so). */
+export function listenerFd(listener: TCPSocketListener<unknown> | undefined): number | undefined {
+  const fd = (listener as { fd?: unknown } | undefined)?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
 }
 
 /** Opens a TCP port whose connections are handed to `accept`. Throws the bind error (EADDRINUSE, EACCES…). */
 export function listenTcp(options: ListenOptions, accept: (transport: SocketTransport, socket: Socket<SocketTransport>) => void): TCPSocketListener<SocketTransport> {
+  const socket = {
+    ...socketHandlers,
+    open(socket: Socket<SocketTransport>) {
+      socket.data = new SocketTransport(socket);
+      accept(socket.data, socket);
+    },
+  };
+  // Bun.listen adopts a listening socket given by `fd` (checked with Bun 1.4.5), though its types omit it.
+  if (options.fd !== undefined) return Bun.listen<SocketTransport>({ fd: options.fd, allowHalfOpen: true, socket } as never) as TCPSocketListener<SocketTransport>;
   const listen = (hostname: string) =>
     Bun.listen<SocketTransport>({
       port: options.port,
@@ -91,13 +108,7 @@ export function listenTcp(options: ListenOptions, accept: (transport: SocketTran
       // A second parachute on the same port must fail instead of sharing it.
       exclusive: true,
       allowHalfOpen: true,
-      socket: {
-        ...socketHandlers,
-        open(socket: Socket<SocketTransport>) {
-          socket.data = new SocketTransport(socket);
-          accept(socket.data, socket);
-        },
-      },
+      socket,
     } as never) as TCPSocketListener<SocketTransport>;
   if (options.hostname) return listen(options.hostname);
   // "All interfaces" is dual-stack; hosts without IPv6 get IPv4 only.

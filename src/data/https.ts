@@ -18,6 +18,8 @@ interface HostCertificate extends H2Certificate {
 export interface HttpsOptions {
   port: number;
   hostname: string | undefined;
+  /** An inherited listening socket (see ListenOptions). */
+  fd?: number;
   pipeline: Pipeline;
   http1: Http1Server;
   /** Served to names no service has, and to clients without SNI. */
@@ -47,6 +49,7 @@ export class HttpsListener {
     this.front = new TlsFront({
       port: options.port,
       hostname: options.hostname,
+      fd: options.fd,
       admit: options.admit,
       context: (name) => (name ? lookup(this.hosts, name)?.context : undefined) ?? this.fallbackContext,
       h2Port: () => this.h2!.port,
@@ -60,6 +63,10 @@ export class HttpsListener {
 
   get boundPort(): number {
     return this.front.port;
+  }
+
+  get fd(): number | undefined {
+    return this.front.fd;
   }
 
   /** Binds the public port (errors surface at start-up, like the HTTP port's). */

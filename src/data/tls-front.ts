@@ -12,7 +12,7 @@ import { Duplex } from "node:stream";
 import { TLSSocket, type SecureContext } from "node:tls";
 import { normalizeClientIp } from "../proxy/headers.ts";
 import { parseClientHello } from "../tls/client-hello.ts";
-import { listenTcp, type ListenOptions } from "./http1-server.ts";
+import { listenerFd, listenTcp, type ListenOptions } from "./http1-server.ts";
 import { SocketTransport, socketHandlers, TlsTransport, type Transport } from "./transport.ts";
 
 /** A fatal TLS alert record: unrecognized_name (RFC 6066 §3), what a TLS server sends for a name it does not serve. */
@@ -41,8 +41,13 @@ export class TlsFront {
 
   constructor(private readonly options: TlsFrontOptions) {}
 
+  /** The bound port (an inherited socket's listener does not know it: the predecessor said which). */
   get port(): number {
-    return this.listener?.port ?? 0;
+    return this.listener?.port || this.options.port;
+  }
+
+  get fd(): number | undefined {
+    return listenerFd(this.listener);
   }
 
   /** The client behind a relayed connection, given the port it came from. */

@@ -1,13 +1,15 @@
 // `parachute run`: restore state, open the listeners, open the admin socket,
-// and shut down gracefully on SIGTERM/SIGINT (SPEC §2).
+// and shut down gracefully on SIGTERM/SIGINT (SPEC §2). Started by a running
+// parachute's `upgrade`, it takes over that one's sockets (upgrade.ts).
 import * as fs from "node:fs";
 import { isIP } from "node:net";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
+import type { UpgradeRequest } from "../admin/requests.ts";
 import type { RunOptions } from "../config.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { Registry } from "../service/registry.ts";
+import { CommandError, type Progress, Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache, fallbackCertificate } from "../tls/certificates.ts";
@@ -17,6 +19,8 @@ import { Http1Server, listenHttp } from "../data/http1-server.ts";
 import { HttpsListener } from "../data/https.ts";
 import { Pipeline, type TlsContext } from "../data/pipeline.ts";
 import { UpstreamPool } from "../data/upstream.ts";
+import { listenerFd } from "../data/http1-server.ts";
+import { announceReady, HandoverError, inheritedHandover, privateSocketPath, startSuccessor, type Handover } from "./upgrade.ts";
 
 export class StartupError extends Error {}
 
@@ -51,6 +55,16 @@ function listenError(what: string, port: number, error: unknown): StartupError {
   return new StartupError(`cannot listen on ${what} port ${port}: ${(error as Error).message}`);
 }
 
+/**
+ * The metrics port is shared with a successor during an upgrade (SO_REUSEPORT;
+ * Bun.serve cannot adopt a socket), so it cannot rely on the bind failing:
+ * a normal start first checks that nothing else holds it.
+ */
+function checkPortFree(port: number, hostname: string | undefined) {
+  const probe = Bun.listen({ port, hostname: hostname ?? "0.0.0.0", exclusive: true, socket: { data() {} } } as never);
+  probe.stop(true);
+}
+
 function listen<T>(what: string, port: number, start: () => T): T {
   try {
     return start();
@@ -61,6 +75,13 @@ function listen<T>(what: string, port: number, start: () => T): T {
 
 export async function runServer(options: RunOptions): Promise<void> {
   log.setDebug(options.debug);
+  let handover: Handover | undefined;
+  try {
+    handover = inheritedHandover();
+  } catch (error) {
+    if (error instanceof HandoverError) throw new StartupError(error.message);
+    throw error;
+  }
   try {
     fs.mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
   } catch (error) {
@@ -72,7 +93,8 @@ export async function runServer(options: RunOptions): Promise<void> {
   } catch (error) {
     throw new StartupError(`state directory ${options.stateDir} is not writable: ${(error as Error).message}`);
   }
-  await claimSocket(options.socket);
+  // A successor shares the socket path with the predecessor that started it.
+  if (!handover) await claimSocket(options.socket);
 
   const certsDir = path.join(options.stateDir, "certs");
   let issuer: AcmeIssuer;
@@ -96,12 +118,17 @@ export async function runServer(options: RunOptions): Promise<void> {
   const pipeline = new Pipeline(registry, tlsContext, pool);
   const http1 = new Http1Server(pipeline);
 
+  const httpPort = handover ? handover.httpPort : options.httpPort;
+  const httpsPort = handover ? handover.httpsPort : options.httpsPort;
+  const metricsPort = handover ? handover.metricsPort : options.metricsPort;
+
   // HTTPS first: its port must be known for redirects before traffic flows.
   let https: HttpsListener | undefined;
-  if (options.httpsPort > 0) {
+  if (handover ? handover.httpsFd !== undefined : httpsPort > 0) {
     https = new HttpsListener({
-      port: options.httpsPort,
+      port: httpsPort,
       hostname: options.bind,
+      fd: handover?.httpsFd,
       pipeline,
       http1,
       fallback: fallbackCertificate(),
@@ -118,7 +145,7 @@ export async function runServer(options: RunOptions): Promise<void> {
       },
     });
     const listener = https;
-    listen("HTTPS", options.httpsPort, () => listener.start());
+    listen("HTTPS", httpsPort, () => listener.start());
     tlsContext.httpsPort = listener.boundPort;
     certificates.onChange = () => listener.update(certificates.entries());
   }
@@ -127,7 +154,7 @@ export async function runServer(options: RunOptions): Promise<void> {
 
   let http: ReturnType<typeof listenHttp>;
   try {
-    http = listen("HTTP", options.httpPort, () => listenHttp({ port: options.httpPort, hostname: options.bind }, http1));
+    http = listen("HTTP", httpPort, () => listenHttp({ port: httpPort, hostname: options.bind, fd: handover?.httpFd }, http1));
   } catch (error) {
     void https?.stop(true);
     throw error;
@@ -141,30 +168,88 @@ export async function runServer(options: RunOptions): Promise<void> {
   // The metrics listener only ever answers /metrics: no proxied traffic.
   metrics.source = registry;
   const metricsServer =
-    options.metricsPort > 0
-      ? listen("metrics", options.metricsPort, () =>
-          Bun.serve({
-            port: options.metricsPort,
+    metricsPort > 0
+      ? listen("metrics", metricsPort, () => {
+          if (!handover) checkPortFree(metricsPort, options.bind);
+          return Bun.serve({
+            port: metricsPort,
             hostname: options.bind,
-            reusePort: false,
+            reusePort: true,
             development: false,
             fetch: (req) =>
               new URL(req.url).pathname === "/metrics"
                 ? new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
                 : new Response("Not Found\n", { status: 404 }),
-          }),
-        )
+          });
+        })
       : undefined;
 
-  const admin = createAdminApp(registry);
+  let stopping = false;
+  /** Lets what is in flight finish (WebSockets get 1001 at once), within `graceMs`, then cuts the rest. */
+  const drain = async (graceMs: number): Promise<boolean> => {
+    certificates.stop();
+    http1.closeWebSockets(1001, "server shutting down");
+    const graceful = stopListeners(false).then(() => "done" as const);
+    const outcome = await Promise.race([graceful, Bun.sleep(graceMs).then(() => "timeout" as const)]);
+    if (outcome === "timeout") await stopListeners(true);
+    registry.dispose();
+    pool.close();
+    return outcome === "done";
+  };
+
+  let upgrading = false;
+  const upgrade = async (request: UpgradeRequest, progress: Progress) => {
+    if (upgrading || stopping) throw new CommandError(upgrading ? "an upgrade is already running" : "parachute is shutting down", 409);
+    // The container ends with its first process, and would take the successor with it.
+    if (process.pid === 1) throw new CommandError("parachute is the container's first process (PID 1): an upgrade would stop the container; see the README on upgrading in Docker", 409);
+    upgrading = true;
+    await registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
+    try {
+      registry.save();
+    } catch (error) {
+      registry.thaw();
+      upgrading = false;
+      throw new CommandError(`cannot save the state before the upgrade, nothing changed: ${(error as Error).message}`, 500);
+    }
+    const successor = startSuccessor(
+      { httpPort: http.port || httpPort, httpsPort: https?.boundPort ?? 0, metricsPort: metricsServer?.port ?? 0, httpFd: listenerFd(http), httpsFd: https?.fd },
+      request.readyTimeout,
+    );
+    log.info("Upgrading", { new_pid: successor.pid });
+    progress(`Starting the new parachute (pid ${successor.pid})`);
+    try {
+      const socket = await successor.ready;
+      // From here on the successor answers commands and owns the state.
+      fs.renameSync(socket, options.socket);
+    } catch (error) {
+      successor.kill();
+      registry.thaw();
+      upgrading = false;
+      throw new CommandError(`upgrade failed, this parachute (pid ${process.pid}) goes on serving: ${(error as Error).message}`, 500);
+    }
+    log.info("Handing over", { to_pid: successor.pid, in_flight: http1.pendingRequests + (https?.pendingRequests ?? 0) });
+    progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
+    stopping = true;
+    metricsServer?.stop(true);
+    const adminClosed = adminServer.stop(false);
+    const graceful = await drain(request.drainTimeout);
+    progress(graceful ? "The old parachute has finished its requests" : `The old parachute cut what was still in flight after ${request.drainTimeout / 1000}s`);
+    // This command's own answer is the last thing the old process sends.
+    void Promise.race([adminClosed, Bun.sleep(SHUTDOWN_GRACE_MS)]).then(() => exit({ graceful, upgraded_to: successor.pid }));
+  };
+
+  const admin = createAdminApp(registry, { upgrade });
   let adminServer: Server<unknown>;
+  const adminPath = privateSocketPath(options.socket);
   try {
     // idleTimeout 0: a deploy may wait minutes between two progress lines
     // (a failing health check, a long drain); Bun's 10 s default would cut it.
     // Bun honours it on unix sockets, but its types omit it there, hence the cast.
-    const adminOptions = { unix: options.socket, development: false, idleTimeout: 0, fetch: admin.fetch };
+    const adminOptions = { unix: adminPath, development: false, idleTimeout: 0, fetch: admin.fetch };
     adminServer = Bun.serve(adminOptions as never);
-    fs.chmodSync(options.socket, 0o600);
+    fs.chmodSync(adminPath, 0o600);
+    // A successor's socket is moved into place by its predecessor, once it is ready.
+    if (!handover) fs.renameSync(adminPath, options.socket);
   } catch (error) {
     void stopListeners(true);
     metricsServer?.stop(true);
@@ -172,32 +257,27 @@ export async function runServer(options: RunOptions): Promise<void> {
   }
 
   log.info("Server started", {
-    http_port: http.port,
+    http_port: http.port || httpPort,
     https_port: https?.boundPort ?? 0,
     metrics_port: metricsServer?.port ?? 0,
     socket: options.socket,
     state_dir: options.stateDir,
     pid: process.pid,
+    ...(handover ? { upgraded_from: handover.from } : {}),
   });
 
-  let stopping = false;
+  const exit = (fields: Record<string, unknown>) => {
+    log.info("Server stopped", fields);
+    log.flush();
+    process.exit(0);
+  };
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info("Shutting down", { signal, in_flight: http1.pendingRequests + (https?.pendingRequests ?? 0) });
     adminServer.stop(true);
     metricsServer?.stop(true);
-    certificates.stop();
-    // WebSockets would hold a graceful stop open until the grace period ends.
-    http1.closeWebSockets(1001, "server shutting down");
-    const graceful = stopListeners(false).then(() => "done" as const);
-    const outcome = await Promise.race([graceful, Bun.sleep(SHUTDOWN_GRACE_MS).then(() => "timeout" as const)]);
-    if (outcome === "timeout") await stopListeners(true);
-    registry.dispose();
-    pool.close();
-    log.info("Server stopped", { graceful: outcome === "done" });
-    log.flush();
-    process.exit(0);
+    exit({ graceful: await drain(SHUTDOWN_GRACE_MS) });
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
@@ -207,4 +287,14 @@ export async function runServer(options: RunOptions): Promise<void> {
     log.error("Unhandled error", { kind, error: (error as Error)?.message ?? String(error) });
   process.on("unhandledRejection", survive("rejection"));
   process.on("uncaughtException", survive("exception"));
+
+  if (handover) await announceWhenServing(adminPath);
+}
+
+/** A successor checks its own admin socket answers, then tells its predecessor it is ready. */
+async function announceWhenServing(adminPath: string) {
+  const res = await fetch("http://parachute/health", { unix: adminPath, signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new StartupError(`own admin socket answered HTTP ${res.status}`);
+  await res.body?.cancel();
+  announceReady(adminPath);
 }

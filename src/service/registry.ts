@@ -66,7 +66,30 @@ export class Registry implements GaugeSource {
     return this.pages.get(service.name);
   }
 
+  /** Set while this process hands its state to a successor: no command may change it. */
+  private frozen: string | undefined;
+
+  /**
+   * Stops accepting commands that change the state, and resolves once the
+   * ones already running have finished, so the state on disk is final.
+   */
+  async freeze(reason: string): Promise<void> {
+    this.frozen = reason;
+    await Promise.all(this.locks.values());
+  }
+
+  /** Accepts commands again (the handover did not happen). */
+  thaw() {
+    this.frozen = undefined;
+  }
+
+  /** Writes the state now (before a successor reads it). */
+  save() {
+    this.store.save(this.snapshot());
+  }
+
   private serialized<T>(name: string, work: () => Promise<T>): Promise<T> {
+    if (this.frozen) return Promise.reject(new CommandError(this.frozen, 503));
     const previous = this.locks.get(name) ?? Promise.resolve();
     const next = previous.then(work, work);
     const tail = next.catch(() => {});

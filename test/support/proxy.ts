@@ -62,6 +62,16 @@ export async function runCli(args: string[], env: Record<string, string | undefi
   return timedOut ? { code, stdout, stderr, timedOut } : { code, stdout, stderr };
 }
 
+/** Is a process with this pid running? A zombie (exited, not yet reaped by whoever adopted it) is not. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
 /** A TCP port that was free a moment ago on 127.0.0.1 (bound to port 0, then closed). */
 export async function freePort(): Promise<number> {
   const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
@@ -106,6 +116,8 @@ export interface ProxyOptions {
    * `socket` omitted, `socket` (used by `cli`) should match what the env says.
    */
   omitDefaults?: ("http-port" | "https-port" | "bind" | "socket")[];
+  /** Runs `run` with this executable (a copy of bun or of the binary) instead of the usual one. */
+  executable?: string;
 }
 
 /** One service as `list --json` prints it. */
@@ -125,6 +137,9 @@ export class Proxy {
   private waiters: { predicate: (line: Record<string, unknown>) => boolean; resolve: (line: Record<string, unknown>) => void }[] = [];
   private proc!: Subprocess;
   exited!: Promise<number>;
+  /** The process serving now: after `parachute upgrade`, the successor (from its `Server started` line). */
+  serverPid = 0;
+  private following: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     readonly stateDir: string,
@@ -155,9 +170,11 @@ export class Proxy {
     // event, which made log-line waits flaky.
     const outputFile = path.join(tempDir("parachute-output-"), "output.log");
     const output = fs.openSync(outputFile, "w");
+    const command = parachuteCommand();
+    if (this.options.executable) command[0] = this.options.executable;
     this.proc = Bun.spawn(
       [
-        ...parachuteCommand(),
+        ...command,
         "run",
         ...defaults,
         "--state-dir",
@@ -194,8 +211,11 @@ export class Proxy {
       }
     };
     const timer = setInterval(read, 10);
+    this.following = timer;
+    // A successor writes to the same file: reading goes on until `stop()`.
     void this.exited.then(() => {
       read();
+      if (this.serverPid !== this.proc.pid) return;
       clearInterval(timer);
       fs.closeSync(fd);
     });
@@ -219,6 +239,7 @@ export class Proxy {
           continue;
         }
         this.logs.push(json);
+        if (json.msg === "Server started" && typeof json.pid === "number") this.serverPid = json.pid;
         this.waiters = this.waiters.filter((w) => {
           // A predicate that throws on some other line must not stop the pump.
           let matches = false;
@@ -311,5 +332,13 @@ export class Proxy {
   async stop() {
     if (this.proc.exitCode === null && !this.proc.killed) this.proc.kill("SIGKILL");
     await this.exited;
+    if (this.serverPid && this.serverPid !== this.proc.pid) {
+      const pid = this.serverPid;
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+      await waitFor(`upgraded server ${pid} to exit`, () => !processAlive(pid));
+      clearInterval(this.following);
+    }
   }
 }

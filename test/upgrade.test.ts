@@ -1,0 +1,241 @@
+// `parachute upgrade` (README "Upgrading parachute"): the server restarts
+// from its executable path with its sockets handed over. Under continuous
+// load of every kind no request may fail and no connection may be reset; a
+// new executable that does not start changes nothing.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { startBackend, type Backend } from "./support/backend.ts";
+import { buildRequest, rawRequest } from "./support/net.ts";
+import { freePort, parachuteCommand, processAlive, Proxy, runCli, tempDir, waitFor } from "./support/proxy.ts";
+import { startWsBackend, WsClient, type WsBackend } from "./support/ws-backend.ts";
+
+const UPGRADES = 20;
+const HOST = "app.test";
+let backend: Backend;
+let wsBackend: WsBackend;
+let proxy: Proxy;
+let executable: string;
+let original: string;
+
+beforeAll(async () => {
+  backend = startBackend("app");
+  wsBackend = startWsBackend("ws");
+  // The server runs from a copy of its executable, which the tests replace.
+  original = parachuteCommand()[0]!;
+  const dir = tempDir("parachute-exe-");
+  executable = path.join(dir, "parachute-under-test");
+  fs.copyFileSync(original, executable);
+  fs.chmodSync(executable, 0o755);
+  proxy = await Proxy.start({ executable });
+  for (const [service, host, target] of [
+    ["app", HOST, backend.address],
+    ["ws", "ws.test", wsBackend.address],
+  ] as const) {
+    const deployed = await proxy.cli(["deploy", service, "--host", host, "--target", target, "--health-check-interval", "200ms"]);
+    expect(deployed.stderr).toContain("Deployed");
+  }
+}, 60_000);
+
+afterAll(async () => {
+  await proxy?.stop();
+  await backend?.stop();
+  await wsBackend?.stop();
+});
+
+/** Replaces the executable on disk the way a package manager does: a new file renamed over the old one. */
+function replaceExecutable(source: string | { script: string }) {
+  const next = `${executable}.new`;
+  if (typeof source === "string") fs.copyFileSync(source, next);
+  else fs.writeFileSync(next, source.script);
+  fs.chmodSync(next, 0o755);
+  fs.renameSync(next, executable);
+}
+
+interface Tally {
+  ok: number;
+  retried: number;
+  failures: string[];
+}
+
+/** Client loops of each kind, until `stop()`; each loop is bounded by a request cap. */
+function startLoad() {
+  const tally: Tally = { ok: 0, retried: 0, failures: [] };
+  let stopped = false;
+  const port = proxy.httpPort;
+  const check = (what: string, ok: boolean, detail: string) => {
+    if (ok) tally.ok++;
+    else tally.failures.push(`${what}: ${detail}`);
+  };
+  // A keep-alive client may find that the idle connection it picked was
+  // closed just then; resending such a request is allowed (RFC 9112 §9.3.1),
+  // and counted.
+  const keepAlive = async (what: string, send: () => Promise<Response>, verify: (res: Response, body: ArrayBuffer) => boolean) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await send();
+        const body = await res.arrayBuffer();
+        return check(what, verify(res, body), `HTTP ${res.status}`);
+      } catch (error) {
+        if (attempt === 0) {
+          tally.retried++;
+          continue;
+        }
+        return check(what, false, (error as Error).message);
+      }
+    }
+  };
+  const url = (p: string) => `http://127.0.0.1:${port}${p}`;
+  const upload = new Uint8Array(256 * 1024).fill(7);
+  const loops: Record<string, () => Promise<void>> = {
+    small: () => keepAlive("GET /echo", () => fetch(url("/echo"), { headers: { host: HOST } }), (res) => res.status === 200),
+    slow: () => keepAlive("GET /slow", () => fetch(url("/slow?ms=400"), { headers: { host: HOST } }), (res) => res.status === 200),
+    upload: () =>
+      keepAlive(
+        "POST /echo",
+        () => fetch(url("/echo"), { method: "POST", body: upload, headers: { host: HOST } }),
+        (res, body) => res.status === 200 && JSON.parse(new TextDecoder().decode(body)).bodyBytes === upload.byteLength,
+      ),
+    download: () =>
+      keepAlive(
+        "GET /bytes",
+        () => fetch(url("/bytes?n=1048576"), { headers: { host: HOST } }),
+        (res, body) => res.status === 200 && body.byteLength === 1048576,
+      ),
+    // A new connection for every request: a refused or reset connect fails it, with no retry.
+    fresh: async () => {
+      try {
+        const res = await rawRequest(port, buildRequest("GET", "/echo", [["Host", HOST], ["Connection", "close"]]));
+        check("new connection", res.status === 200, `HTTP ${res.status}`);
+      } catch (error) {
+        check("new connection", false, (error as Error).message);
+      }
+    },
+  };
+  const running = Object.entries(loops).flatMap(([, once]) =>
+    [0, 1].map(async () => {
+      for (let i = 0; i < 20_000 && !stopped; i++) await once();
+    }),
+  );
+  return {
+    tally,
+    async stop() {
+      stopped = true;
+      await Promise.all(running);
+      return tally;
+    },
+  };
+}
+
+/** Runs `parachute upgrade`; once it succeeds, waits for the successor's `Server started` line (so `serverPid` is the new one). */
+async function upgrade(args: string[] = []) {
+  const mark = proxy.logMark();
+  const result = await proxy.cli(["upgrade", ...args]);
+  if (result.code === 0) await proxy.waitForLog((l) => l.msg === "Server started" && l.upgraded_from !== undefined, 10_000, mark);
+  return result;
+}
+
+test(
+  `${UPGRADES} upgrades in a row under load: no failed request, no reset connection`,
+  async () => {
+    const load = startLoad();
+    await waitFor("traffic through the proxy", () => load.tally.ok > 50);
+    const pids = new Set([proxy.serverPid]);
+    for (let i = 0; i < UPGRADES; i++) {
+      const result = await upgrade();
+      expect(result.stderr).toContain("Upgraded parachute");
+      expect(result.code).toBe(0);
+      pids.add(proxy.serverPid);
+    }
+    const tally = await load.stop();
+    console.log(`upgrade under load: ${tally.ok} requests ok, ${tally.retried} resent after an idle connection closed, ${tally.failures.length} failed`);
+    expect(tally.failures).toEqual([]);
+    expect(tally.ok).toBeGreaterThan(UPGRADES * 10);
+    // Every upgrade was a new process, and the old ones are gone.
+    expect(pids.size).toBe(UPGRADES + 1);
+    const old = [...pids].filter((pid) => pid !== proxy.serverPid);
+    await waitFor("every old process to exit", () => old.every((pid) => !processAlive(pid)));
+    // The state came along: the services are still there and served.
+    const list = await proxy.listJson();
+    expect(list.map((s) => s.name).sort()).toEqual(["app", "ws"]);
+  },
+  180_000,
+);
+
+test("an open WebSocket is closed with 1001 once the new process serves, and a new one reaches the new process", async () => {
+  const client = new WsClient(`ws://127.0.0.1:${proxy.httpPort}/chat`, { host: "ws.test" });
+  await client.opened;
+  const before = proxy.serverPid;
+  const result = await upgrade();
+  expect(result.code).toBe(0);
+  expect((await client.closed).code).toBe(1001);
+  expect(proxy.serverPid).not.toBe(before);
+  const again = new WsClient(`ws://127.0.0.1:${proxy.httpPort}/chat`, { host: "ws.test" });
+  await again.opened;
+  again.close(1000);
+  await again.closed;
+}, 30_000);
+
+test("an executable that fails to start: the command fails with the reason, the old process serves on, nothing changed", async () => {
+  const before = proxy.serverPid;
+  const stateBefore = fs.readFileSync(proxy.stateFile, "utf8");
+  replaceExecutable({ script: "#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n" });
+  try {
+    const result = await upgrade();
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("upgrade failed");
+    expect(result.stderr).toContain("exited with code 3");
+    expect(proxy.serverPid).toBe(before);
+    expect(processAlive(before)).toBe(true);
+    const res = await proxy.fetch("/echo", { host: HOST });
+    expect(res.status).toBe(200);
+    await res.body?.cancel();
+    expect(fs.readFileSync(proxy.stateFile, "utf8")).toBe(stateBefore);
+    // Commands work again once the upgrade has failed.
+    const deployed = await proxy.cli(["deploy", "app", "--host", HOST, "--target", backend.address]);
+    expect(deployed.code).toBe(0);
+  } finally {
+    replaceExecutable(original);
+  }
+  // The real executable back in place: the upgrade goes through.
+  const result = await upgrade();
+  expect(result.code).toBe(0);
+  expect(proxy.serverPid).not.toBe(before);
+}, 60_000);
+
+test("an upgrade that is not ready in time is abandoned: the old process serves on", async () => {
+  const before = proxy.serverPid;
+  const result = await upgrade(["--ready-timeout", "1ms"]);
+  expect(result.code).toBe(1);
+  expect(result.stderr).toContain("was not ready within");
+  expect(proxy.serverPid).toBe(before);
+  const res = await proxy.fetch("/echo", { host: HOST });
+  expect(res.status).toBe(200);
+  await res.body?.cancel();
+}, 30_000);
+
+test("a bad upgrade flag is refused before anything starts", async () => {
+  const before = proxy.serverPid;
+  const result = await upgrade(["--drain-timeout", "soon"]);
+  expect(result.code).toBe(1);
+  expect(result.stderr).toContain('"soon"');
+  expect(proxy.serverPid).toBe(before);
+});
+
+test("a second parachute on the same metrics port still fails loudly", async () => {
+  const metricsPort = await freePort();
+  const own = await Proxy.start({ args: ["--metrics-port", String(metricsPort)] });
+  try {
+    const dir = tempDir();
+    const second = await runCli(
+      ["run", "--http-port", "0", "--https-port", "0", "--bind", "127.0.0.1", "--metrics-port", String(metricsPort), "--state-dir", dir, "--socket", path.join(dir, "s.sock")],
+      {},
+      { timeoutMs: 15_000 },
+    );
+    expect(second.timedOut).toBeUndefined();
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(`metrics port ${metricsPort} is already in use`);
+  } finally {
+    await own.stop();
+  }
+}, 30_000);

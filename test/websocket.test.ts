@@ -4,9 +4,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { deadPort } from "./support/backend.ts";
 import { RawConnection, headerValue, headerValues, requestHead } from "./support/raw-client.ts";
-import { isAlive, MB, RssSampler, mb, until } from "./support/rss.ts";
+import { MB, RssSampler, mb, until } from "./support/rss.ts";
 import { startSilentTarget, startWsBackend, WsClient, type WsBackend } from "./support/ws-backend.ts";
-import { Proxy } from "./support/proxy.ts";
+import { processAlive, Proxy } from "./support/proxy.ts";
 
 let proxy: Proxy;
 let app: WsBackend;
@@ -179,7 +179,7 @@ describe("close codes", () => {
     expect(dClosed.code).toBeGreaterThanOrEqual(1000);
 
     // None of that took the proxy down.
-    expect(isAlive(proxy.pid)).toBe(true);
+    expect(processAlive(proxy.pid)).toBe(true);
     const e = connect("/after", "ws.test");
     await e.opened;
     expect(await e.ask("whoami")).toBe("ws-app");

@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
-import { tempDir } from "./proxy.ts";
+import { tempDir, waitFor } from "./proxy.ts";
 
 /**
  * Whether the TLS suites can run. Outside CI a machine without pebble skips
@@ -31,18 +31,17 @@ async function run(cmd: string[], cwd: string) {
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed: ${await new Response(proc.stderr).text()}`);
 }
 
-async function waitForPort(port: number, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
+/** Resolves once 127.0.0.1:`port` accepts a TCP connection. */
+function waitForPort(port: number, timeoutMs = 10_000) {
+  return waitFor(
+    `port ${port} to open`,
+    async () => {
       const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
       socket.end();
-      return;
-    } catch {
-      await Bun.sleep(50);
-    }
-  }
-  throw new Error(`port ${port} did not open within ${timeoutMs}ms`);
+      return true;
+    },
+    { timeoutMs, intervalMs: 50 },
+  );
 }
 
 export interface Pebble {

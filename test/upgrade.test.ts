@@ -203,6 +203,21 @@ test("an executable that fails to start: the command fails with the reason, the 
   expect(proxy.serverPid).not.toBe(before);
 }, 60_000);
 
+test("a missing executable: the command fails naming it, and commands are accepted again", async () => {
+  const before = proxy.serverPid;
+  fs.rmSync(executable);
+  try {
+    const result = await upgrade();
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`cannot start ${executable}`);
+    expect(proxy.serverPid).toBe(before);
+    const deployed = await proxy.cli(["deploy", "app", "--host", HOST, "--target", backend.address]);
+    expect(deployed.code).toBe(0);
+  } finally {
+    replaceExecutable(original);
+  }
+}, 30_000);
+
 test("an upgrade that is not ready in time is abandoned: the old process serves on", async () => {
   const before = proxy.serverPid;
   const result = await upgrade(["--ready-timeout", "1ms"]);

@@ -15,12 +15,11 @@ import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache, fallbackCertificate } from "../tls/certificates.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
 import * as path from "node:path";
-import { Http1Server, listenHttp } from "../data/http1-server.ts";
+import { Http1Server, listenerFd, listenHttp, listenTcp } from "../data/http1-server.ts";
 import { HttpsListener } from "../data/https.ts";
 import { Pipeline, type TlsContext } from "../data/pipeline.ts";
 import { UpstreamPool } from "../data/upstream.ts";
-import { listenerFd } from "../data/http1-server.ts";
-import { announceReady, HandoverError, inheritedHandover, privateSocketPath, startSuccessor, type Handover } from "./upgrade.ts";
+import { announceReady, HandoverError, inheritedHandover, privateSocketPath, startSuccessor, type Handover, type Successor } from "./upgrade.ts";
 
 export class StartupError extends Error {}
 
@@ -61,8 +60,7 @@ function listenError(what: string, port: number, error: unknown): StartupError {
  * a normal start first checks that nothing else holds it.
  */
 function checkPortFree(port: number, hostname: string | undefined) {
-  const probe = Bun.listen({ port, hostname: hostname ?? "0.0.0.0", exclusive: true, socket: { data() {} } } as never);
-  probe.stop(true);
+  listenTcp({ port, hostname }, (transport) => transport.destroy()).stop(true);
 }
 
 function listen<T>(what: string, port: number, start: () => T): T {
@@ -185,6 +183,7 @@ export async function runServer(options: RunOptions): Promise<void> {
       : undefined;
 
   let stopping = false;
+  const inFlight = () => http1.pendingRequests + (https?.pendingRequests ?? 0);
   /** Lets what is in flight finish (WebSockets get 1001 at once), within `graceMs`, then cuts the rest. */
   const drain = async (graceMs: number): Promise<boolean> => {
     certificates.stop();
@@ -204,30 +203,33 @@ export async function runServer(options: RunOptions): Promise<void> {
     if (process.pid === 1) throw new CommandError("parachute is the container's first process (PID 1): an upgrade would stop the container; see the README on upgrading in Docker", 409);
     upgrading = true;
     await registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
+    /** The upgrade did not happen: commands are accepted again, and the command fails with the reason. */
+    const abandon = (reason: string) => {
+      registry.thaw();
+      upgrading = false;
+      return new CommandError(reason, 500);
+    };
     try {
       registry.save();
     } catch (error) {
-      registry.thaw();
-      upgrading = false;
-      throw new CommandError(`cannot save the state before the upgrade, nothing changed: ${(error as Error).message}`, 500);
+      throw abandon(`cannot save the state before the upgrade, nothing changed: ${(error as Error).message}`);
     }
-    const successor = startSuccessor(
-      { httpPort: http.port || httpPort, httpsPort: https?.boundPort ?? 0, metricsPort: metricsServer?.port ?? 0, httpFd: listenerFd(http), httpsFd: https?.fd },
-      request.readyTimeout,
-    );
-    log.info("Upgrading", { new_pid: successor.pid });
-    progress(`Starting the new parachute (pid ${successor.pid})`);
+    let successor: Successor | undefined;
     try {
+      successor = startSuccessor(
+        { httpPort: http.port || httpPort, httpsPort: https?.boundPort ?? 0, metricsPort: metricsServer?.port ?? 0, httpFd: listenerFd(http), httpsFd: https?.fd },
+        request.readyTimeout,
+      );
+      log.info("Upgrading", { new_pid: successor.pid });
+      progress(`Starting the new parachute (pid ${successor.pid})`);
       const socket = await successor.ready;
       // From here on the successor answers commands and owns the state.
       fs.renameSync(socket, options.socket);
     } catch (error) {
-      successor.kill();
-      registry.thaw();
-      upgrading = false;
-      throw new CommandError(`upgrade failed, this parachute (pid ${process.pid}) goes on serving: ${(error as Error).message}`, 500);
+      successor?.kill();
+      throw abandon(`upgrade failed, this parachute (pid ${process.pid}) goes on serving: ${(error as Error).message}`);
     }
-    log.info("Handing over", { to_pid: successor.pid, in_flight: http1.pendingRequests + (https?.pendingRequests ?? 0) });
+    log.info("Handing over", { to_pid: successor.pid, in_flight: inFlight() });
     progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
     stopping = true;
     metricsServer?.stop(true);
@@ -274,7 +276,7 @@ export async function runServer(options: RunOptions): Promise<void> {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("Shutting down", { signal, in_flight: http1.pendingRequests + (https?.pendingRequests ?? 0) });
+    log.info("Shutting down", { signal, in_flight: inFlight() });
     adminServer.stop(true);
     metricsServer?.stop(true);
     exit({ graceful: await drain(SHUTDOWN_GRACE_MS) });

@@ -44,7 +44,9 @@ function pem(label: string, bytes: Uint8Array): string {
 export function selfSignedCertificate(commonName: string, validDays: number): { cert: string; key: string } {
   const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
   const serial = randomBytes(16);
-  serial[0]! &= 0x7f; // a positive INTEGER
+  // DER wants a positive INTEGER in the fewest bytes (X.690 §8.3.2): the top
+  // bit clear, and a first byte that is not zero. 0x40 keeps all 16 bytes.
+  serial[0] = (serial[0]! & 0x7f) | 0x40;
   const now = Date.now();
   const tbs = sequence(
     der(0xa0, der(0x02, [2])), // version v3

@@ -36,7 +36,7 @@ unit: install
 # The end-to-end suites that matter most run again against the compiled
 # binary: what users install is what gets tested.
 BINARY_SUITES := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.ts test/draining.test.ts \
-	test/state.test.ts test/metrics.test.ts test/websocket.test.ts test/tls.test.ts test/upgrade.test.ts
+	test/state.test.ts test/metrics.test.ts test/websocket.test.ts test/tls.test.ts test/upgrade.test.ts test/workers.test.ts
 
 test-binary: dist/parachute
 	PARACHUTE_BIN=dist/parachute $(BUN) test --timeout 60000 $(BINARY_SUITES)

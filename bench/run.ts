@@ -393,6 +393,12 @@ async function main() {
         record("deploy", await deploy(s, p.socket, "bench", target));
         track({ target: "parachute", phase: "http", port: p.port, proxy: p.child, logFile: p.logFile, ...(s.profile ? { profile: { report: `${profileOut}.md`, done: false } } : {}) }, p);
       }
+      if (s.targets.has("parachute-2w")) {
+        const p = await startParachute(s, { name: "parachute-2w", dir, httpsPort: 0, workers: 2 });
+        record("parachute_2w", p.command);
+        await deploy(s, p.socket, "bench", target);
+        track({ target: "parachute-2w", phase: "http", port: p.port, proxy: p.child, logFile: p.logFile }, p);
+      }
       if (s.targets.has("bun-min")) {
         const f = await startBunServer("bun-min", "forwarder.ts", dir, { BENCH_UPSTREAM: upstream });
         record("bun_min", f.command, f.env);

@@ -59,7 +59,7 @@ export interface Parachute extends Started {
  */
 export async function startParachute(
   s: Settings,
-  o: { name: string; dir: string; httpsPort: number; profileOut?: string },
+  o: { name: string; dir: string; httpsPort: number; profileOut?: string; /** default 1: the single-process figures */ workers?: number },
 ): Promise<Parachute> {
   const home = path.join(o.dir, o.name);
   fs.mkdirSync(home, { recursive: true });
@@ -78,6 +78,8 @@ export async function startParachute(
     path.join(home, "state"),
     "--socket",
     socket,
+    "--workers",
+    String(o.workers ?? 1),
   ];
   // Request logs go to a file, the cheapest sink there is, so that reading
   // them never costs the benchmark CPU; a journald or pipe sink costs more.

@@ -7,7 +7,7 @@ export const ROOT = path.resolve(import.meta.dir, "..");
 export const SCENARIOS = ["small", "big", "rss", "https", "handshake", "h2"] as const;
 export type ScenarioId = (typeof SCENARIOS)[number];
 
-export const TARGETS = ["direct", "parachute", "bun-min", "node-min", "nginx"] as const;
+export const TARGETS = ["direct", "parachute", "parachute-2w", "bun-min", "node-min", "nginx"] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export interface Settings {

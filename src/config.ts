@@ -4,7 +4,7 @@
 import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { booleanSchema, durationSchema, portSchema } from "./values.ts";
+import { booleanSchema, durationSchema, portSchema, workerCountSchema } from "./values.ts";
 import * as v from "valibot";
 
 export interface RunOptions {
@@ -15,6 +15,8 @@ export interface RunOptions {
   stateDir: string;
   debug: boolean;
   socket: string;
+  /** 1: one process serves everything; more: a control plane and this many workers. */
+  workers: number;
   acme: AcmeOptions;
 }
 
@@ -73,6 +75,7 @@ export interface RunFlags {
   "state-dir"?: string;
   debug?: boolean;
   socket?: string;
+  workers?: string;
 }
 
 const urlSchema = v.pipe(v.string(), v.url((i) => `invalid URL "${i.input}"`));
@@ -107,6 +110,7 @@ export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunO
     stateDir: path.resolve(stateDir),
     debug: resolve(booleanSchema, "debug", flags.debug, "DEBUG", env, false),
     socket: resolveSocketPath(flags.socket, env),
+    workers: resolve(workerCountSchema, "workers", flags.workers, "WORKERS", env, os.availableParallelism()),
     acme: resolveAcmeOptions(env),
   };
 }

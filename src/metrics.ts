@@ -4,6 +4,27 @@
 
 type Labels = Record<string, string>;
 
+interface HistogramSample {
+  labels: Labels;
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** A worker's request series and in-flight counts, which the control plane sums (README "Workers"). */
+export interface RequestSamples {
+  requests: { labels: Labels; value: number }[];
+  durations: HistogramSample[];
+  inFlight: ServiceLoad[];
+}
+
+/** Per service: requests being proxied, and requests waiting for a paused service. */
+export interface ServiceLoad {
+  service: string;
+  value: number;
+  paused: number;
+}
+
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const DEPLOY_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -36,6 +57,11 @@ class Counter {
     entry.value += by;
   }
 
+  /** Every series and its value, to be summed with another process's (workers). */
+  samples(): { labels: Labels; value: number }[] {
+    return [...this.values.values()].map(({ labels, value }) => ({ labels, value }));
+  }
+
   render(): string[] {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
     for (const { labels, value } of this.values.values()) lines.push(`${this.name}${labelText(labels)} ${value}`);
@@ -52,7 +78,7 @@ class Histogram {
     readonly buckets: number[],
   ) {}
 
-  observe(labels: Labels, value: number, key?: string) {
+  private entry(labels: Labels, key?: string) {
     let entry = key === undefined ? undefined : this.byKey.get(key);
     if (!entry) {
       const text = labelText(labels);
@@ -60,9 +86,26 @@ class Histogram {
       if (!entry) this.series.set(text, (entry = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 }));
       if (key !== undefined) this.byKey.set(key, entry);
     }
+    return entry;
+  }
+
+  observe(labels: Labels, value: number, key?: string) {
+    const entry = this.entry(labels, key);
     for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) entry.counts[i]!++;
     entry.sum += value;
     entry.count++;
+  }
+
+  samples(): HistogramSample[] {
+    return [...this.series.values()].map(({ labels, counts, sum, count }) => ({ labels, counts: [...counts], sum, count }));
+  }
+
+  /** Adds another process's series (same buckets) to this one's. */
+  add(sample: HistogramSample) {
+    const entry = this.entry(sample.labels);
+    sample.counts.forEach((n, i) => (entry.counts[i]! += n));
+    entry.sum += sample.sum;
+    entry.count += sample.count;
   }
 
   render(): string[] {
@@ -82,7 +125,7 @@ function gauge(name: string, help: string, samples: { labels: Labels; value: num
 }
 
 export interface GaugeSource {
-  inFlight(): { service: string; value: number }[];
+  inFlight(): ServiceLoad[];
   targetHealth(): { service: string; target: string; state: string }[];
   certificateExpiry(): { host: string; expiresAt: number }[];
 }
@@ -115,15 +158,31 @@ export class Metrics {
     this.deployDuration.observe(labels, seconds);
   }
 
-  render(): string {
-    const lines = [...this.requests.render(), ...this.requestDuration.render()];
+  /** This process's request series, for the control plane to sum. */
+  requestSamples(): RequestSamples {
+    return { requests: this.requests.samples(), durations: this.requestDuration.samples(), inFlight: this.source?.inFlight() ?? [] };
+  }
+
+  /**
+   * The exposition text. With workers, `workers` holds each one's request
+   * series: they are summed, series by series, into the totals shown.
+   */
+  render(workers?: RequestSamples[]): string {
+    const requests = workers ? sumRequests(workers) : this;
+    const lines = [...requests.requests.render(), ...requests.requestDuration.render()];
     const source = this.source;
     if (source) {
+      const inFlight = workers ? sumInFlight(workers) : source.inFlight();
       lines.push(
         ...gauge(
           "parachute_requests_in_flight",
           "Requests being proxied now, by service.",
-          source.inFlight().map((s) => ({ labels: { service: s.service }, value: s.value })),
+          inFlight.map((s) => ({ labels: { service: s.service }, value: s.value })),
+        ),
+        ...gauge(
+          "parachute_requests_paused",
+          "Requests waiting for a paused service to resume, by service.",
+          inFlight.map((s) => ({ labels: { service: s.service }, value: s.paused })),
         ),
         ...gauge(
           "parachute_target_healthy",
@@ -140,6 +199,28 @@ export class Metrics {
     lines.push(...this.deploys.render(), ...this.deployDuration.render());
     return lines.join("\n") + "\n";
   }
+}
+
+export function sumRequests(workers: RequestSamples[]): Metrics {
+  const total = new Metrics();
+  for (const worker of workers) {
+    for (const sample of worker.requests) total.requests.inc(sample.labels, sample.value);
+    for (const sample of worker.durations) total.requestDuration.add(sample);
+  }
+  return total;
+}
+
+function sumInFlight(workers: RequestSamples[]): ServiceLoad[] {
+  const byService = new Map<string, ServiceLoad>();
+  for (const worker of workers) {
+    for (const { service, value, paused } of worker.inFlight) {
+      const total = byService.get(service) ?? { service, value: 0, paused: 0 };
+      total.value += value;
+      total.paused += paused;
+      byService.set(service, total);
+    }
+  }
+  return [...byService.values()];
 }
 
 export const metrics = new Metrics();

@@ -121,6 +121,13 @@ export function parsePort(input: string | number): number {
   return Number(text);
 }
 
+/** How many worker processes: 1 to 256 (one per core is the default). */
+export function parseWorkerCount(input: string | number): number {
+  const text = String(input).trim();
+  if (!/^\d{1,3}$/.test(text) || Number(text) < 1 || Number(text) > 256) throw new ValueError(`invalid worker count "${input}" (expected 1-256)`);
+  return Number(text);
+}
+
 export function parseBoolean(input: string | boolean): boolean {
   if (typeof input === "boolean") return input;
   const text = input.trim().toLowerCase();
@@ -157,7 +164,27 @@ export const remotePortSchema = parsed(stringOrNumber, (input) => {
   if (port === 0) throw new ValueError(`invalid port "${input}" (expected 1-65535)`);
   return port;
 });
+export const workerCountSchema = parsed(stringOrNumber, parseWorkerCount);
 export const booleanSchema = parsed(v.union([v.string(), v.boolean()], "expected a boolean"), parseBoolean);
+
+/**
+ * A JSON value one parachute process hands another in an environment
+ * variable (an upgrade's handover, a worker's sockets); undefined when unset.
+ * Throws a ValueError naming the variable.
+ */
+export function jsonFromEnv<T>(schema: v.GenericSchema<unknown, T>, name: string, env: Record<string, string | undefined>): T | undefined {
+  const text = env[name];
+  if (!text) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new ValueError(`${name} is not valid JSON`);
+  }
+  const result = v.safeParse(schema, json);
+  if (!result.success) throw new ValueError(`${name} is invalid: ${result.issues[0].message}`);
+  return result.output;
+}
 
 /** Describes the first valibot issue as `field: message`, so errors name what was wrong. */
 /** Whether the issue is a required field that is absent (valibot reports it as an invalid key). */

@@ -28,16 +28,19 @@ async function deploy(service: string, args: string[]) {
 function spillFiles(): { name: string; size: number }[] {
   const dir = os.tmpdir();
   const open = new Set<string>();
-  try {
-    for (const fd of fs.readdirSync(`/proc/${proxy.pid}/fd`)) {
-      try {
-        open.add(path.basename(fs.readlinkSync(`/proc/${proxy.pid}/fd/${fd}`)));
-      } catch {}
-    }
-  } catch {}
+  const pids = proxy.processIds();
+  for (const pid of pids) {
+    try {
+      for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          open.add(path.basename(fs.readlinkSync(`/proc/${pid}/fd/${fd}`)));
+        } catch {}
+      }
+    } catch {}
+  }
   return fs
     .readdirSync(dir)
-    .filter((name) => name.startsWith("parachute-buffer-") && (name.includes(`-${proxy.pid}-`) || open.has(name)))
+    .filter((name) => name.startsWith("parachute-buffer-") && (pids.some((pid) => name.includes(`-${pid}-`)) || open.has(name)))
     .flatMap((name) => {
       try {
         return [{ name, size: fs.statSync(path.join(dir, name)).size }];

@@ -16,6 +16,7 @@ export const runCommand = parachuteCommand({
       "state-dir": { type: "string", description: "state directory [env STATE_DIR] (default: ~/.config/parachute)", valueHint: "DIR" },
       debug: { type: "boolean", description: "debug logs [env DEBUG]" },
       socket: { type: "string", description: "admin socket path [env PARACHUTE_SOCKET]", valueHint: "PATH" },
+      workers: { type: "string", description: "worker processes sharing the ports; 1 = a single process [env WORKERS] (default: one per core)", valueHint: "N" },
     },
   },
   async run(ctx) {

@@ -9,11 +9,9 @@ import { parse as parseCookies } from "hono/utils/cookie";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
 import { upstreamHeaders } from "../proxy/headers.ts";
 import { startRequestLog, type RequestLog } from "../proxy/request-log.ts";
-import { validHostHeader, type Route } from "../routing/router.ts";
-import type { Registry } from "../service/registry.ts";
+import { validHostHeader, type Route, type Router } from "../routing/router.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
-import type { CertificateManager } from "../tls/manager.ts";
 import { log } from "../log.ts";
 import { forward, type Buffering } from "./forwarder.ts";
 import { noteActivity } from "./memory.ts";
@@ -27,8 +25,24 @@ const ACME_CHALLENGE = "/.well-known/acme-challenge/";
 /** How long an HTTP → HTTPS redirect waits for a certificate still being issued. */
 const CERTIFICATE_WAIT_MS = 30_000;
 
+/** The services requests are routed to: the registry itself, or a worker's copy of it. */
+export interface Routes {
+  readonly router: Router<Service>;
+  service(name: string): Service | undefined;
+  errorPages(service: Service): CustomPages | undefined;
+}
+
+/** The certificates and ACME challenges the data plane answers with. */
+export interface CertificateView {
+  has(host: string): boolean;
+  /** Resolves true once `host` has a certificate, false when none is coming (or after `timeoutMs`). */
+  waitFor(host: string, timeoutMs: number): Promise<boolean>;
+  /** The key authorization for an HTTP-01 challenge token, while its order runs. */
+  challenge(token: string): string | undefined;
+}
+
 export interface TlsContext {
-  certificates: CertificateManager;
+  certificates: CertificateView;
   /** The HTTPS port redirects point to; 0 when HTTPS is off (no redirects then). */
   httpsPort: number;
 }
@@ -53,7 +67,7 @@ interface Passage {
 
 export class Pipeline {
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: Routes,
     private readonly tls: TlsContext,
     private readonly pool: UpstreamPool,
   ) {}
@@ -137,7 +151,7 @@ export class Pipeline {
    */
   private acmeChallenge(req: ProxyRequest, path: string, entry: RequestLog): Reply | undefined {
     if (req.scheme !== "http" || !path.startsWith(ACME_CHALLENGE)) return undefined;
-    const keyAuthorization = this.tls.certificates.issuer.challenges.get(path.slice(ACME_CHALLENGE.length));
+    const keyAuthorization = this.tls.certificates.challenge(path.slice(ACME_CHALLENGE.length));
     if (!keyAuthorization) return undefined;
     return new Answer(200, [["Content-Type", "text/plain"]], keyAuthorization, entry);
   }

@@ -1,8 +1,10 @@
 // `parachute run`: restore state, open the listeners, open the admin socket,
-// and shut down gracefully on SIGTERM/SIGINT (SPEC §2). Started by a running
-// parachute's `upgrade`, it takes over that one's sockets (upgrade.ts).
+// and shut down gracefully on SIGTERM/SIGINT (SPEC §2). With one worker this
+// process also carries the traffic; with more, it is the control plane and
+// the workers carry it (README "Workers"). Started by a running parachute's
+// `upgrade`, it takes over that one's sockets (upgrade.ts).
 import * as fs from "node:fs";
-import { isIP } from "node:net";
+import * as path from "node:path";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
@@ -12,20 +14,19 @@ import { metrics } from "../metrics.ts";
 import { CommandError, type Progress, Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
-import { CertificateCache, fallbackCertificate } from "../tls/certificates.ts";
+import { CertificateCache } from "../tls/certificates.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
-import * as path from "node:path";
-import { Http1Server, listenerFd, listenHttp, listenTcp } from "../data/http1-server.ts";
-import { HttpsListener } from "../data/https.ts";
-import { Pipeline, type TlsContext } from "../data/pipeline.ts";
-import { UpstreamPool } from "../data/upstream.ts";
-import { announceReady, HandoverError, inheritedHandover, privateSocketPath, startSuccessor, type Handover, type Successor } from "./upgrade.ts";
+import { listenTcp } from "../data/http1-server.ts";
+import { inheritedWorkerSettings, type TlsState } from "../workers/protocol.ts";
+import { WorkerPool } from "../workers/pool.ts";
+import { runWorker } from "../workers/worker.ts";
+import { DataPlaneListeners, listen, StartupError } from "./data-plane.ts";
+import { holdListeningSocket, releaseListeningSocket } from "./listening-socket.ts";
+import { announceReady, inheritedHandover, privateSocketPath, startSuccessor, type Handover, type Successor } from "./upgrade.ts";
 
-export class StartupError extends Error {}
+export { StartupError };
 
 const SHUTDOWN_GRACE_MS = 10_000;
-/** How long a TLS handshake or an HTTPS redirect waits for a certificate still being issued. */
-const CERTIFICATE_WAIT_MS = 30_000;
 
 /** Is a live server answering on this socket? */
 async function socketIsLive(socket: string): Promise<boolean> {
@@ -47,13 +48,6 @@ async function claimSocket(socket: string) {
   fs.rmSync(socket, { force: true });
 }
 
-function listenError(what: string, port: number, error: unknown): StartupError {
-  const code = (error as { code?: string }).code;
-  if (code === "EADDRINUSE") return new StartupError(`${what} port ${port} is already in use`);
-  if (code === "EACCES") return new StartupError(`no permission to listen on ${what} port ${port}`);
-  return new StartupError(`cannot listen on ${what} port ${port}: ${(error as Error).message}`);
-}
-
 /**
  * The metrics port is shared with a successor during an upgrade (SO_REUSEPORT;
  * Bun.serve cannot adopt a socket), so it cannot rely on the bind failing:
@@ -63,22 +57,113 @@ function checkPortFree(port: number, hostname: string | undefined) {
   listenTcp({ port, hostname }, (transport) => transport.destroy()).stop(true);
 }
 
-function listen<T>(what: string, port: number, start: () => T): T {
-  try {
-    return start();
-  } catch (error) {
-    throw listenError(what, port, error);
+/** Where the proxied traffic runs: in this process, or in workers. The rest of the server treats both alike. */
+interface Traffic {
+  httpPort: number;
+  httpsPort: number;
+  /** The listening sockets, for a successor. */
+  fds: { httpFd: number | undefined; httpsFd: number | undefined };
+  /** Fields for the "Server started" line. */
+  describe(): Record<string, unknown>;
+  /** The /metrics text. */
+  metrics(): Promise<string>;
+  /** Stops accepting and lets what is in flight finish within `graceMs`; true when it all did. */
+  drain(graceMs: number): Promise<boolean>;
+  abort(): void;
+}
+
+interface TrafficSetup {
+  options: RunOptions;
+  handover: Handover | undefined;
+  certificates: CertificateManager;
+  /** Restores the state into the registry (made with the given data plane) and returns it. */
+  registry(pool?: WorkerPool): Registry;
+}
+
+/** One process: the data plane runs here, on its own listeners. */
+function trafficHere({ options, handover, certificates, registry: makeRegistry }: TrafficSetup): { traffic: Traffic; registry: Registry } {
+  const registry = makeRegistry();
+  const listeners = new DataPlaneListeners({
+    routes: registry,
+    certificates,
+    hostname: options.bind,
+    httpPort: handover ? handover.httpPort : options.httpPort,
+    httpsPort: handover ? handover.httpsPort : options.httpsPort,
+    httpFd: handover?.httpFd,
+    httpsFd: handover?.httpsFd,
+  });
+  const https = listeners.https;
+  if (https) {
+    https.update(certificates.entries());
+    certificates.onChange = () => https.update(certificates.entries());
   }
+  const traffic: Traffic = {
+    httpPort: listeners.httpPort,
+    httpsPort: listeners.httpsPort,
+    fds: listeners.fds,
+    describe: () => ({}),
+    metrics: async () => metrics.render(),
+    drain: (graceMs) => listeners.drain(graceMs),
+    abort: () => listeners.abort(),
+  };
+  return { traffic, registry };
+}
+
+/** The control plane: it holds the listening sockets and the workers accept on them. */
+async function trafficInWorkers({ options, handover, certificates, registry: makeRegistry }: TrafficSetup): Promise<{ traffic: Traffic; registry: Registry }> {
+  const hold = (what: string, port: number) => listen(what, port, () => holdListeningSocket(port, options.bind));
+  const http = handover ? { fd: handover.httpFd, port: handover.httpPort } : hold("HTTP", options.httpPort);
+  const https = handover
+    ? handover.httpsFd !== undefined ? { fd: handover.httpsFd, port: handover.httpsPort } : undefined
+    : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
+  if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
+  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0 });
+  const tlsState = (): TlsState => ({
+    certificates: certificates.entries(),
+    issuing: certificates.issuingHosts(),
+    challenges: [...certificates.issuer.challenges],
+  });
+  const publishTls = () => pool.publishTls(tlsState());
+  certificates.onChange = () => void publishTls();
+  certificates.onIssuingChange = () => void publishTls();
+  certificates.issuer.onChallengesChange = publishTls;
+  const registry = makeRegistry(pool);
+  // The workers' first state, which they get before they accept.
+  void pool.publish(registry.routingState());
+  void publishTls();
+  try {
+    await pool.start();
+  } catch (error) {
+    pool.kill();
+    throw new StartupError((error as Error).message);
+  }
+  const traffic: Traffic = {
+    httpPort: http.port,
+    httpsPort: https?.port ?? 0,
+    fds: { httpFd: http.fd, httpsFd: https?.fd },
+    describe: () => ({ workers: options.workers, worker_pids: pool.pids }),
+    metrics: async () => metrics.render(await pool.samples()),
+    drain: async (graceMs) => {
+      // Once the workers close theirs too, the ports refuse new connections.
+      for (const fd of [http.fd, https?.fd]) if (fd !== undefined) releaseListeningSocket(fd);
+      await pool.stop(graceMs);
+      return true;
+    },
+    abort: () => pool.kill(),
+  };
+  return { traffic, registry };
 }
 
 export async function runServer(options: RunOptions): Promise<void> {
   log.setDebug(options.debug);
   let handover: Handover | undefined;
   try {
+    const worker = inheritedWorkerSettings();
+    if (worker) return await runWorker(worker);
     handover = inheritedHandover();
   } catch (error) {
-    if (error instanceof HandoverError) throw new StartupError(error.message);
-    throw error;
+    if (error instanceof StartupError) throw error;
+    throw new StartupError((error as Error).message);
   }
   try {
     fs.mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
@@ -107,93 +192,52 @@ export async function runServer(options: RunOptions): Promise<void> {
     checkIntervalMs: options.acme.checkIntervalMs,
     backoffMs: options.acme.retryBackoffMs,
   });
-  const registry = new Registry(store, certificates);
-
-  // The data plane: one pipeline, one HTTP/1 server for plain HTTP and for
-  // HTTPS terminated by the TLS front, and the HTTP/2 server behind it.
-  const pool = new UpstreamPool();
-  const tlsContext: TlsContext = { certificates, httpsPort: 0 };
-  const pipeline = new Pipeline(registry, tlsContext, pool);
-  const http1 = new Http1Server(pipeline);
-
-  const httpPort = handover ? handover.httpPort : options.httpPort;
-  const httpsPort = handover ? handover.httpsPort : options.httpsPort;
-  const metricsPort = handover ? handover.metricsPort : options.metricsPort;
-
-  // HTTPS first: its port must be known for redirects before traffic flows.
-  let https: HttpsListener | undefined;
-  if (handover ? handover.httpsFd !== undefined : httpsPort > 0) {
-    https = new HttpsListener({
-      port: httpsPort,
-      hostname: options.bind,
-      fd: handover?.httpsFd,
-      pipeline,
-      http1,
-      fallback: fallbackCertificate(),
-      // A name no service answers for fails the handshake; a client without
-      // SNI gets the fallback certificate. A first connection for a host
-      // whose certificate is being issued waits for it.
-      admit: async (serverName) => {
-        // An IP address is not a valid SNI name (RFC 6066 §3), but some
-        // clients (wrk) send one: treated as no name, the fallback certificate.
-        if (!serverName || isIP(serverName)) return true;
-        if (!registry.router.servesHost(serverName)) return false;
-        if (!certificates.has(serverName)) await certificates.waitFor(serverName, CERTIFICATE_WAIT_MS);
-        return true;
-      },
-    });
-    const listener = https;
-    listen("HTTPS", httpsPort, () => listener.start());
-    tlsContext.httpsPort = listener.boundPort;
-    certificates.onChange = () => listener.update(certificates.entries());
-  }
-  registry.restore();
-  certificates.start();
-
-  let http: ReturnType<typeof listenHttp>;
-  try {
-    http = listen("HTTP", httpPort, () => listenHttp({ port: httpPort, hostname: options.bind, fd: handover?.httpFd }, http1));
-  } catch (error) {
-    void https?.stop(true);
-    throw error;
-  }
-
-  const stopListeners = async (force: boolean) => {
-    http.stop(force);
-    await Promise.all([http1.stop(force), https?.stop(force)]);
+  const setup: TrafficSetup = {
+    options,
+    handover,
+    certificates,
+    registry: (pool) => {
+      const registry = new Registry(store, certificates, pool);
+      registry.restore();
+      certificates.start();
+      return registry;
+    },
   };
+  const { traffic, registry } = options.workers > 1 ? await trafficInWorkers(setup) : trafficHere(setup);
+  const metricsPort = handover ? handover.metricsPort : options.metricsPort;
 
   // The metrics listener only ever answers /metrics: no proxied traffic.
   metrics.source = registry;
-  const metricsServer =
-    metricsPort > 0
-      ? listen("metrics", metricsPort, () => {
-          if (!handover) checkPortFree(metricsPort, options.bind);
-          return Bun.serve({
-            port: metricsPort,
-            hostname: options.bind,
-            reusePort: true,
-            development: false,
-            fetch: (req) =>
-              new URL(req.url).pathname === "/metrics"
-                ? new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
-                : new Response("Not Found\n", { status: 404 }),
-          });
-        })
-      : undefined;
+  let metricsServer: Server<unknown> | undefined;
+  try {
+    metricsServer =
+      metricsPort > 0
+        ? listen("metrics", metricsPort, () => {
+            if (!handover) checkPortFree(metricsPort, options.bind);
+            return Bun.serve({
+              port: metricsPort,
+              hostname: options.bind,
+              reusePort: true,
+              development: false,
+              fetch: async (req) =>
+                new URL(req.url).pathname === "/metrics"
+                  ? new Response(await traffic.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
+                  : new Response("Not Found\n", { status: 404 }),
+            });
+          })
+        : undefined;
+  } catch (error) {
+    traffic.abort();
+    throw error;
+  }
 
   let stopping = false;
-  const inFlight = () => http1.pendingRequests + (https?.pendingRequests ?? 0);
   /** Lets what is in flight finish (WebSockets get 1001 at once), within `graceMs`, then cuts the rest. */
   const drain = async (graceMs: number): Promise<boolean> => {
     certificates.stop();
-    http1.closeWebSockets(1001, "server shutting down");
-    const graceful = stopListeners(false).then(() => "done" as const);
-    const outcome = await Promise.race([graceful, Bun.sleep(graceMs).then(() => "timeout" as const)]);
-    if (outcome === "timeout") await stopListeners(true);
+    const graceful = await traffic.drain(graceMs);
     registry.dispose();
-    pool.close();
-    return outcome === "done";
+    return graceful;
   };
 
   let upgrading = false;
@@ -216,10 +260,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     }
     let successor: Successor | undefined;
     try {
-      successor = startSuccessor(
-        { httpPort: http.port || httpPort, httpsPort: https?.boundPort ?? 0, metricsPort: metricsServer?.port ?? 0, httpFd: listenerFd(http), httpsFd: https?.fd },
-        request.readyTimeout,
-      );
+      successor = startSuccessor({ httpPort: traffic.httpPort, httpsPort: traffic.httpsPort, metricsPort: metricsServer?.port ?? 0, ...traffic.fds }, request.readyTimeout);
       log.info("Upgrading", { new_pid: successor.pid });
       progress(`Starting the new parachute (pid ${successor.pid})`);
       const socket = await successor.ready;
@@ -229,7 +270,7 @@ export async function runServer(options: RunOptions): Promise<void> {
       successor?.kill();
       throw abandon(`upgrade failed, this parachute (pid ${process.pid}) goes on serving: ${(error as Error).message}`);
     }
-    log.info("Handing over", { to_pid: successor.pid, in_flight: inFlight() });
+    log.info("Handing over", { to_pid: successor.pid });
     progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
     stopping = true;
     metricsServer?.stop(true);
@@ -253,18 +294,19 @@ export async function runServer(options: RunOptions): Promise<void> {
     // A successor's socket is moved into place by its predecessor, once it is ready.
     if (!handover) fs.renameSync(adminPath, options.socket);
   } catch (error) {
-    void stopListeners(true);
+    traffic.abort();
     metricsServer?.stop(true);
     throw new StartupError(`cannot open admin socket ${options.socket}: ${(error as Error).message}`);
   }
 
   log.info("Server started", {
-    http_port: http.port || httpPort,
-    https_port: https?.boundPort ?? 0,
+    http_port: traffic.httpPort,
+    https_port: traffic.httpsPort,
     metrics_port: metricsServer?.port ?? 0,
     socket: options.socket,
     state_dir: options.stateDir,
     pid: process.pid,
+    ...traffic.describe(),
     ...(handover ? { upgraded_from: handover.from } : {}),
   });
 
@@ -276,7 +318,7 @@ export async function runServer(options: RunOptions): Promise<void> {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("Shutting down", { signal, in_flight: inFlight() });
+    log.info("Shutting down", { signal });
     adminServer.stop(true);
     metricsServer?.stop(true);
     exit({ graceful: await drain(SHUTDOWN_GRACE_MS) });

@@ -8,17 +8,17 @@
 // successor says it is ready over Bun's IPC channel; only then does the old
 // process move the admin socket to it, stop accepting, and drain.
 import * as v from "valibot";
-import { portSchema } from "../values.ts";
+import { jsonFromEnv, portSchema } from "../values.ts";
 
 /** The environment variable that carries the handover to the successor. */
 export const HANDOVER_ENV = "PARACHUTE_HANDOVER";
-/** Where an inherited listening socket sits in the successor. */
-const HTTP_FD = 3;
-const HTTPS_FD = 4;
+/** Where an inherited listening socket sits in the successor (and in a worker). */
+export const HTTP_FD = 3;
+export const HTTPS_FD = 4;
 
 // Captured at start-up: once the binary on disk is replaced, the path still
 // names the new one, which is the point.
-const LAUNCH = {
+export const LAUNCH = {
   executable: process.execPath,
   // A compiled binary's argv[1] is its embedded entry point; from source it is the script.
   args: process.argv[1]?.startsWith("/$bunfs/") ? process.argv.slice(2) : process.argv.slice(1),
@@ -40,17 +40,7 @@ export class HandoverError extends Error {}
 
 /** The handover this process was started with, if it is a successor. */
 export function inheritedHandover(env: Record<string, string | undefined> = process.env): Handover | undefined {
-  const text = env[HANDOVER_ENV];
-  if (!text) return undefined;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new HandoverError(`${HANDOVER_ENV} is not valid JSON`);
-  }
-  const result = v.safeParse(HandoverSchema, json);
-  if (!result.success) throw new HandoverError(`${HANDOVER_ENV} is invalid: ${result.issues[0].message}`);
-  return result.output;
+  return jsonFromEnv(HandoverSchema, HANDOVER_ENV, env);
 }
 
 /**

@@ -12,7 +12,8 @@ import { formatDuration } from "../values.ts";
 import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
 import { HealthCheck, type Checked, type HealthCheckConfig } from "./health-check.ts";
 import { RolloutSplit } from "./rollout.ts";
-import { Service, type ServiceOptions } from "./service.ts";
+import { routingState, type RoutingState } from "./routing-state.ts";
+import { drainHere, Service, type Drainer, type ServiceOptions, type ServiceRuntime } from "./service.ts";
 import { Target } from "./target.ts";
 
 /** An error the user caused; its message is shown as `Error: <message>`. */
@@ -26,6 +27,19 @@ export class CommandError extends Error {
 }
 
 export type Progress = (line: string) => void;
+
+/**
+ * Where proxied traffic runs. In one process, here: a change is live as soon
+ * as it is made. With workers, in each of them: a change is live once every
+ * worker has applied it, and drains wait on every worker.
+ */
+export interface DataPlane {
+  /** Resolves once the traffic follows `state`. */
+  publish(state: RoutingState): Promise<void>;
+  drain: Drainer;
+}
+
+const THIS_PROCESS: DataPlane = { publish: () => Promise.resolve(), drain: drainHere };
 
 export interface ServiceView {
   name: string;
@@ -56,7 +70,25 @@ export class Registry implements GaugeSource {
   constructor(
     private readonly store: StateStore,
     readonly certificates?: CertificateManager,
+    private readonly dataPlane: DataPlane = THIS_PROCESS,
   ) {}
+
+  /** How each service drains and reports health changes: through the data plane. */
+  private readonly runtime: ServiceRuntime = {
+    drainer: (service, targets, timeoutMs, leaving) => this.dataPlane.drain(service, targets, timeoutMs, leaving),
+    monitored: true,
+    healthChanged: () => void this.publish(),
+  };
+
+  /** The routing state workers follow. */
+  routingState(): RoutingState {
+    return routingState(this.services.values());
+  }
+
+  /** Makes the current routing live everywhere traffic runs. */
+  private publish(): Promise<void> {
+    return this.dataPlane.publish(this.routingState());
+  }
 
   service(name: string): Service | undefined {
     return this.services.get(name);
@@ -151,7 +183,7 @@ export class Registry implements GaugeSource {
       old = service.cutover({ writers, readers });
       if (healthChanged) service.restartMonitors();
     } else {
-      service = new Service(name, options, writers);
+      service = new Service(name, options, writers, this.runtime);
       service.cutover({ readers });
       this.services.set(name, service);
     }
@@ -160,6 +192,7 @@ export class Registry implements GaugeSource {
     if (certificate) this.customCertificates.set(name, certificate);
     else this.customCertificates.delete(name);
     this.rebuildRouter();
+    await this.publish();
 
     // 5 (first half). Persist as soon as the switch is made: a crash while
     // draining must not bring the old targets back.
@@ -328,6 +361,7 @@ export class Registry implements GaugeSource {
       this.pages.delete(service.name);
       this.customCertificates.delete(service.name);
       this.rebuildRouter();
+      await this.publish();
       this.persist(progress);
       service.dispose();
       service.pause.resume(); // requests waiting in a pause are answered now (404 from here on)
@@ -356,6 +390,7 @@ export class Registry implements GaugeSource {
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       markHealthy(admitted);
       const old = service.cutover({ writers: [...service.targets, ...added] });
+      await this.publish();
       this.persist(progress);
       log.info("Targets added", { service: service.name, targets: request.targets });
       await service.drain(old, service.options.drainTimeoutMs);
@@ -373,6 +408,7 @@ export class Registry implements GaugeSource {
         throw new CommandError(`cannot remove the last target of service ${service.name} (use "parachute remove ${service.name}")`);
       }
       const old = service.cutover({ writers: remaining });
+      await this.publish();
       this.persist(progress);
       log.info("Targets removed", { service: service.name, targets: request.targets });
       const timeout = request.drainTimeout ?? service.options.drainTimeoutMs;
@@ -387,6 +423,7 @@ export class Registry implements GaugeSource {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.pause(request.maxPause);
+      await this.publish();
       this.persist(progress);
       log.info("Service paused", { service: service.name, max_pause_ms: request.maxPause });
       await service.drainInFlight(request.drainTimeout);
@@ -397,6 +434,7 @@ export class Registry implements GaugeSource {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.stop(request.message);
+      await this.publish();
       this.persist(progress);
       log.info("Service stopped", { service: service.name, message: request.message });
       await service.drainInFlight(request.drainTimeout);
@@ -407,6 +445,7 @@ export class Registry implements GaugeSource {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       service.pause.resume();
+      await this.publish();
       this.persist(progress);
       log.info("Service resumed", { service: service.name });
     });
@@ -423,6 +462,7 @@ export class Registry implements GaugeSource {
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       markHealthy(admitted);
       const old = service.cutover({ rollout: targets });
+      await this.publish();
       this.persist(progress);
       log.info("Rollout deployed", { service: service.name, targets: request.targets });
       await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
@@ -436,6 +476,7 @@ export class Registry implements GaugeSource {
         throw new CommandError(`service ${service.name} has no rollout targets (run "parachute rollout deploy" first)`);
       }
       service.split = new RolloutSplit(request.percent, [...new Set(request.list)]);
+      await this.publish();
       this.persist(progress);
       log.info("Rollout split set", { service: service.name, percent: request.percent, list: request.list });
     });
@@ -447,6 +488,7 @@ export class Registry implements GaugeSource {
       if (!service.rolloutTargets) throw new CommandError(`service ${service.name} has no rollout in progress`);
       const old = service.cutover({ rollout: null });
       service.split = new RolloutSplit();
+      await this.publish();
       this.persist(progress);
       log.info("Rollout stopped", { service: service.name });
       await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
@@ -480,6 +522,7 @@ export class Registry implements GaugeSource {
     return [...this.services.values()].map((s) => ({
       service: s.name,
       value: [...s.live, ...s.draining].reduce((sum, t) => sum + t.inflightCount, 0),
+      paused: s.pause.waiting,
     }));
   }
 
@@ -547,7 +590,7 @@ export class Registry implements GaugeSource {
           target.health = "healthy";
           return target;
         });
-      const service = new Service(saved.name, options, restored(saved.targets));
+      const service = new Service(saved.name, options, restored(saved.targets), this.runtime);
       service.cutover({ readers: restored(saved.readTargets), ...(saved.rollout ? { rollout: restored(saved.rollout.targets) } : {}) });
       if (saved.rollout) service.split = new RolloutSplit(saved.rollout.percent, saved.rollout.list);
       if (saved.mode === "paused") service.pause.pause(saved.maxPauseMs);

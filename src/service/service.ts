@@ -9,6 +9,30 @@ import { PauseController } from "./pause.ts";
 import { RolloutSplit } from "./rollout.ts";
 import type { Target } from "./target.ts";
 
+/**
+ * Waits for what is in flight on these targets of a service, wherever it runs
+ * (this process, or every worker), and returns how many were cancelled at the
+ * deadline. `leaving`: the targets leave the service, so their WebSockets are
+ * closed at once.
+ */
+export type Drainer = (service: string, targets: readonly Target[], timeoutMs: number, leaving: boolean) => Promise<number>;
+
+/** The drainer of a process that serves its own traffic. */
+export const drainHere: Drainer = async (_service, targets, timeoutMs, leaving) => {
+  const results = await Promise.all(targets.map((t) => t.drain(timeoutMs, leaving)));
+  return results.reduce((sum, r) => sum + r.cancelled, 0);
+};
+
+/** Where a service's drains run, and whether it health-checks its targets (a worker's copy does not). */
+export interface ServiceRuntime {
+  drainer: Drainer;
+  monitored: boolean;
+  /** Called when a periodic health check changes a target's health. */
+  healthChanged(): void;
+}
+
+const STANDALONE: ServiceRuntime = { drainer: drainHere, monitored: true, healthChanged: () => {} };
+
 export interface ServiceOptions {
   hosts: string[];
   pathPrefixes: string[];
@@ -59,6 +83,7 @@ export class Service {
     readonly name: string,
     public options: ServiceOptions,
     targets: Target[],
+    private readonly runtime: ServiceRuntime = STANDALONE,
   ) {
     this.writers = new Balancer(targets);
   }
@@ -137,8 +162,7 @@ export class Service {
   async drain(targets: Target[], timeoutMs: number): Promise<void> {
     if (targets.length === 0) return;
     log.info("Draining", { service: this.name, targets: targets.map((t) => t.address), drain_timeout_ms: timeoutMs });
-    const results = await Promise.all(targets.map((t) => t.drain(timeoutMs, true)));
-    const cancelled = results.reduce((sum, r) => sum + r.cancelled, 0);
+    const cancelled = await this.runtime.drainer(this.name, targets, timeoutMs, true);
     for (const target of targets) {
       // A target redeployed while it drained is live again: keep it.
       if (!this.live.includes(target)) this.draining.delete(target);
@@ -148,7 +172,7 @@ export class Service {
 
   /** Waits for the requests in flight on live targets (pause and stop), cancelling them at the deadline. */
   async drainInFlight(timeoutMs: number): Promise<void> {
-    await Promise.all(this.live.map((t) => t.drain(timeoutMs)));
+    await this.runtime.drainer(this.name, this.live, timeoutMs, false);
   }
 
   role(target: Target): TargetRole {
@@ -163,6 +187,7 @@ export class Service {
    * tells the truth. A lone writer stays in use while failing (see Balancer).
    */
   monitor() {
+    if (!this.runtime.monitored) return;
     const watched = new Set<Target>(this.live);
     for (const [target, check] of this.monitors) {
       if (!watched.has(target)) {
@@ -175,6 +200,7 @@ export class Service {
       const check = new HealthCheck(target, this.options.healthCheck, (t, health, previous, result) => {
         if (health === previous) return;
         log.info("Target health changed", { service: this.name, target: t.address, from: previous, to: health, check: result.description });
+        this.runtime.healthChanged();
       });
       this.monitors.set(target, check);
       // The target already passed its deploy checks, so the periodic check

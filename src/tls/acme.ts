@@ -29,6 +29,8 @@ export interface AcmeSettings {
 export class AcmeIssuer {
   /** token → key authorization, served on the HTTP port while a challenge is open. */
   readonly challenges = new Map<string, string>();
+  /** Resolves once every process that answers HTTP-01 challenges has the current set. */
+  onChallengesChange: () => Promise<void> = () => Promise.resolve();
   private accountKey: Promise<Buffer> | undefined;
   /** One account registration per directory, shared by concurrent orders. */
   private readonly accounts = new Map<string, Promise<string>>();
@@ -176,6 +178,8 @@ export class AcmeIssuer {
       skipChallengeVerification: true,
       challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
         this.challenges.set(challenge.token, keyAuthorization);
+        // The CA validates as soon as this returns: every worker must answer by then.
+        await this.onChallengesChange();
       },
       challengeRemoveFn: async (_authz, challenge) => {
         this.challenges.delete(challenge.token);

@@ -43,6 +43,8 @@ export class CertificateManager {
   private readonly waiters = new Map<string, ((issued: boolean) => void)[]>();
   private renewTimer: ReturnType<typeof setInterval> | undefined;
   onChange: () => void = () => {};
+  /** Called when an order starts or ends (workers wait for a certificate only while one runs). */
+  onIssuingChange: () => void = () => {};
 
   constructor(
     private readonly cache: CertificateCache,
@@ -66,6 +68,15 @@ export class CertificateManager {
 
   has(host: string): boolean {
     return this.certs.has(host);
+  }
+
+  challenge(token: string): string | undefined {
+    return this.issuer.challenges.get(token);
+  }
+
+  /** Hosts whose order is running now. */
+  issuingHosts(): string[] {
+    return [...this.issuing.keys()];
   }
 
   expiries(): { host: string; expiresAt: number }[] {
@@ -205,9 +216,11 @@ export class CertificateManager {
       .finally(() => {
         this.issuing.delete(host);
         this.wake(host, this.certs.has(host));
+        this.onIssuingChange();
         this.followUp(host, directory);
       });
     this.issuing.set(host, work);
+    this.onIssuingChange();
   }
 
   private issued(want: Wanted, cert: string, key: string, renewing: boolean) {

@@ -286,6 +286,18 @@ export class Proxy {
     return this.proc.pid;
   }
 
+  /** The latest pid of each worker (by its number), from the "Worker started" lines. */
+  workerPids(): Map<unknown, number> {
+    const workers = new Map<unknown, number>();
+    for (const line of this.logs) if (line.msg === "Worker started") workers.set(line.worker, Number(line.pid));
+    return workers;
+  }
+
+  /** The server's processes still running: the one started, and its workers. */
+  processIds(): number[] {
+    return [this.proc.pid, ...this.workerPids().values()].filter(processAlive);
+  }
+
   /** The exit code once the server process has exited, else null. */
   get exitCode(): number | null {
     return this.proc.exitCode;

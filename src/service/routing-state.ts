@@ -1,0 +1,46 @@
+// What a worker needs to route exactly as the control plane decides: every
+// service's options, its target sets with their health, its maintenance mode
+// and its rollout split. The control plane sends a new one after each change
+// (README "Workers"); a worker applies it whole.
+import type { ServiceMode } from "./pause.ts";
+import type { Service, ServiceOptions } from "./service.ts";
+import type { Target, TargetHealth } from "./target.ts";
+
+export interface TargetState {
+  address: string;
+  health: TargetHealth;
+}
+
+export interface ServiceState {
+  name: string;
+  options: ServiceOptions;
+  writers: TargetState[];
+  readers: TargetState[];
+  rollout?: TargetState[];
+  mode: ServiceMode;
+  stopMessage: string;
+  maxPauseMs: number;
+  split: { percent: number; list: string[] };
+}
+
+export interface RoutingState {
+  services: ServiceState[];
+}
+
+const targetStates = (targets: readonly Target[]): TargetState[] => targets.map((t) => ({ address: t.address, health: t.health }));
+
+export function routingState(services: Iterable<Service>): RoutingState {
+  return {
+    services: [...services].map((s) => ({
+      name: s.name,
+      options: s.options,
+      writers: targetStates(s.targets),
+      readers: targetStates(s.readTargets),
+      ...(s.rolloutTargets ? { rollout: targetStates(s.rolloutTargets) } : {}),
+      mode: s.pause.mode,
+      stopMessage: s.pause.message,
+      maxPauseMs: s.pause.maxPauseMs,
+      split: { percent: s.split.percent, list: [...s.split.list] },
+    })),
+  };
+}

@@ -1,0 +1,144 @@
+// A worker's copy of the control plane's services and certificates. It is
+// rebuilt from each RoutingState and TlsState the control plane sends, and it
+// keeps its Target objects across changes, since they count this worker's
+// requests in flight (which drains wait for). It runs no health checks: the
+// control plane's verdicts arrive with the state.
+import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
+import { Router } from "../routing/router.ts";
+import type { CertificateView, Routes } from "../data/pipeline.ts";
+import { log } from "../log.ts";
+import type { ServiceLoad } from "../metrics.ts";
+import { RolloutSplit } from "../service/rollout.ts";
+import type { RoutingState, ServiceState, TargetState } from "../service/routing-state.ts";
+import { drainHere, Service } from "../service/service.ts";
+import { Target } from "../service/target.ts";
+import type { TlsState } from "./protocol.ts";
+
+const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
+
+export class ReplicaRoutes implements Routes {
+  router = new Router<Service>([]);
+  private readonly services = new Map<string, Service>();
+  /** Services the control plane removed, kept while it drains them. */
+  private readonly removed = new Map<string, Service>();
+  private readonly pages = new Map<string, { dir: string; pages: CustomPages | undefined }>();
+
+  service(name: string): Service | undefined {
+    return this.services.get(name);
+  }
+
+  errorPages(service: Service): CustomPages | undefined {
+    return this.pages.get(service.name)?.pages;
+  }
+
+  apply(state: RoutingState) {
+    const names = new Set(state.services.map((s) => s.name));
+    for (const [name, service] of this.services) {
+      if (names.has(name)) continue;
+      this.services.delete(name);
+      this.pages.delete(name);
+      this.removed.set(name, service);
+      service.pause.resume(); // requests waiting in a pause are answered now (404 from here on)
+    }
+    for (const saved of state.services) this.applyService(saved);
+    this.router = new Router(this.services.values());
+  }
+
+  private applyService(saved: ServiceState) {
+    let service = this.services.get(saved.name);
+    if (!service) {
+      service = this.removed.get(saved.name) ?? new Service(saved.name, saved.options, [], REPLICA);
+      this.removed.delete(saved.name);
+      this.services.set(saved.name, service);
+    }
+    const current = service;
+    current.options = saved.options;
+    const targets = (states: TargetState[]) =>
+      states.map((state) => {
+        const target = current.find(state.address) ?? new Target(state.address);
+        target.health = state.health;
+        return target;
+      });
+    current.cutover({ writers: targets(saved.writers), readers: targets(saved.readers), rollout: saved.rollout ? targets(saved.rollout) : null });
+    // Old targets stay (counting their requests) until drained, or until nothing is left on them.
+    for (const target of current.draining) if (target.inflightCount === 0) current.draining.delete(target);
+    current.split = new RolloutSplit(saved.split.percent, saved.split.list);
+    const pause = current.pause;
+    if (saved.mode === "paused") pause.pause(saved.maxPauseMs);
+    else if (saved.mode === "stopped" && (pause.mode !== "stopped" || pause.message !== saved.stopMessage)) pause.stop(saved.stopMessage);
+    else if (saved.mode === "running" && pause.mode !== "running") pause.resume();
+    this.loadPages(saved.name, saved.options.errorPages);
+  }
+
+  private loadPages(name: string, dir: string | undefined) {
+    if (!dir) return void this.pages.delete(name);
+    if (this.pages.get(name)?.dir === dir) return;
+    let pages: CustomPages | undefined;
+    try {
+      pages = loadCustomPages(dir);
+    } catch (error) {
+      log.warn("Error pages unavailable; using built-in pages", { service: name, error: (error as Error).message });
+    }
+    this.pages.set(name, { dir, pages });
+  }
+
+  /** Waits for this worker's requests on these targets (see Drainer). */
+  async drain(name: string, addresses: string[], timeoutMs: number, leaving: boolean): Promise<number> {
+    const service = this.services.get(name) ?? this.removed.get(name);
+    if (!service) return 0;
+    const targets = addresses.map((a) => service.find(a)).filter((t): t is Target => t !== undefined);
+    const cancelled = await drainHere(name, targets, timeoutMs, leaving);
+    for (const target of targets) if (!service.live.includes(target)) service.draining.delete(target);
+    if (this.removed.get(name) === service && service.draining.size === 0) this.removed.delete(name);
+    return cancelled;
+  }
+
+  /** Requests in flight by service, for the control plane's /metrics. */
+  inFlight(): ServiceLoad[] {
+    return [...this.services.values()].map((s) => ({
+      service: s.name,
+      value: [...s.live, ...s.draining].reduce((sum, t) => sum + t.inflightCount, 0),
+      paused: s.pause.waiting,
+    }));
+  }
+}
+
+export class ReplicaCertificates implements CertificateView {
+  private hosts = new Set<string>();
+  private issuing = new Set<string>();
+  private challenges = new Map<string, string>();
+  private readonly waiters = new Set<() => void>();
+
+  apply(state: TlsState) {
+    this.hosts = new Set(state.certificates.map((c) => c.host));
+    this.issuing = new Set(state.issuing);
+    this.challenges = new Map(state.challenges);
+    for (const wake of [...this.waiters]) wake();
+  }
+
+  has(host: string): boolean {
+    return this.hosts.has(host);
+  }
+
+  challenge(token: string): string | undefined {
+    return this.challenges.get(token);
+  }
+
+  waitFor(host: string, timeoutMs: number): Promise<boolean> {
+    if (this.hosts.has(host)) return Promise.resolve(true);
+    if (!this.issuing.has(host)) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (issued: boolean) => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(issued);
+      };
+      const check = () => {
+        if (this.hosts.has(host)) done(true);
+        else if (!this.issuing.has(host)) done(false);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.waiters.add(check);
+    });
+  }
+}

@@ -1,0 +1,106 @@
+// A worker: the data plane alone, on the listening sockets the control plane
+// holds (inherited as fds). It routes from the state the control plane sends,
+// and answers its drain and metrics requests. It never touches the state
+// file, the admin socket, health checks or ACME. It exits when told to, and
+// when the control plane is gone.
+import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
+import { DataPlaneListeners } from "../server/data-plane.ts";
+import type { FromWorker, ToWorker, WorkerSettings } from "./protocol.ts";
+import { ReplicaCertificates, ReplicaRoutes } from "./replica.ts";
+
+/** How long a worker whose control plane died lets its requests finish. */
+const ORPHAN_GRACE_MS = 10_000;
+
+function send(message: FromWorker) {
+  process.send?.(message);
+}
+
+export async function runWorker(settings: WorkerSettings): Promise<void> {
+  log.setProcessFields({ worker: settings.index });
+  const routes = new ReplicaRoutes();
+  const certificates = new ReplicaCertificates();
+  let listeners: DataPlaneListeners | undefined;
+  let stopping = false;
+  metrics.source = { inFlight: () => routes.inFlight(), targetHealth: () => [], certificateExpiry: () => [] };
+
+  const stop = async (graceMs: number) => {
+    if (stopping) return;
+    stopping = true;
+    const graceful = listeners ? await listeners.drain(graceMs) : true;
+    log.info("Worker stopped", { pid: process.pid, graceful });
+    log.flush();
+    process.exit(0);
+  };
+
+  // The first routing and TLS states arrive before the worker starts accepting.
+  const initial = { routing: false, tls: false };
+  const start = () => {
+    if (listeners || !initial.routing || !initial.tls) return;
+    try {
+      listeners = new DataPlaneListeners({
+        routes,
+        certificates,
+        hostname: undefined,
+        httpPort: 0,
+        httpsPort: settings.httpsPort,
+        httpFd: settings.httpFd,
+        httpsFd: settings.httpsFd,
+        redirectHttpsPort: settings.httpsPort,
+      });
+    } catch (error) {
+      log.error("Worker cannot serve", { error: (error as Error).message });
+      log.flush();
+      process.exit(1);
+    }
+    listeners.https?.update(latestCertificates);
+    log.info("Worker started", { pid: process.pid });
+    send({ type: "ready" });
+  };
+  let latestCertificates: TlsCertificates = [];
+
+  process.on("message", (message: ToWorker) => {
+    switch (message.type) {
+      case "routing":
+        routes.apply(message.state);
+        initial.routing = true;
+        send({ type: "applied", change: message.change });
+        return start();
+      case "tls":
+        // The listener first, so that a woken handshake finds the certificate.
+        // A change of the running orders or challenges alone leaves it be.
+        if (JSON.stringify(message.state.certificates) !== JSON.stringify(latestCertificates)) {
+          latestCertificates = message.state.certificates;
+          listeners?.https?.update(latestCertificates);
+        }
+        certificates.apply(message.state);
+        initial.tls = true;
+        send({ type: "applied", change: message.change });
+        return start();
+      case "drain":
+        void routes.drain(message.service, message.targets, message.timeoutMs, message.leaving).then((cancelled) =>
+          send({ type: "drained", id: message.id, cancelled }),
+        );
+        return;
+      case "samples":
+        return send({ type: "samples", id: message.id, samples: metrics.requestSamples() });
+      case "stop":
+        return void stop(message.graceMs);
+    }
+  });
+  process.on("disconnect", () => {
+    log.warn("Control plane gone; worker stopping", { pid: process.pid });
+    void stop(ORPHAN_GRACE_MS);
+  });
+  // SIGTERM goes to the control plane, which stops its workers itself; a
+  // signal sent to the whole process group must not cut them short.
+  process.on("SIGTERM", () => {});
+  process.on("SIGINT", () => {});
+  const survive = (kind: string) => (error: unknown) =>
+    log.error("Unhandled error", { kind, error: (error as Error)?.message ?? String(error) });
+  process.on("unhandledRejection", survive("rejection"));
+  process.on("uncaughtException", survive("exception"));
+  send({ type: "hello" });
+}
+
+type TlsCertificates = { host: string; cert: string; key: string }[];

@@ -393,11 +393,11 @@ async function main() {
         record("deploy", await deploy(s, p.socket, "bench", target));
         track({ target: "parachute", phase: "http", port: p.port, proxy: p.child, logFile: p.logFile, ...(s.profile ? { profile: { report: `${profileOut}.md`, done: false } } : {}) }, p);
       }
-      if (s.targets.has("parachute-2w")) {
-        const p = await startParachute(s, { name: "parachute-2w", dir, httpsPort: 0, workers: 2 });
-        record("parachute_2w", p.command);
+      if (s.targets.has("parachute-workers")) {
+        const p = await startParachute(s, { name: "parachute-workers", dir, httpsPort: 0, workers: s.workers });
+        record("parachute_workers", p.command);
         await deploy(s, p.socket, "bench", target);
-        track({ target: "parachute-2w", phase: "http", port: p.port, proxy: p.child, logFile: p.logFile }, p);
+        track({ target: "parachute-workers", phase: "http", port: p.port, proxy: p.child, logFile: p.logFile }, p);
       }
       if (s.targets.has("bun-min")) {
         const f = await startBunServer("bun-min", "forwarder.ts", dir, { BENCH_UPSTREAM: upstream });

@@ -7,7 +7,7 @@ export const ROOT = path.resolve(import.meta.dir, "..");
 export const SCENARIOS = ["small", "big", "rss", "https", "handshake", "h2"] as const;
 export type ScenarioId = (typeof SCENARIOS)[number];
 
-export const TARGETS = ["direct", "parachute", "parachute-2w", "bun-min", "node-min", "nginx"] as const;
+export const TARGETS = ["direct", "parachute", "parachute-workers", "bun-min", "node-min", "nginx"] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export interface Settings {
@@ -17,6 +17,8 @@ export interface Settings {
   /** wrk connections for small responses and HTTPS keep-alive. */
   connections: number;
   threads: number;
+  /** Workers of the parachute-workers row. */
+  workers: number;
   /** wrk connections for the 1 MiB downloads. */
   bigConnections: number;
   /** Concurrent fresh connections of the handshake client. */
@@ -79,6 +81,7 @@ export function readSettings(): Settings {
     rounds,
     connections,
     threads: Math.min(numberSetting("BENCH_THREADS", 1, 1, 64), connections),
+    workers: numberSetting("BENCH_WORKERS", 2, 2, 256),
     bigConnections: numberSetting("BENCH_BIG_CONNECTIONS", 20, 1, 10_000),
     handshakeConnections: numberSetting("BENCH_HANDSHAKE_CONNECTIONS", 8, 1, 1000),
     h2Clients: numberSetting("BENCH_H2_CLIENTS", 32, 1, 10_000),

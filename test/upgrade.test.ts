@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import { buildRequest, rawRequest } from "./support/net.ts";
 import { freePort, parachuteCommand, processAlive, Proxy, runCli, tempDir, waitFor } from "./support/proxy.ts";
+import { mustRun } from "./support/traffic.ts";
 import { startWsBackend, WsClient, type WsBackend } from "./support/ws-backend.ts";
 
 const UPGRADES = 20;
@@ -27,7 +28,8 @@ beforeAll(async () => {
   executable = path.join(dir, "parachute-under-test");
   fs.copyFileSync(original, executable);
   fs.chmodSync(executable, 0o755);
-  proxy = await Proxy.start({ executable });
+  // One process: test/workers.test.ts upgrades a parachute with workers.
+  proxy = await Proxy.start({ executable, args: ["--workers", "1"] });
   for (const [service, host, target] of [
     ["app", HOST, backend.address],
     ["ws", "ws.test", wsBackend.address],
@@ -127,6 +129,20 @@ function startLoad() {
   };
 }
 
+/** The children of a process, with their state letter (Z: a zombie no one has reaped). */
+function childrenOf(parent: number): { pid: number; state: string }[] {
+  return fs.readdirSync("/proc").flatMap((name) => {
+    if (!/^\d+$/.test(name)) return [];
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return Number(fields[1]) === parent ? [{ pid: Number(name), state: fields[0]! }] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** Runs `parachute upgrade`; once it succeeds, waits for the successor's `Server started` line (so `serverPid` is the new one). */
 async function upgrade(args: string[] = []) {
   const mark = proxy.logMark();
@@ -151,10 +167,14 @@ test(
     console.log(`upgrade under load: ${tally.ok} requests ok, ${tally.retried} resent after an idle connection closed, ${tally.failures.length} failed`);
     expect(tally.failures).toEqual([]);
     expect(tally.ok).toBeGreaterThan(UPGRADES * 10);
-    // Every upgrade was a new process, and the old ones are gone.
+    // Every upgrade was a new process, and the old ones are gone, except the
+    // one that was started: it stays as the anchor, with no zombie children.
     expect(pids.size).toBe(UPGRADES + 1);
-    const old = [...pids].filter((pid) => pid !== proxy.serverPid);
+    const old = [...pids].filter((pid) => pid !== proxy.serverPid && pid !== proxy.pid);
     await waitFor("every old process to exit", () => old.every((pid) => !processAlive(pid)));
+    expect(processAlive(proxy.pid)).toBe(true);
+    await waitFor("the anchor to reap every old server", () => childrenOf(proxy.pid).every((child) => child.state !== "Z"));
+    expect(childrenOf(proxy.pid).map((child) => child.pid)).toEqual([proxy.serverPid]);
     // The state came along: the services are still there and served.
     const list = await proxy.listJson();
     expect(list.map((s) => s.name).sort()).toEqual(["app", "ws"]);
@@ -254,3 +274,51 @@ test("a second parachute on the same metrics port still fails loudly", async () 
     await own.stop();
   }
 }, 30_000);
+
+test("the process that was started stays as the anchor: SIGTERM to it stops the serving server gracefully, and it exits 0", async () => {
+  const own = await Proxy.start({ args: ["--workers", "2"] });
+  try {
+    const app = startBackend("anchored");
+    try {
+      await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
+      for (let i = 0; i < 2; i++) {
+        const mark = own.logMark();
+        expect((await own.cli(["upgrade"])).code).toBe(0);
+        await own.waitForLog((l) => l.msg === "Server started" && l.upgraded_from !== undefined, 10_000, mark);
+      }
+      // The pid file names the server serving now; the first process is still there.
+      expect(fs.readFileSync(path.join(own.stateDir, "parachute.pid"), "utf8").trim()).toBe(String(own.serverPid));
+      expect(own.serverPid).not.toBe(own.pid);
+      expect(processAlive(own.pid)).toBe(true);
+      const serving = own.serverPid;
+      const slow = own.fetch("/slow?ms=800", { host: HOST });
+      await waitFor("the slow request to reach the app", () => app.inflight === 1);
+      const mark = own.logMark();
+      own.kill("SIGTERM");
+      expect(await own.exited).toBe(0);
+      expect((await slow).status).toBe(200);
+      expect(processAlive(serving)).toBe(false);
+      expect((await own.waitForLog((l) => l.msg === "Server stopped", 1000, mark)).graceful).toBe(true);
+      expect(fs.existsSync(path.join(own.stateDir, "parachute.pid"))).toBe(false);
+    } finally {
+      await app.stop();
+    }
+  } finally {
+    await own.stop();
+  }
+}, 60_000);
+
+test("when the serving server dies after upgrades, the anchor exits with its status", async () => {
+  const own = await Proxy.start({ args: ["--workers", "1"] });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const mark = own.logMark();
+      expect((await own.cli(["upgrade"])).code).toBe(0);
+      await own.waitForLog((l) => l.msg === "Server started" && l.upgraded_from !== undefined, 10_000, mark);
+    }
+    process.kill(own.serverPid, "SIGKILL");
+    expect(await own.exited).toBe(128 + 9);
+  } finally {
+    await own.stop();
+  }
+}, 60_000);

@@ -181,7 +181,10 @@ test("upgrade of a parachute with workers: new control plane and workers, no fai
   await traffic.reached(count + 100);
   const results = await traffic.stop();
   expect(results.filter((r) => r.status !== 200)).toEqual([]);
-  await waitFor("the old processes to exit", () => [oldControl, ...oldWorkers].every((pid) => !processAlive(pid)));
+  // The old workers exit; the old control plane, the process that was started, stays as the anchor.
+  await waitFor("the old workers to exit", () => oldWorkers.every((pid) => !processAlive(pid)));
+  expect(oldControl).toBe(proxy.pid);
+  expect(processAlive(oldControl)).toBe(true);
   const started = proxy.logs.slice(mark).filter((l) => l.msg === "Worker started").map((l) => l.worker);
   expect(started.sort()).toEqual([1, 2]);
   expect(proxy.serverPid).not.toBe(oldControl);

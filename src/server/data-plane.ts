@@ -53,7 +53,7 @@ export class DataPlaneListeners {
   private readonly pool = new UpstreamPool();
 
   /** Binds (or adopts) the ports; throws a StartupError naming the port that failed. */
-  constructor(options: DataPlaneOptions) {
+  constructor(private readonly options: DataPlaneOptions) {
     const { routes, certificates } = options;
     const tlsContext: TlsContext = { certificates, httpsPort: 0 };
     const pipeline = new Pipeline(routes, tlsContext, this.pool);
@@ -85,8 +85,9 @@ export class DataPlaneListeners {
     }
   }
 
+  /** The bound port; an adopted socket's listener does not know it, so it is the one handed over. */
   get httpPort(): number {
-    return this.http.port;
+    return this.http.port || this.options.httpPort;
   }
 
   get httpsPort(): number {

@@ -21,6 +21,7 @@ import { inheritedWorkerSettings, type TlsState } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
 import { runWorker } from "../workers/worker.ts";
 import { DataPlaneListeners, listen, StartupError } from "./data-plane.ts";
+import { becomeAnchor, writePidFile } from "./anchor.ts";
 import { holdListeningSocket, releaseListeningSocket } from "./listening-socket.ts";
 import { announceReady, inheritedHandover, privateSocketPath, startSuccessor, type Handover, type Successor } from "./upgrade.ts";
 
@@ -205,6 +206,8 @@ export async function runServer(options: RunOptions): Promise<void> {
   };
   const { traffic, registry } = options.workers > 1 ? await trafficInWorkers(setup) : trafficHere(setup);
   const metricsPort = handover ? handover.metricsPort : options.metricsPort;
+  /** The pid of the server serving now (the anchor follows it). */
+  const pidFile = path.join(options.stateDir, "parachute.pid");
 
   // The metrics listener only ever answers /metrics: no proxied traffic.
   metrics.source = registry;
@@ -243,8 +246,6 @@ export async function runServer(options: RunOptions): Promise<void> {
   let upgrading = false;
   const upgrade = async (request: UpgradeRequest, progress: Progress) => {
     if (upgrading || stopping) throw new CommandError(upgrading ? "an upgrade is already running" : "parachute is shutting down", 409);
-    // The container ends with its first process, and would take the successor with it.
-    if (process.pid === 1) throw new CommandError("parachute is the container's first process (PID 1): an upgrade would stop the container; see the README on upgrading in Docker", 409);
     upgrading = true;
     await registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
     /** The upgrade did not happen: commands are accepted again, and the command fails with the reason. */
@@ -266,6 +267,7 @@ export async function runServer(options: RunOptions): Promise<void> {
       const socket = await successor.ready;
       // From here on the successor answers commands and owns the state.
       fs.renameSync(socket, options.socket);
+      writePidFile(pidFile, successor.pid);
     } catch (error) {
       successor?.kill();
       throw abandon(`upgrade failed, this parachute (pid ${process.pid}) goes on serving: ${(error as Error).message}`);
@@ -277,8 +279,14 @@ export async function runServer(options: RunOptions): Promise<void> {
     const adminClosed = adminServer.stop(false);
     const graceful = await drain(request.drainTimeout);
     progress(graceful ? "The old parachute has finished its requests" : `The old parachute cut what was still in flight after ${request.drainTimeout / 1000}s`);
-    // This command's own answer is the last thing the old process sends.
-    void Promise.race([adminClosed, Bun.sleep(SHUTDOWN_GRACE_MS)]).then(() => exit({ graceful, upgraded_to: successor.pid }));
+    // This command's own answer is the last thing the old server sends. The
+    // process that was started stays, as the anchor; a successor exits.
+    void Promise.race([adminClosed, Bun.sleep(SHUTDOWN_GRACE_MS)]).then(() => {
+      const fields = { graceful, upgraded_to: successor.pid };
+      if (handover) return exit(fields);
+      log.info("Server stopped", fields);
+      becomeAnchor({ pidFile, successor });
+    });
   };
 
   const admin = createAdminApp(registry, { upgrade });
@@ -299,6 +307,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     throw new StartupError(`cannot open admin socket ${options.socket}: ${(error as Error).message}`);
   }
 
+  if (!handover) writePidFile(pidFile, process.pid);
   log.info("Server started", {
     http_port: traffic.httpPort,
     https_port: traffic.httpsPort,
@@ -311,6 +320,10 @@ export async function runServer(options: RunOptions): Promise<void> {
   });
 
   const exit = (fields: Record<string, unknown>) => {
+    // The first process, stopping for good, leaves no pid behind. (A successor
+    // leaves it: after an upgrade it names the next one, and at the end the
+    // anchor reads it to know this server has ended, then removes it.)
+    if (!handover && !("upgraded_to" in fields)) fs.rmSync(pidFile, { force: true });
     log.info("Server stopped", fields);
     log.flush();
     process.exit(0);

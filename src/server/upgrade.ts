@@ -9,6 +9,7 @@
 // process move the admin socket to it, stop accepting, and drain.
 import * as v from "valibot";
 import { jsonFromEnv, portSchema } from "../values.ts";
+import { exitStatus } from "./anchor.ts";
 
 /** The environment variable that carries the handover to the successor. */
 export const HANDOVER_ENV = "PARACHUTE_HANDOVER";
@@ -75,6 +76,8 @@ export interface Successor {
   readonly pid: number;
   /** Resolves with the successor's private admin socket once it serves; rejects with the reason it will not. */
   readonly ready: Promise<string>;
+  /** Resolves with its exit status (128 + the signal's number when killed), whenever it exits. */
+  readonly exited: Promise<number>;
   kill(): void;
 }
 
@@ -90,6 +93,8 @@ export function startSuccessor(listening: Listening, timeoutMs: number): Success
   };
   let settle!: { resolve: (socket: string) => void; reject: (error: Error) => void };
   const ready = new Promise<string>((resolve, reject) => (settle = { resolve, reject }));
+  let exit!: (status: number) => void;
+  const exited = new Promise<number>((resolve) => (exit = resolve));
   let child: ReturnType<typeof Bun.spawn>;
   try {
     child = Bun.spawn([LAUNCH.executable, ...LAUNCH.args], {
@@ -100,6 +105,7 @@ export function startSuccessor(listening: Listening, timeoutMs: number): Success
         if (message?.type === "ready" && typeof message.socket === "string") settle.resolve(message.socket);
       },
       onExit(_process, code, signal) {
+        exit(exitStatus(code, signal));
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
         settle.reject(new HandoverError(`the new parachute ${how} before it was ready (its log lines say why)`));
       },
@@ -113,6 +119,7 @@ export function startSuccessor(listening: Listening, timeoutMs: number): Success
   return {
     pid: child.pid,
     ready,
+    exited,
     kill: () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     },

@@ -15,8 +15,9 @@ import { WORKER_ENV, type FromWorker, type TlsState, type ToWorker, type WorkerS
 const APPLY_TIMEOUT_MS = 10_000;
 /** How long a worker may take to start serving. */
 const START_TIMEOUT_MS = 30_000;
-/** A worker that dies this soon after starting is restarted after this delay, not at once (a crash loop). */
+/** A worker that dies this soon after starting, several times in a row, is in a crash loop: it is restarted after this delay. */
 const QUICK_EXIT_MS = 1_000;
+const QUICK_EXITS_BEFORE_DELAY = 3;
 /** How long a metrics scrape waits for the workers' samples. */
 const SAMPLES_TIMEOUT_MS = 2_000;
 
@@ -28,7 +29,7 @@ export interface WorkerPoolOptions {
   httpsPort: number;
 }
 
-class Worker {
+class WorkerProcess {
   /** Said hello: it gets every change from now on. */
   greeted = false;
   ready = false;
@@ -56,18 +57,20 @@ class Worker {
 type Reply = Extract<FromWorker, { id: number }>;
 
 export class WorkerPool implements DataPlane {
-  private readonly workers = new Map<number, Worker>();
+  private readonly workers = new Map<number, WorkerProcess>();
   private change = 0;
   private latestRouting: ToWorker | undefined;
   private latestTls: ToWorker | undefined;
   /** Publishes waiting for every worker to apply their change. */
   private appliedWaiters: { change: number; resolve: () => void }[] = [];
   private nextId = 0;
-  private readonly replies = new Map<number, { waiting: Set<Worker>; answers: Reply[]; resolve: (answers: Reply[]) => void }>();
+  private readonly replies = new Map<number, { waiting: Set<WorkerProcess>; answers: Reply[]; resolve: (answers: Reply[]) => void }>();
   /** The request series of workers that exited, so totals do not drop when one is restarted. */
   private retired: RequestSamples | undefined;
   private stopping = false;
   private readonly exits = new Set<Promise<unknown>>();
+  /** Quick exits in a row, by worker number. */
+  private readonly quickExits = new Map<number, number>();
 
   constructor(private readonly options: WorkerPoolOptions) {}
 
@@ -92,7 +95,7 @@ export class WorkerPool implements DataPlane {
     delete env[HANDOVER_ENV];
     let settle!: { resolve: () => void; reject: (error: Error) => void };
     const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
-    let worker!: Worker;
+    let worker!: WorkerProcess;
     const child = Bun.spawn([LAUNCH.executable, ...LAUNCH.args], {
       env,
       stdio: ["ignore", "inherit", "inherit", this.options.httpFd, this.options.httpsFd ?? "ignore"],
@@ -104,7 +107,7 @@ export class WorkerPool implements DataPlane {
         this.exited(worker, how);
       },
     });
-    worker = new Worker(index, child);
+    worker = new WorkerProcess(index, child);
     this.workers.set(index, worker);
     this.exits.add(child.exited);
     const timer = setTimeout(() => settle.reject(new Error(`worker ${index} did not serve within ${START_TIMEOUT_MS / 1000}s`)), START_TIMEOUT_MS);
@@ -113,7 +116,7 @@ export class WorkerPool implements DataPlane {
     return ready;
   }
 
-  private received(worker: Worker, message: FromWorker, ready: () => void) {
+  private received(worker: WorkerProcess, message: FromWorker, ready: () => void) {
     switch (message.type) {
       case "hello":
         worker.greeted = true;
@@ -131,7 +134,7 @@ export class WorkerPool implements DataPlane {
     }
   }
 
-  private exited(worker: Worker, how: string) {
+  private exited(worker: WorkerProcess, how: string) {
     if (this.workers.get(worker.index) !== worker) return;
     this.workers.delete(worker.index);
     if (worker.lastSamples) this.retired = sumRequests(this.retired ? [this.retired, worker.lastSamples] : [worker.lastSamples]).requestSamples();
@@ -139,11 +142,14 @@ export class WorkerPool implements DataPlane {
     this.checkApplied();
     if (this.stopping) return;
     const quick = Date.now() - worker.startedAt < QUICK_EXIT_MS;
-    log.error("Worker exited; restarting it", { worker: worker.index, pid: worker.process.pid, how, restart_in_ms: quick ? QUICK_EXIT_MS : 0 });
+    const inARow = quick ? (this.quickExits.get(worker.index) ?? 0) + 1 : 0;
+    this.quickExits.set(worker.index, inARow);
+    const delay = inARow >= QUICK_EXITS_BEFORE_DELAY ? QUICK_EXIT_MS : 0;
+    log.error("Worker exited; restarting it", { worker: worker.index, pid: worker.process.pid, how, restart_in_ms: delay });
     setTimeout(() => {
       if (this.stopping) return;
       this.spawn(worker.index).catch((error: Error) => log.error("Worker restart failed", { worker: worker.index, error: error.message }));
-    }, quick ? QUICK_EXIT_MS : 0);
+    }, delay);
   }
 
   // ------------------------------------------------------------ changes
@@ -204,7 +210,7 @@ export class WorkerPool implements DataPlane {
     return Promise.race([answers, late]).finally(() => clearTimeout(timer));
   }
 
-  private answered(worker: Worker, reply: Reply) {
+  private answered(worker: WorkerProcess, reply: Reply) {
     if (reply.type === "samples") worker.lastSamples = reply.samples;
     const pending = this.replies.get(reply.id);
     if (!pending?.waiting.delete(worker)) return;

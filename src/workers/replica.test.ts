@@ -1,0 +1,122 @@
+import { expect, test } from "bun:test";
+import type { RoutingState, ServiceState } from "../service/routing-state.ts";
+import type { ServiceOptions } from "../service/service.ts";
+import type { InFlight } from "../service/target.ts";
+import { ReplicaCertificates, ReplicaRoutes } from "./replica.ts";
+
+const OPTIONS: ServiceOptions = {
+  hosts: ["app.test"],
+  pathPrefixes: ["/"],
+  stripPathPrefix: true,
+  tls: false,
+  tlsStaging: false,
+  tlsRedirect: true,
+  healthCheck: { path: "/up", intervalMs: 1000, timeoutMs: 5000 },
+  targetTimeoutMs: 30_000,
+  drainTimeoutMs: 30_000,
+  forwardHeaders: true,
+  bufferRequests: false,
+  bufferResponses: false,
+  bufferMemory: 1 << 20,
+  maxRequestBody: 0,
+  maxResponseBody: 0,
+  logRequestHeaders: [],
+  logResponseHeaders: [],
+  writerAffinityTimeoutMs: 3000,
+};
+
+function service(overrides: Partial<ServiceState> = {}): ServiceState {
+  return {
+    name: "app",
+    options: OPTIONS,
+    writers: [{ address: "a:1", health: "healthy" }],
+    readers: [],
+    mode: "running",
+    stopMessage: "",
+    maxPauseMs: 30_000,
+    split: { percent: 0, list: [] },
+    ...overrides,
+  };
+}
+
+const state = (...services: ServiceState[]): RoutingState => ({ services });
+const request = (): InFlight => ({ websocket: false, cancel: () => {} });
+
+test("a state is routed as given: hosts, writers, health", () => {
+  const routes = new ReplicaRoutes();
+  routes.apply(state(service({ writers: [{ address: "a:1", health: "healthy" }, { address: "b:1", health: "unhealthy" }] })));
+  const route = routes.router.match("app.test", "/x");
+  expect(route?.service.name).toBe("app");
+  const picks = new Set(Array.from({ length: 4 }, () => route!.service.pick(true, undefined, false).target?.address));
+  expect(picks).toEqual(new Set(["a:1"]));
+  expect(routes.router.match("other.test", "/")).toBeUndefined();
+});
+
+test("a target keeps its requests in flight across states; once it leaves, a drain waits for them", async () => {
+  const routes = new ReplicaRoutes();
+  routes.apply(state(service()));
+  const old = routes.service("app")!.targets[0]!;
+  const entry = request();
+  old.begin(entry);
+  routes.apply(state(service({ writers: [{ address: "b:1", health: "healthy" }] })));
+  expect(routes.service("app")!.draining.has(old)).toBe(true);
+  const drained = routes.drain("app", ["a:1"], 5_000, true);
+  let done = false;
+  void drained.then(() => (done = true));
+  await Bun.sleep(0);
+  expect(done).toBe(false);
+  old.end(entry);
+  expect(await drained).toBe(0);
+  expect(routes.service("app")!.draining.size).toBe(0);
+});
+
+test("pause, stop and resume follow the state; requests held by a pause are released", async () => {
+  const routes = new ReplicaRoutes();
+  routes.apply(state(service({ mode: "paused", maxPauseMs: 10_000 })));
+  const pause = routes.service("app")!.pause;
+  const held = pause.wait();
+  expect(pause.waiting).toBe(1);
+  routes.apply(state(service({ mode: "stopped", stopMessage: "back soon" })));
+  expect(await held).toBe("stopped");
+  expect(pause.message).toBe("back soon");
+  routes.apply(state(service()));
+  expect(pause.mode).toBe("running");
+});
+
+test("a removed service stops routing, releases its held requests, and can still be drained", async () => {
+  const routes = new ReplicaRoutes();
+  routes.apply(state(service({ mode: "paused" })));
+  const removed = routes.service("app")!;
+  const held = removed.pause.wait();
+  removed.targets[0]!.begin(request());
+  routes.apply(state());
+  expect(routes.router.match("app.test", "/")).toBeUndefined();
+  expect(routes.service("app")).toBeUndefined();
+  expect(await held).toBe("running");
+  expect(await routes.drain("app", ["a:1"], 1, true)).toBe(1);
+});
+
+test("in-flight and paused counts by service, for the control plane's metrics", () => {
+  const routes = new ReplicaRoutes();
+  routes.apply(state(service({ mode: "paused" })));
+  routes.service("app")!.targets[0]!.begin(request());
+  void routes.service("app")!.pause.wait();
+  expect(routes.inFlight()).toEqual([{ service: "app", value: 1, paused: 1 }]);
+});
+
+test("a handshake waits for a certificate only while its order runs", async () => {
+  const certificates = new ReplicaCertificates();
+  expect(await certificates.waitFor("app.test", 1_000)).toBe(false);
+  certificates.apply({ certificates: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]] });
+  expect(certificates.challenge("token")).toBe("key-authorization");
+  const waiting = certificates.waitFor("app.test", 5_000);
+  certificates.apply({ certificates: [{ host: "app.test", cert: "C", key: "K" }], issuing: [], challenges: [] });
+  expect(await waiting).toBe(true);
+  expect(certificates.has("app.test")).toBe(true);
+  expect(certificates.challenge("token")).toBeUndefined();
+
+  certificates.apply({ certificates: [], issuing: ["failing.test"], challenges: [] });
+  const failing = certificates.waitFor("failing.test", 5_000);
+  certificates.apply({ certificates: [], issuing: [], challenges: [] });
+  expect(await failing).toBe(false);
+});

@@ -144,10 +144,10 @@ function childrenOf(parent: number): { pid: number; state: string }[] {
 }
 
 /** Runs `parachute upgrade`; once it succeeds, waits for the successor's `Server started` line (so `serverPid` is the new one). */
-async function upgrade(args: string[] = []) {
-  const mark = proxy.logMark();
-  const result = await proxy.cli(["upgrade", ...args]);
-  if (result.code === 0) await proxy.waitForLog((l) => l.msg === "Server started" && l.upgraded_from !== undefined, 10_000, mark);
+async function upgrade(args: string[] = [], target = proxy) {
+  const mark = target.logMark();
+  const result = await target.cli(["upgrade", ...args]);
+  if (result.code === 0) await target.waitForLog((l) => l.msg === "Server started" && l.upgraded_from !== undefined, 10_000, mark);
   return result;
 }
 
@@ -275,17 +275,47 @@ test("a second parachute on the same metrics port still fails loudly", async () 
   }
 }, 30_000);
 
+for (const workers of ["1", "2"]) {
+  test(`requests held by a pause across an upgrade are released by a resume sent to the new server (--workers ${workers})`, async () => {
+    const metricsPort = await freePort();
+    const own = await Proxy.start({ args: ["--workers", workers, "--metrics-port", String(metricsPort)] });
+    const app = startBackend("paused");
+    try {
+      await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
+      await mustRun(own, ["pause", "app"]);
+      const held = Array.from({ length: 3 }, () => own.fetch("/echo?held", { host: HOST, headers: { connection: "close" } }));
+      const paused = async () => {
+        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        return Number(/^parachute_requests_paused\{service="app"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      };
+      await waitFor("3 requests held", async () => (await paused()) === 3);
+      // The upgrade returns once the old server has drained, and it holds
+      // those requests: the resume goes to the new one meanwhile.
+      const mark = own.logMark();
+      const upgrading = upgrade([], own);
+      await own.waitForLog((l) => l.msg === "Handing over", 10_000, mark);
+      const resumedAt = performance.now();
+      await mustRun(own, ["resume", "app"]);
+      const answers = await Promise.all(held);
+      expect((await upgrading).code).toBe(0);
+      expect(answers.map((r) => r.status)).toEqual([200, 200, 200]);
+      expect(app.requests).toBe(3);
+      // Released by the resume, not by max-pause (30 s) or the drain timeout (30 s).
+      expect(performance.now() - resumedAt).toBeLessThan(5_000);
+    } finally {
+      await own.stop();
+      await app.stop();
+    }
+  }, 40_000);
+}
+
 test("the process that was started stays as the anchor: SIGTERM to it stops the serving server gracefully, and it exits 0", async () => {
   const own = await Proxy.start({ args: ["--workers", "2"] });
   try {
     const app = startBackend("anchored");
     try {
       await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
-      for (let i = 0; i < 2; i++) {
-        const mark = own.logMark();
-        expect((await own.cli(["upgrade"])).code).toBe(0);
-        await own.waitForLog((l) => l.msg === "Server started" && l.upgraded_from !== undefined, 10_000, mark);
-      }
+      for (let i = 0; i < 2; i++) expect((await upgrade([], own)).code).toBe(0);
       // The pid file names the server serving now; the first process is still there.
       expect(fs.readFileSync(path.join(own.stateDir, "parachute.pid"), "utf8").trim()).toBe(String(own.serverPid));
       expect(own.serverPid).not.toBe(own.pid);
@@ -311,11 +341,7 @@ test("the process that was started stays as the anchor: SIGTERM to it stops the 
 test("when the serving server dies after upgrades, the anchor exits with its status", async () => {
   const own = await Proxy.start({ args: ["--workers", "1"] });
   try {
-    for (let i = 0; i < 2; i++) {
-      const mark = own.logMark();
-      expect((await own.cli(["upgrade"])).code).toBe(0);
-      await own.waitForLog((l) => l.msg === "Server started" && l.upgraded_from !== undefined, 10_000, mark);
-    }
+    for (let i = 0; i < 2; i++) expect((await upgrade([], own)).code).toBe(0);
     process.kill(own.serverPid, "SIGKILL");
     expect(await own.exited).toBe(128 + 9);
   } finally {

@@ -28,6 +28,8 @@ import { announceReady, inheritedHandover, privateSocketPath, startSuccessor, ty
 export { StartupError };
 
 const SHUTDOWN_GRACE_MS = 10_000;
+/** How often a server that has handed over looks for a resume or stop its successor saved. */
+const FOLLOW_SAVED_MS = 100;
 
 /** Is a live server answering on this socket? */
 async function socketIsLive(socket: string): Promise<boolean> {
@@ -277,7 +279,9 @@ export async function runServer(options: RunOptions): Promise<void> {
     stopping = true;
     metricsServer?.stop(true);
     const adminClosed = adminServer.stop(false);
+    const following = setInterval(() => void registry.followSaved(), FOLLOW_SAVED_MS);
     const graceful = await drain(request.drainTimeout);
+    clearInterval(following);
     progress(graceful ? "The old parachute has finished its requests" : `The old parachute cut what was still in flight after ${request.drainTimeout / 1000}s`);
     // This command's own answer is the last thing the old server sends. The
     // process that was started stays, as the anchor; a successor exits.

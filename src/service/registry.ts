@@ -115,6 +115,31 @@ export class Registry implements GaugeSource {
     this.frozen = undefined;
   }
 
+  /**
+   * After a handover the successor owns the state, but requests held here by
+   * a pause are still here: they follow what it saves. A resume releases
+   * them, a stop answers them 503, a removal 404.
+   */
+  async followSaved(): Promise<void> {
+    const saved = this.store.peek();
+    if (!saved) return;
+    let changed = false;
+    for (const service of [...this.services.values()]) {
+      const pause = service.pause;
+      if (pause.mode === "running") continue;
+      const next = saved.services.find((s) => s.name === service.name);
+      if (!next) {
+        this.services.delete(service.name);
+        this.router = new Router(this.services.values());
+        pause.resume();
+      } else if (next.mode === "running") pause.resume();
+      else if (next.mode === "stopped" && pause.mode !== "stopped") pause.stop(next.stopMessage);
+      else continue;
+      changed = true;
+    }
+    if (changed) await this.publish();
+  }
+
   /** Writes the state now (before a successor reads it). */
   save() {
     this.store.save(this.snapshot());

@@ -100,6 +100,16 @@ export class StateStore {
     return { state: result.output };
   }
 
+  /** Reads the saved state without touching the file: undefined when it is missing or unreadable. */
+  peek(): SavedState | undefined {
+    try {
+      const result = v.safeParse(StateSchema, JSON.parse(fs.readFileSync(this.file, "utf8")));
+      return result.success ? result.output : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   private setAside(problem: string): { problem: string; setAside?: string } {
     const aside = `${this.file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
     try {

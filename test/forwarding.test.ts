@@ -918,3 +918,19 @@ describe("framing edge cases on the listener", () => {
     expect(other.status).toBe(404);
   });
 });
+
+test("a client that half-closes an idle keep-alive connection gets a FIN back, not a reset", async () => {
+  const outcome = await new Promise<string>((resolve) => {
+    const socket = net.connect(proxy.httpPort, "127.0.0.1");
+    let received = "";
+    socket.on("connect", () => socket.write(requestHead("GET", "/echo", [["Host", "app.test"]])));
+    socket.on("data", (data) => {
+      received += data.toString("latin1");
+      // The whole answer is in: nothing is in flight, and the client is done sending.
+      if (received.includes('"backend":"app"')) socket.end();
+    });
+    socket.on("error", (error: Error & { code?: string }) => resolve(`error ${error.code}`));
+    socket.on("end", () => resolve("fin"));
+  });
+  expect(outcome).toBe("fin");
+});

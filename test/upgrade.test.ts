@@ -4,6 +4,7 @@
 // new executable that does not start changes nothing.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import { buildRequest, rawRequest } from "./support/net.ts";
@@ -58,6 +59,54 @@ interface Tally {
   ok: number;
   retried: number;
   failures: string[];
+}
+
+/**
+ * A client that sends its next request the moment an answer is complete, on
+ * one keep-alive connection until the server says `Connection: close` (then
+ * on a new one). It never resends: a reset, or a close with a request
+ * unanswered, is a failure. Resolves after `requests` answers or at `stopped()`.
+ */
+function backToBack(port: number, requests: number, stopped: () => boolean, check: (ok: boolean, detail: string) => void): Promise<void> {
+  const request = `GET /echo HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
+  let answered = 0;
+  const connection = () =>
+    new Promise<void>((resolve) => {
+      const socket = net.connect(port, "127.0.0.1");
+      let buffer = "";
+      let waiting = false;
+      const send = () => {
+        if (stopped() || answered >= requests) return socket.end();
+        waiting = true;
+        buffer = "";
+        socket.write(request);
+      };
+      socket.on("connect", send);
+      socket.on("data", (data) => {
+        buffer += data.toString("latin1");
+        const end = buffer.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        const head = buffer.slice(0, end);
+        const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (buffer.length < end + 4 + length) return;
+        waiting = false;
+        answered++;
+        check(head.startsWith("HTTP/1.1 200"), head.split("\r\n")[0]!);
+        if (/connection: *close/i.test(head)) socket.end();
+        else send();
+      });
+      socket.on("error", (error: Error & { code?: string }) => {
+        if (waiting) check(false, `back-to-back keep-alive: ${error.code ?? error.message}`);
+        waiting = false;
+      });
+      socket.on("close", () => {
+        if (waiting) check(false, "back-to-back keep-alive: closed with a request unanswered");
+        resolve();
+      });
+    });
+  return (async () => {
+    while (!stopped() && answered < requests) await connection();
+  })();
 }
 
 /** Client loops of each kind, until `stop()`; each loop is bounded by a request cap. */
@@ -119,6 +168,7 @@ function startLoad() {
       for (let i = 0; i < 20_000 && !stopped; i++) await once();
     }),
   );
+  for (let i = 0; i < 4; i++) running.push(backToBack(port, 50_000, () => stopped, (ok, detail) => check("back-to-back", ok, detail)));
   return {
     tally,
     async stop() {
@@ -275,6 +325,12 @@ test("a second parachute on the same metrics port still fails loudly", async () 
   }
 }, 30_000);
 
+/** parachute_requests_paused for the service "app". */
+async function pausedRequests(metricsPort: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  return Number(/^parachute_requests_paused\{service="app"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+}
+
 for (const workers of ["1", "2"]) {
   test(`requests held by a pause across an upgrade are released by a resume sent to the new server (--workers ${workers})`, async () => {
     const metricsPort = await freePort();
@@ -284,11 +340,7 @@ for (const workers of ["1", "2"]) {
       await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
       await mustRun(own, ["pause", "app"]);
       const held = Array.from({ length: 3 }, () => own.fetch("/echo?held", { host: HOST, headers: { connection: "close" } }));
-      const paused = async () => {
-        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-        return Number(/^parachute_requests_paused\{service="app"\} (\d+)$/m.exec(text)?.[1] ?? 0);
-      };
-      await waitFor("3 requests held", async () => (await paused()) === 3);
+      await waitFor("3 requests held", async () => (await pausedRequests(metricsPort)) === 3);
       // The upgrade returns once the old server has drained, and it holds
       // those requests: the resume goes to the new one meanwhile.
       const mark = own.logMark();
@@ -308,6 +360,28 @@ for (const workers of ["1", "2"]) {
     }
   }, 40_000);
 }
+
+test("requests a pause still holds at --drain-timeout are answered 503, not cut, and the command says the drain was cut short", async () => {
+  const metricsPort = await freePort();
+  const own = await Proxy.start({ args: ["--workers", "2", "--metrics-port", String(metricsPort)] });
+  const app = startBackend("held");
+  try {
+    await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
+    await mustRun(own, ["pause", "app"]);
+    const held = Array.from({ length: 2 }, () => own.fetch("/echo?held", { host: HOST, headers: { connection: "close" } }));
+    // Held in the old server (a pause holds requests up to max-pause, 30 s by default).
+    await waitFor("2 requests held", async () => (await pausedRequests(metricsPort)) === 2);
+    const result = await upgrade(["--drain-timeout", "1s"], own);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain("cut what was still in flight after 1s");
+    const answers = await Promise.all(held);
+    expect(answers.map((r) => r.status)).toEqual([503, 503]);
+    expect(app.requests).toBe(0);
+  } finally {
+    await own.stop();
+    await app.stop();
+  }
+}, 40_000);
 
 test("the process that was started stays as the anchor: SIGTERM to it stops the serving server gracefully, and it exits 0", async () => {
   const own = await Proxy.start({ args: ["--workers", "2"] });

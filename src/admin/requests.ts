@@ -107,7 +107,8 @@ export const RolloutSetRequest = v.object({
 export type RolloutSetRequest = v.InferOutput<typeof RolloutSetRequest>;
 
 export const UpgradeRequest = v.object({
-  readyTimeout: v.optional(durationSchema, "30s"),
+  // 0 would make every upgrade fail: the new server can never be ready in no time.
+  readyTimeout: v.optional(v.pipe(durationSchema, v.minValue(1, (i) => `invalid duration "${i.input}" (the new server needs more than 0s to start)`)), "30s"),
   drainTimeout: v.optional(durationSchema, "30s"),
 });
 export type UpgradeRequest = v.InferOutput<typeof UpgradeRequest>;

@@ -24,8 +24,13 @@ import { WebSocketTunnel } from "./websocket-tunnel.ts";
 export const HEAD_TIMEOUT_MS = 60_000;
 /** A connection closed with a request body still arriving reads and drops it for at most this long. */
 const LINGER_MS = 5_000;
-/** At a graceful stop, how long a connection that has sent nothing yet still gets for its first request. */
-const FIRST_REQUEST_GRACE_MS = 1_000;
+/**
+ * At a graceful stop, how long an idle connection still gets for its next
+ * request, which is answered with `Connection: close`. A client may be
+ * sending it just now (or, on a connection accepted as an upgrade began, its
+ * first one); closing at once would leave that request unanswered.
+ */
+const IDLE_GRACE_MS = 1_000;
 const HEAD_END = Buffer.from("\r\n\r\n");
 const CRLF = Buffer.from("\r\n");
 
@@ -79,7 +84,6 @@ export class Http1Connection implements Responder {
   /** When the head being waited for must be complete (unix ms); 0 while answering. */
   deadline = Date.now() + HEAD_TIMEOUT_MS;
   /** Requests answered on this connection. */
-  private served = 0;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -307,13 +311,13 @@ export class Http1Connection implements Responder {
       return;
     }
     reply.done(outcome);
-    this.served++;
     this.request = undefined;
     if (this.state === "closed") return;
     if (!keepAlive) return this.closeAfterWrite();
     this.body = undefined;
     this.state = "head";
-    this.deadline = Date.now() + HEAD_TIMEOUT_MS;
+    // Kept alive although a stop began meanwhile (its head went out before): one more request, soon.
+    this.deadline = Date.now() + (this.owner.stopping ? IDLE_GRACE_MS : HEAD_TIMEOUT_MS);
     this.transport.resume();
     if (this.buffer) this.parse();
   }
@@ -352,10 +356,12 @@ export class Http1Connection implements Responder {
   /**
    * The client closed its side. As nginx does, that is taken as the client
    * leaving: an answer in flight is abandoned (logged 499) and the target's
-   * request cancelled, rather than kept streaming to nobody.
+   * request cancelled, rather than kept streaming to nobody. With nothing in
+   * flight the connection just closes (a FIN, not a reset).
    */
   private onPeerEnd() {
-    this.transport.destroy();
+    if (this.idle || this.state === "closing") this.transport.end();
+    else this.transport.destroy();
   }
 
   private onClose() {
@@ -383,23 +389,22 @@ export class Http1Connection implements Responder {
   }
 
   /**
-   * Graceful stop: an idle connection closes now, a busy one after its answer
-   * (which says `Connection: close`). A connection that has not sent its
-   * first request yet is not idle in the client's eyes: its request may be on
-   * the way (it was accepted just as the stop began, e.g. during an upgrade),
-   * so it gets FIRST_REQUEST_GRACE_MS to arrive.
+   * Graceful stop: a busy connection closes after its answer (which says
+   * `Connection: close`, unless its head had already gone out: then after
+   * the next one). An idle connection gets IDLE_GRACE_MS for a next request
+   * and is then closed.
    */
   shutdown() {
-    if (!this.idle) return;
-    if (this.served > 0) return this.closeIdle();
-    this.deadline = Math.min(this.deadline, Date.now() + FIRST_REQUEST_GRACE_MS);
+    if (this.idle) this.deadline = Math.min(this.deadline, Date.now() + IDLE_GRACE_MS);
   }
 
-  /** An idle connection ends with a FIN, not a reset: nothing is in flight on it. */
+  /**
+   * An idle connection ends with a FIN, and what the client still sends is
+   * read and dropped until it closes too: a request it sent just then finds
+   * the connection closed cleanly, never reset, and may be resent (RFC 9112 §9.3.1).
+   */
   private closeIdle() {
-    this.state = "closing";
-    this.transport.end();
-    this.lingerTimer = setTimeout(() => this.transport.destroy(), LINGER_MS);
+    this.closeAfterWrite();
   }
 
   destroy() {

@@ -28,6 +28,7 @@ const CERTIFICATE_WAIT_MS = 30_000;
 /** The services requests are routed to: the registry itself, or a worker's copy of it. */
 export interface Routes {
   readonly router: Router<Service>;
+  all(): Iterable<Service>;
   service(name: string): Service | undefined;
   errorPages(service: Service): CustomPages | undefined;
 }
@@ -197,6 +198,7 @@ export class Pipeline {
     return pause.wait().then((outcome) => {
       if (outcome === "stopped") return this.reject(entry, 503, "service stopped", { pages, message: pause.message });
       if (outcome === "timeout") return this.reject(entry, 504, "paused longer than max-pause", { pages });
+      if (outcome === "shutdown") return this.reject(entry, 503, "parachute stopped while the service was paused", { pages });
       if (this.registry.service(service.name) !== service) return this.reject(entry, 404, "service removed");
       return undefined;
     });

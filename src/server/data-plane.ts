@@ -13,6 +13,8 @@ import { fallbackCertificate } from "../tls/certificates.ts";
 
 /** How long a TLS handshake waits for a certificate still being issued. */
 const CERTIFICATE_WAIT_MS = 30_000;
+/** At a drain's deadline, how long the answers to requests a pause held still get before the rest is cut. */
+const PAUSED_ANSWER_MS = 1_000;
 
 export class StartupError extends Error {}
 
@@ -122,7 +124,12 @@ export class DataPlaneListeners {
     this.http1.closeWebSockets(1001, "server shutting down");
     const graceful = this.stopListeners(false).then(() => "done" as const);
     const outcome = await Promise.race([graceful, Bun.sleep(graceMs).then(() => "timeout" as const)]);
-    if (outcome === "timeout") await this.stopListeners(true);
+    if (outcome === "timeout") {
+      // Requests still held by a pause get an answer (503) rather than a cut connection.
+      for (const service of this.options.routes.all()) service.pause.releaseForShutdown();
+      await Promise.race([graceful, Bun.sleep(PAUSED_ANSWER_MS)]);
+      await this.stopListeners(true);
+    }
     this.pool.close();
     return outcome === "done";
   }

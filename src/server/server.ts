@@ -149,8 +149,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     drain: async (graceMs) => {
       // Once the workers close theirs too, the ports refuse new connections.
       for (const fd of [http.fd, https?.fd]) if (fd !== undefined) releaseListeningSocket(fd);
-      await pool.stop(graceMs);
-      return true;
+      return pool.stop(graceMs);
     },
     abort: () => pool.kill(),
   };
@@ -252,6 +251,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     await registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
     /** The upgrade did not happen: commands are accepted again, and the command fails with the reason. */
     const abandon = (reason: string) => {
+      log.error("Upgrade failed", { reason });
       registry.thaw();
       upgrading = false;
       return new CommandError(reason, 500);

@@ -2,7 +2,8 @@
 // wait, up to max-pause), stopped (new requests get 503 with a message).
 export type ServiceMode = "running" | "paused" | "stopped";
 
-export type PauseOutcome = "running" | "stopped" | "timeout";
+/** How a wait ended: resumed, stopped, past max-pause, or the server itself stopping. */
+export type PauseOutcome = "running" | "stopped" | "timeout" | "shutdown";
 
 export class PauseController {
   mode: ServiceMode = "running";
@@ -46,6 +47,11 @@ export class PauseController {
     this.mode = "running";
     this.message = "";
     this.release("running");
+  }
+
+  /** The server stops before a resume came: requests waiting here are answered now. */
+  releaseForShutdown() {
+    this.release("shutdown");
   }
 
   private release(outcome: PauseOutcome) {

@@ -94,6 +94,10 @@ export class Registry implements GaugeSource {
     return this.services.get(name);
   }
 
+  all(): Iterable<Service> {
+    return this.services.values();
+  }
+
   errorPages(service: Service): CustomPages | undefined {
     return this.pages.get(service.name);
   }

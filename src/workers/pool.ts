@@ -33,6 +33,8 @@ class WorkerProcess {
   /** Said hello: it gets every change from now on. */
   greeted = false;
   ready = false;
+  /** Its drain at a stop finished everything (false once it says otherwise, or is killed). */
+  graceful = true;
   applied = 0;
   lastSamples: RequestSamples | undefined;
   readonly startedAt = Date.now();
@@ -129,6 +131,9 @@ export class WorkerPool implements DataPlane {
       case "applied":
         worker.applied = Math.max(worker.applied, message.change);
         return this.checkApplied();
+      case "stopped":
+        worker.graceful = message.graceful;
+        return;
       default:
         return this.answered(worker, message);
     }
@@ -241,14 +246,24 @@ export class WorkerPool implements DataPlane {
 
   // ------------------------------------------------------------ stop
 
-  /** Workers stop accepting and finish what they have, within `graceMs`; resolves once all have exited. */
-  async stop(graceMs: number): Promise<void> {
+  /**
+   * Workers stop accepting and finish what they have, within `graceMs`;
+   * resolves once all have exited, true when every one finished everything.
+   */
+  async stop(graceMs: number): Promise<boolean> {
     this.stopping = true;
-    for (const worker of this.workers.values()) worker.send({ type: "stop", graceMs });
+    const stopping = [...this.workers.values()];
+    for (const worker of stopping) worker.send({ type: "stop", graceMs });
     const all = Promise.all(this.exits);
     const outcome = await Promise.race([all, Bun.sleep(graceMs + 5_000).then(() => "late" as const)]);
-    if (outcome === "late") for (const worker of this.workers.values()) worker.kill();
+    if (outcome === "late") {
+      for (const worker of stopping) {
+        worker.graceful = false;
+        worker.kill();
+      }
+    }
     await all;
+    return stopping.every((w) => w.graceful);
   }
 
   /** Kills every worker (a start-up that failed). */

@@ -42,6 +42,8 @@ export type ToWorker =
 export type FromWorker =
   | { type: "hello" }
   | { type: "ready" }
+  /** It has drained and is exiting; `graceful` is false when its drain cut what was left. */
+  | { type: "stopped"; graceful: boolean }
   | { type: "applied"; change: number }
   | { type: "drained"; id: number; cancelled: number }
   | { type: "samples"; id: number; samples: RequestSamples };

@@ -27,6 +27,10 @@ export class ReplicaRoutes implements Routes {
     return this.services.get(name);
   }
 
+  all(): Iterable<Service> {
+    return this.services.values();
+  }
+
   errorPages(service: Service): CustomPages | undefined {
     return this.pages.get(service.name)?.pages;
   }

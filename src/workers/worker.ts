@@ -29,6 +29,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
     stopping = true;
     const graceful = listeners ? await listeners.drain(graceMs) : true;
     log.info("Worker stopped", { pid: process.pid, graceful });
+    send({ type: "stopped", graceful });
     log.flush();
     process.exit(0);
   };

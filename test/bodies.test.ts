@@ -48,7 +48,7 @@ describe("large bodies stream with flat memory", () => {
     async () => {
       // warm-up, so the baseline includes the relay path
       await rawExchange(proxy.httpPort, get(`/big?n=${4 * MB}`, "big.test"));
-      const rss = new RssSampler(proxy.pid, 100);
+      const rss = new RssSampler(() => proxy.processIds(), 100);
       const result = await throttledDownload(proxy.httpPort, get(`/big?n=${GiB}`, "big.test"), 50 * 1000 * 1000, 60_000);
       const report = rss.stop();
       console.log(
@@ -72,7 +72,7 @@ describe("large bodies stream with flat memory", () => {
   test(
     "a 1 GiB upload, generated on the fly, reaches an app that reads at ~128 MiB/s while proxy RSS grows < 64 MB",
     async () => {
-      const rss = new RssSampler(proxy.pid, 100);
+      const rss = new RssSampler(() => proxy.processIds(), 100);
       const started = performance.now();
       const res = await proxy.fetch(`/upload?rate=${128 * MB}`, { method: "POST", host: "app.test", body: patternBody(GiB) });
       const seen = (await res.json()) as { bytes: number; patternOk: boolean };

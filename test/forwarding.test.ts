@@ -441,7 +441,7 @@ describe("large bodies", () => {
   // The proxy's peak RSS before these tests: what they may add is measured from here.
   let peakBefore: number | undefined;
   beforeAll(async () => {
-    peakBefore = await peakRss(proxy.pid);
+    peakBefore = await peakRss(proxy.processIds());
   });
 
   test("a 150 MiB upload (over Bun's default 128 MiB limit) passes, streamed", async () => {
@@ -524,7 +524,7 @@ describe("large bodies", () => {
     // would raise the proxy's peak RSS by at least 150 MiB. Streaming adds
     // socket and GC slack only (about 25 MiB here; 100 MiB leaves room for a
     // lazy collector on a busy machine).
-    const peak = await peakRss(proxy.pid);
+    const peak = await peakRss(proxy.processIds());
     if (peak === undefined || peakBefore === undefined) return; // no /proc on this platform
     expect(peak - peakBefore).toBeLessThan(100 * MiB);
   });

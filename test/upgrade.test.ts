@@ -331,16 +331,30 @@ async function pausedRequests(metricsPort: number): Promise<number> {
   return Number(/^parachute_requests_paused\{service="app"\} (\d+)$/m.exec(text)?.[1] ?? 0);
 }
 
+/** A parachute of its own with service "app" paused and `count` requests held by it (checked with its metrics). */
+async function withHeldRequests(workers: string, count: number, name: string) {
+  const metricsPort = await freePort();
+  const own = await Proxy.start({ args: ["--workers", workers, "--metrics-port", String(metricsPort)] });
+  const app = startBackend(name);
+  await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
+  await mustRun(own, ["pause", "app"]);
+  const held = Array.from({ length: count }, () => own.fetch("/echo?held", { host: HOST, headers: { connection: "close" } }));
+  await waitFor(`${count} requests held`, async () => (await pausedRequests(metricsPort)) === count);
+  return {
+    own,
+    app,
+    held,
+    stop: async () => {
+      await own.stop();
+      await app.stop();
+    },
+  };
+}
+
 for (const workers of ["1", "2"]) {
   test(`requests held by a pause across an upgrade are released by a resume sent to the new server (--workers ${workers})`, async () => {
-    const metricsPort = await freePort();
-    const own = await Proxy.start({ args: ["--workers", workers, "--metrics-port", String(metricsPort)] });
-    const app = startBackend("paused");
+    const { own, app, held, stop } = await withHeldRequests(workers, 3, "paused");
     try {
-      await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
-      await mustRun(own, ["pause", "app"]);
-      const held = Array.from({ length: 3 }, () => own.fetch("/echo?held", { host: HOST, headers: { connection: "close" } }));
-      await waitFor("3 requests held", async () => (await pausedRequests(metricsPort)) === 3);
       // The upgrade returns once the old server has drained, and it holds
       // those requests: the resume goes to the new one meanwhile.
       const mark = own.logMark();
@@ -355,22 +369,15 @@ for (const workers of ["1", "2"]) {
       // Released by the resume, not by max-pause (30 s) or the drain timeout (30 s).
       expect(performance.now() - resumedAt).toBeLessThan(5_000);
     } finally {
-      await own.stop();
-      await app.stop();
+      await stop();
     }
   }, 40_000);
 }
 
 test("requests a pause still holds at --drain-timeout are answered 503, not cut, and the command says the drain was cut short", async () => {
-  const metricsPort = await freePort();
-  const own = await Proxy.start({ args: ["--workers", "2", "--metrics-port", String(metricsPort)] });
-  const app = startBackend("held");
+  // Held in the old server (a pause holds requests up to max-pause, 30 s by default).
+  const { own, app, held, stop } = await withHeldRequests("2", 2, "held");
   try {
-    await mustRun(own, ["deploy", "app", "--host", HOST, "--target", app.address, "--health-check-interval", "200ms"]);
-    await mustRun(own, ["pause", "app"]);
-    const held = Array.from({ length: 2 }, () => own.fetch("/echo?held", { host: HOST, headers: { connection: "close" } }));
-    // Held in the old server (a pause holds requests up to max-pause, 30 s by default).
-    await waitFor("2 requests held", async () => (await pausedRequests(metricsPort)) === 2);
     const result = await upgrade(["--drain-timeout", "1s"], own);
     expect(result.code).toBe(0);
     expect(result.stderr).toContain("cut what was still in flight after 1s");
@@ -378,8 +385,7 @@ test("requests a pause still holds at --drain-timeout are answered 503, not cut,
     expect(answers.map((r) => r.status)).toEqual([503, 503]);
     expect(app.requests).toBe(0);
   } finally {
-    await own.stop();
-    await app.stop();
+    await stop();
   }
 }, 40_000);
 

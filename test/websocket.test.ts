@@ -203,7 +203,7 @@ test(
       frames++;
     };
     client.onBinary = countFrame;
-    const rss = new RssSampler(proxy.pid, 50);
+    const rss = new RssSampler(() => proxy.processIds(), 50);
     const pushedBefore = app.pushed;
     client.ws.pause(); // stop reading from the socket: TCP backpressure towards the proxy
     client.ws.send(`push:${TOTAL}:${FRAME}`);
@@ -275,7 +275,7 @@ test(
     const server = app.sockets.get(app.handshakes.at(-1)!.id)!;
     const sunkBefore = app.sunk;
     server.pause(); // the backend stops reading: TCP backpressure towards the proxy
-    const rss = new RssSampler(proxy.pid, 50);
+    const rss = new RssSampler(() => proxy.processIds(), 50);
 
     // A well-behaved sender: it sends only while its own send buffer is small.
     const frames = Array.from({ length: 251 }, (_, i) => new Uint8Array(FRAME).fill(i));

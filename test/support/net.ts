@@ -467,13 +467,18 @@ export function generatedBody(total: number, chunk = 1 << 20): ReadableStream<Ui
   });
 }
 
-/** Peak resident set size (VmHWM) of a Linux process in bytes, or undefined where /proc is unavailable. */
-export async function peakRss(pid: number): Promise<number | undefined> {
-  try {
-    const status = await Bun.file(`/proc/${pid}/status`).text();
-    const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
-    return kb ? Number(kb) * 1024 : undefined;
-  } catch {
-    return undefined;
+/** Peak resident set size (VmHWM) of Linux processes (a server and its workers), summed, in bytes; undefined where /proc is unavailable. */
+export async function peakRss(pids: number[]): Promise<number | undefined> {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const status = await Bun.file(`/proc/${pid}/status`).text();
+      const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+      if (!kb) return undefined;
+      total += Number(kb) * 1024;
+    } catch {
+      return undefined;
+    }
   }
+  return total;
 }

@@ -23,8 +23,9 @@ export interface RssReport {
 }
 
 /**
- * Samples VmRSS every `intervalMs` from construction until `stop()`. The
- * baseline is the reading at construction.
+ * Samples the summed VmRSS of `pids()` (a server and its workers) every
+ * `intervalMs` from construction until `stop()`. The baseline is the
+ * reading at construction.
  */
 export class RssSampler {
   readonly baseline: number;
@@ -33,10 +34,10 @@ export class RssSampler {
   private readonly timer: ReturnType<typeof setInterval>;
 
   constructor(
-    readonly pid: number,
+    readonly pids: () => number[],
     intervalMs = 50,
   ) {
-    this.baseline = rssBytes(pid);
+    this.baseline = pids().reduce((sum, pid) => sum + rssBytes(pid), 0);
     this.peak = this.baseline;
     this.timer = setInterval(() => this.sample(), intervalMs);
   }
@@ -44,9 +45,9 @@ export class RssSampler {
   sample(): number {
     let now = 0;
     try {
-      now = rssBytes(this.pid);
+      now = this.pids().reduce((sum, pid) => sum + rssBytes(pid), 0);
     } catch {
-      return 0; // the process is gone; the test will notice elsewhere
+      return 0; // a process is gone; the test will notice elsewhere
     }
     this.count++;
     if (now > this.peak) this.peak = now;

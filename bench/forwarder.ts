@@ -1,5 +1,5 @@
 // Reference point for the benchmark: the smallest sensible Bun reverse proxy
-// (the forwarder of shared/BUN-NOTES.md §1.1: Bun.serve + fetch, hop-by-hop
+// (Bun.serve + fetch, hop-by-hop
 // headers stripped, X-Forwarded-* set, no routing, logging or metrics).
 // parachute cannot be faster than this on the same runtime; the gap between
 // the two is what parachute's own work costs. Prints {"port":N} once listening.

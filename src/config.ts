@@ -1,4 +1,4 @@
-// Run options (SPEC §2): an explicit flag beats PARACHUTE_<NAME>, which beats
+// Run options (README "Configuration"): an explicit flag beats PARACHUTE_<NAME>, which beats
 // <NAME>, which beats the default. A bad value is an error naming where it
 // came from; it never silently falls back.
 import { isIP } from "node:net";
@@ -20,7 +20,7 @@ export interface RunOptions {
   acme: AcmeOptions;
 }
 
-/** ACME settings come from the environment only (SPEC §8 names PARACHUTE_ACME_DIRECTORY). */
+/** ACME settings come from the environment only (README "TLS" names PARACHUTE_ACME_DIRECTORY). */
 export interface AcmeOptions {
   directoryUrl?: string;
   stagingDirectoryUrl?: string;
@@ -35,7 +35,7 @@ export class ConfigError extends Error {}
 
 type Env = Record<string, string | undefined>;
 
-/** The admin socket path; the server and every client resolve it the same way (SPEC §1). */
+/** The admin socket path; the server and every client resolve it the same way (README "Configuration"). */
 export function resolveSocketPath(flag: string | undefined, env: Env = process.env): string {
   if (flag) return path.resolve(flag);
   if (env.PARACHUTE_SOCKET) return path.resolve(env.PARACHUTE_SOCKET);

@@ -1,4 +1,4 @@
-// Prometheus metrics (SPEC §10), rendered in the text exposition format.
+// Prometheus metrics (README "Logs and metrics"), rendered in the text exposition format.
 // Counters and histograms are kept here; gauges that can be derived (target
 // health, in-flight requests) are read from the registry at scrape time.
 

@@ -1,4 +1,4 @@
-// SPEC §7 bodies, end to end: a 1 GiB download to a slow reader and a 1 GiB
+// Bodies (README "Forwarding"), end to end: a 1 GiB download to a slow reader and a 1 GiB
 // upload to a slow app stream through with flat proxy memory; Content-Length
 // (the app's, also on streamed bodies),
 // Set-Cookie, Expect: 100-continue, HEAD, 204 and 304 as seen on the wire.

@@ -1,4 +1,4 @@
-// SPEC §4 buffering flags, end to end: --buffer-requests / --buffer-responses
+// The buffering flags (README "parachute deploy SERVICE"), end to end: --buffer-requests / --buffer-responses
 // read bodies fully before forwarding, in memory up to --buffer-memory and in a
 // parachute-buffer-* temp file beyond; --max-request-body (413, also straight
 // from Content-Length without buffering) and --max-response-body (502);

@@ -1,4 +1,4 @@
-// The command line (SPEC §2, §3, §4 targets, §5 list, §12 errors): run
+// The command line (README "Configuration" and "Commands"): run
 // options from flags and the environment, value validation, usage errors,
 // boolean and list flags, and the client's error messages.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";

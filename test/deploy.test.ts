@@ -1,4 +1,4 @@
-// `parachute deploy` (SPEC §4): health-check gating, failure messages and
+// `parachute deploy` (README "How it works"): health-check gating, failure messages and
 // rollback, progress output, --force, health-check options, load balancing,
 // option changes on redeploy, and --target-timeout.
 import { beforeAll, expect, test } from "bun:test";

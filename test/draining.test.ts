@@ -1,4 +1,4 @@
-// Draining (SPEC §4 step 4-5, §5): old targets get no new requests, their
+// Draining (steps 4-5 of the deploy sequence, README "How it works"; "Traffic control"): old targets get no new requests, their
 // in-flight requests may finish within --drain-timeout (then 504), and
 // deploy/remove return only once draining is over.
 import { beforeAll, expect, test } from "bun:test";

@@ -1,4 +1,4 @@
-// SPEC §7 errors the proxy produces and §4 --error-pages / --log-*-header,
+// Errors the proxy produces (README "Forwarding") and --error-pages / --log-*-header,
 // end to end: built-in HTML pages with the right status, custom
 // <status>.html pages per service, a missing pages directory failing the
 // deploy without changing anything, the app's own errors passing untouched,

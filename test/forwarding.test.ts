@@ -1,4 +1,4 @@
-// SPEC §7 Forwarding (and the request log of §10), end to end: a real
+// Forwarding (README "Forwarding", and the request log of "Logs and metrics"), end to end: a real
 // parachute process in front of real backends, with raw sockets where fetch
 // would hide what is on the wire. One rule per test.
 import * as fs from "node:fs";
@@ -641,7 +641,7 @@ describe("errors the proxy produces", () => {
 });
 
 describe("request log", () => {
-  test("each proxied request logs one `Request` line with the SPEC §10 fields", async () => {
+  test("each proxied request logs one `Request` line with the documented fields", async () => {
     const id = `log-${crypto.randomUUID()}`;
     const started = Date.now();
     const res = await proxy.fetch("/echo/path?a=1&b=two", {

@@ -1,4 +1,4 @@
-// Maintenance (SPEC §11): pause holds new requests until resume (or 504
+// Maintenance (README "Traffic control"): pause holds new requests until resume (or 504
 // past --max-pause), stop answers 503 with the operator's message (at once
 // for requests already waiting in a pause), the health-check path keeps
 // answering 200, and pause/stop survive a redeploy and a proxy restart.

@@ -1,4 +1,4 @@
-// Rollout (SPEC §11): a second, health-checked target set beside the active
+// Rollout (README "Traffic control"): a second, health-checked target set beside the active
 // one; clients are split by the value of their `parachute-rollout` cookie:
 // listed values always, plus a stable N% of the others. No cookie means the
 // active set. `rollout stop` sends everyone back; the rollout survives a

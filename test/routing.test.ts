@@ -1,4 +1,4 @@
-// SPEC §6 Routing, end to end: a real parachute process, real backends, real
+// Routing (README "Routing"), end to end: a real parachute process, real backends, real
 // CLI commands. Each test uses its own host names so tests do not depend on
 // each other; the catch-all service (which affects every unknown host) only
 // exists inside the tests that deploy it, and they remove it before finishing.

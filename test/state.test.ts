@@ -1,4 +1,4 @@
-// State and process lifecycle (SPEC §1, §2, §9): the state file, restarts
+// State and process lifecycle (README "Configuration", "State"): the state file, restarts
 // after a crash, corrupt state, graceful shutdown, the admin socket and ports.
 import { afterEach, expect, test } from "bun:test";
 import * as fs from "node:fs";

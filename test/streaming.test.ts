@@ -1,7 +1,7 @@
-// SPEC §7 long-lived responses, end to end: server-sent events are delivered
+// Long-lived responses (README "Forwarding"), end to end: server-sent events are delivered
 // as they are produced, are not cut by --target-timeout (which covers only the
 // wait for response headers), and a thousand open streams do not stall other
-// requests (fetch's 256-requests-per-process cap, BUN-NOTES §1.10).
+// requests (Bun's fetch caps a process at 256 requests in flight; parachute does not use it).
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { RawStreamClient } from "./support/raw-client.ts";
 import { percentile, until } from "./support/rss.ts";

@@ -1,4 +1,4 @@
-// TLS with the operator's own certificates (SPEC §4 TLS flags, §7 redirects,
+// TLS with the operator's own certificates (README "TLS" and its redirects,
 // §8 TLS): certificates made with openssl under a throwaway CA are served by
 // SNI over HTTP/2 and verified against that CA; streamed downloads keep their
 // Content-Length over HTTP/1.1; bad certificates (expired,

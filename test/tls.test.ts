@@ -1,4 +1,4 @@
-// Automatic certificates over ACME HTTP-01 (SPEC §8), against a real pebble
+// Automatic certificates over ACME HTTP-01 (README "TLS"), against a real pebble
 // that validates challenges on the proxy's real HTTP port: issuance for two
 // hosts of one service and for a second service (verified against pebble's
 // root by SNI, HTTP/2), redirects and ACME challenge paths, the certificate

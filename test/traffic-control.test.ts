@@ -1,8 +1,8 @@
-// Target lifecycle (SPEC §5): `add` and `rm` under load, continuous health
+// Target lifecycle (README "Traffic control"): `add` and `rm` under load, continuous health
 // checks taking a dead target out of rotation and back in, read targets with
 // writer affinity (`deploy --read-target`), and every bad
 // input to the traffic-control commands refused with `Error:` and no change
-// (SPEC §12). One real proxy process; each test has its own service and host.
+// (README "Commands"). One real proxy process; each test has its own service and host.
 import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { type Backend } from "./support/backend.ts";
 import { useProxy } from "./support/fixture.ts";
@@ -90,7 +90,7 @@ describe("add", () => {
     const adding = spawnCli(proxy, ["add", "addingsvc", "--target", b.address, "--deploy-timeout", "20s"]);
     try {
       await adding.waitForLine((l) => l.includes(`Target ${b.address}: adding`));
-      // SPEC §5: target states are adding, healthy, unhealthy, draining; a
+      // README "Traffic control": target states are adding, healthy, unhealthy, draining; a
       // target being added is listed as `adding` until it passes.
       await eventually(
         "b to be listed",

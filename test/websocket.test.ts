@@ -1,4 +1,4 @@
-// SPEC §7 WebSockets, end to end: a real parachute process relaying between
+// WebSockets (README "Forwarding"), end to end: a real parachute process relaying between
 // Bun's WebSocket client and a real Bun.serve WebSocket backend (and a raw
 // socket where the handshake itself is under test).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -441,7 +441,7 @@ test("a refusal with a large body and several Set-Cookie headers reaches the cli
   expect(body).toBe("<p>sign in</p>".repeat(20_000));
 });
 
-test("a proxied WebSocket is logged as a `Request` line with the SPEC §10 fields and the configured req_<header> fields", async () => {
+test("a proxied WebSocket is logged as a `Request` line with the documented fields and the configured req_<header> fields", async () => {
   const client = new WsClient(`ws://127.0.0.1:${proxy.httpPort}/logged-socket?room=9`, {
     host: "logged.test",
     headers: { "x-trace-id": "trace-ws-1", "user-agent": "ws-test-agent" },

@@ -1,4 +1,4 @@
-// Zero-downtime deploys (SPEC §4): clients hammering the proxy while the
+// Zero-downtime deploys (README "How it works"): clients hammering the proxy while the
 // service is redeployed over and over must never see anything but a 200 from
 // one of the real backends, and slow requests caught at a cutover finish on
 // the target they started on.

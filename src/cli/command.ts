@@ -1,5 +1,5 @@
 // Glue between citty (command tree, help) and our strict flags, request
-// schemas and error output (SPEC §12: exit 1 and one `Error: …` line).
+// schemas and error output (README "Commands": exit 1 and one `Error: …` line).
 import { defineCommand, renderUsage, type CommandDef } from "citty";
 import * as v from "valibot";
 import { describeIssues, isMissingField, ValueError } from "../values.ts";

@@ -1,4 +1,4 @@
-// Strict flag parsing for every command (SPEC §3). citty draws the help, but
+// Strict flag parsing for every command (README "Commands"). citty draws the help, but
 // its own parser silently accepts unknown flags and keeps only the last of a
 // repeated flag, so the values come from node:util parseArgs in strict mode,
 // driven by the same flag table that feeds citty's help.

@@ -1,7 +1,7 @@
 import type { ServiceView } from "../service/registry.ts";
 import { parachuteCommand, socketFlag } from "./command.ts";
 
-/** Renders `list` as an aligned table, one row per service and target (SPEC §5). */
+/** Renders `list` as an aligned table, one row per service and target (README "Traffic control"). */
 export function renderTable(services: ServiceView[]): string {
   const header = ["SERVICE", "HOST", "PATH", "TARGET", "STATE", "TLS"];
   const rows = services.flatMap((s) =>

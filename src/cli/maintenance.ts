@@ -1,4 +1,4 @@
-// `pause`, `stop`, `resume` (SPEC §11).
+// `pause`, `stop`, `resume` (README "Traffic control").
 import { PauseRequest, ServiceRequest, StopRequest } from "../admin/requests.ts";
 import { serviceCommand } from "./command.ts";
 

@@ -1,4 +1,4 @@
-// `rollout deploy|set|stop` (SPEC §11).
+// `rollout deploy|set|stop` (README "Traffic control").
 import { defineCommand } from "citty";
 import { RolloutSetRequest, ServiceRequest, TargetsRequest } from "../admin/requests.ts";
 import { serviceCommand } from "./command.ts";

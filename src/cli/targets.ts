@@ -1,4 +1,4 @@
-// `add` and `rm`: change a service's targets without a redeploy (SPEC §5).
+// `add` and `rm`: change a service's targets without a redeploy (README "Traffic control").
 import { TargetsRequest } from "../admin/requests.ts";
 import { serviceCommand } from "./command.ts";
 import type { FlagTable } from "./flags.ts";

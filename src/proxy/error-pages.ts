@@ -1,4 +1,4 @@
-// The one renderer for responses the proxy itself produces (SPEC §7). A
+// The one renderer for responses the proxy itself produces (README "Forwarding"). A
 // service may bring its own `<status>.html` pages; they are read at deploy
 // time, so serving them never touches the disk.
 import * as fs from "node:fs";

@@ -1,4 +1,4 @@
-// The routing table: host → path prefix → service (SPEC §6). A Router is an
+// The routing table: host → path prefix → service (README "Routing"). A Router is an
 // immutable snapshot built from the services; every change builds a new one
 // and swaps it in, so a request always sees one consistent table.
 

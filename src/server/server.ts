@@ -1,5 +1,5 @@
 // `parachute run`: restore state, open the listeners, open the admin socket,
-// and shut down gracefully on SIGTERM/SIGINT (SPEC §2). With one worker this
+// and shut down gracefully on SIGTERM/SIGINT (README "Configuration"). With one worker this
 // process also carries the traffic; with more, it is the control plane and
 // the workers carry it (README "Workers"). Started by a running parachute's
 // `upgrade`, it takes over that one's sockets (upgrade.ts).

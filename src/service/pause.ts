@@ -1,4 +1,4 @@
-// Maintenance modes of a service (SPEC §11): running, paused (new requests
+// Maintenance modes of a service (README "Traffic control"): running, paused (new requests
 // wait, up to max-pause), stopped (new requests get 503 with a message).
 export type ServiceMode = "running" | "paused" | "stopped";
 

@@ -1,6 +1,6 @@
 // The registry owns every service, the routing table built from them and the
 // state file. Each admin command is one method here; `deploy` is the whole
-// zero-downtime sequence of SPEC §4 in one readable function.
+// zero-downtime sequence (README "How it works") in one readable function.
 import { log } from "../log.ts";
 import { metrics, type GaugeSource } from "../metrics.ts";
 import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";

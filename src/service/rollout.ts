@@ -1,4 +1,4 @@
-// Rollout split (SPEC §11): clients are told apart by the value of the
+// Rollout split (README "Traffic control"): clients are told apart by the value of the
 // `parachute-rollout` cookie. Listed values always get the rollout targets; of
 // the others, a stable N% do, chosen by a hash of the value so that a client
 // always lands on the same side.

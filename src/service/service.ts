@@ -158,7 +158,7 @@ export class Service {
     return old;
   }
 
-  /** Drains old targets (SPEC §4 step 4) and forgets them once drained. */
+  /** Drains old targets (step 4 of the deploy sequence, README "How it works") and forgets them once drained. */
   async drain(targets: Target[], timeoutMs: number): Promise<void> {
     if (targets.length === 0) return;
     log.info("Draining", { service: this.name, targets: targets.map((t) => t.address), drain_timeout_ms: timeoutMs });
@@ -182,7 +182,7 @@ export class Service {
   }
 
   /**
-   * Health checks go on after the deploy for every live target (SPEC §5): a
+   * Health checks go on after the deploy for every live target (README "Traffic control"): a
    * failing target leaves the rotation and rejoins when it passes, and `list`
    * tells the truth. A lone writer stays in use while failing (see Balancer).
    */

@@ -1,4 +1,4 @@
-// The persisted routing state (SPEC §9): one JSON file, written atomically
+// The persisted routing state (README "State"): one JSON file, written atomically
 // (temp file in the same directory, fsync, rename, fsync the directory) after
 // every change, read back and validated with a schema at start.
 import * as fs from "node:fs";

@@ -1,4 +1,4 @@
-// ACME HTTP-01 issuance with acme-client (SPEC §8, BUN-NOTES §6). The proxy
+// ACME HTTP-01 issuance with acme-client (README "TLS"). The proxy
 // answers /.well-known/acme-challenge/ itself on its HTTP port; the account
 // key and the account URL per directory persist under <state-dir>/certs.
 import * as fs from "node:fs";

@@ -1,6 +1,6 @@
 // A real ACME server for tests: Debian's pebble with pebble-challtestsrv as
 // its DNS (every name resolves to 127.0.0.1), validating HTTP-01 against the
-// proxy's real HTTP port. See shared/BUN-NOTES.md §6.1.
+// proxy's real HTTP port.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";

@@ -20,7 +20,7 @@
 // before closing the connection, with &cut=M), socket-write by
 // socket-write with backpressure; /late?ms=T sends an event-stream head at
 // once and its one event T ms later (Bun.serve would drop the length of a
-// streamed body, BUN-NOTES §1.3, so the upstream length would never exist).
+// streamed body, so the upstream length would never exist).
 import type { Server, Socket, TCPSocketListener } from "bun";
 
 export const pattern = (i: number) => i % 251;

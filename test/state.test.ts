@@ -188,16 +188,23 @@ test("a second run on the socket of a live server fails with a clear error", asy
   expect((await proxy.cli(["list"])).code).toBe(0);
 }, SLOW_TEST);
 
-test("a taken HTTP port is exit 1 with a clear error", async () => {
+test("a taken HTTP port is exit 1 with a clear error, before anything is restored", async () => {
   const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   cleanups.push(() => holder.stop(true));
+  // A state with a service in it, which a start that gets that far restores (and says so).
+  const source = await startProxy();
+  await deployOk(source, "kept", ["--target", backend("kept").address]);
   const dir = tempDir();
-  const result = await runCli(runArgs({ httpPort: holder.port, stateDir: dir, socket: path.join(dir, "admin.sock") }), {}, { timeoutMs: 10_000 });
+  fs.copyFileSync(source.stateFile, path.join(dir, "parachute.state"));
+  // One process: with workers the sockets are opened before the state is read anyway.
+  const args = [...runArgs({ httpPort: holder.port, stateDir: dir, socket: path.join(dir, "admin.sock") }), "--workers", "1"];
+  const result = await runCli(args, {}, { timeoutMs: 10_000 });
   expect(result.timedOut).toBeUndefined();
   expect(result.code).toBe(1);
   expect(result.stderr).toStartWith("Error: ");
   expect(result.stderr).toContain(String(holder.port));
   expect(result.stderr.toLowerCase()).toContain("in use");
+  expect(result.stdout).not.toContain("State restored");
   // It did not leave a socket behind that a client could mistake for a server.
   const client = await runCli(["list", "--socket", path.join(dir, "admin.sock")]);
   expect(client.code).toBe(1);

@@ -52,9 +52,10 @@ async function claimSocket(socket: string) {
 }
 
 /**
- * The metrics port is shared with a successor during an upgrade (SO_REUSEPORT;
- * Bun.serve cannot adopt a socket), so it cannot rely on the bind failing:
- * a normal start first checks that nothing else holds it.
+ * Throws the bind error if something holds `port` (it is bound exclusively,
+ * then let go). A start checks its ports before it restores the state; and
+ * the metrics port, shared with a successor during an upgrade (SO_REUSEPORT,
+ * since Bun.serve cannot adopt a socket), cannot rely on its own bind failing.
  */
 function checkPortFree(port: number, hostname: string | undefined) {
   listenTcp({ port, hostname }, (transport) => transport.destroy()).stop(true);
@@ -85,6 +86,13 @@ interface TrafficSetup {
 
 /** One process: the data plane runs here, on its own listeners. */
 function trafficHere({ options, handover, certificates, registry: makeRegistry }: TrafficSetup): { traffic: Traffic; registry: Registry } {
+  // The state is restored before the listeners open (their first request must
+  // find it), so a port that is taken is found first: the start fails before
+  // it has restored (and logged) anything.
+  if (!handover) {
+    if (options.httpPort > 0) listen("HTTP", options.httpPort, () => checkPortFree(options.httpPort, options.bind));
+    if (options.httpsPort > 0) listen("HTTPS", options.httpsPort, () => checkPortFree(options.httpsPort, options.bind));
+  }
   const registry = makeRegistry();
   const listeners = new DataPlaneListeners({
     routes: registry,
@@ -205,8 +213,9 @@ export async function runServer(options: RunOptions): Promise<void> {
       return registry;
     },
   };
-  const { traffic, registry } = options.workers > 1 ? await trafficInWorkers(setup) : trafficHere(setup);
   const metricsPort = handover ? handover.metricsPort : options.metricsPort;
+  if (!handover && metricsPort > 0) listen("metrics", metricsPort, () => checkPortFree(metricsPort, options.bind));
+  const { traffic, registry } = options.workers > 1 ? await trafficInWorkers(setup) : trafficHere(setup);
   /** The pid of the server serving now (the anchor follows it). */
   const pidFile = path.join(options.stateDir, "parachute.pid");
 
@@ -216,9 +225,8 @@ export async function runServer(options: RunOptions): Promise<void> {
   try {
     metricsServer =
       metricsPort > 0
-        ? listen("metrics", metricsPort, () => {
-            if (!handover) checkPortFree(metricsPort, options.bind);
-            return Bun.serve({
+        ? listen("metrics", metricsPort, () =>
+            Bun.serve({
               port: metricsPort,
               hostname: options.bind,
               reusePort: true,
@@ -227,8 +235,8 @@ export async function runServer(options: RunOptions): Promise<void> {
                 new URL(req.url).pathname === "/metrics"
                   ? new Response(await traffic.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
                   : new Response("Not Found\n", { status: 404 }),
-            });
-          })
+            }),
+          )
         : undefined;
   } catch (error) {
     traffic.abort();

@@ -1,6 +1,7 @@
 // Run options (README "Configuration"): an explicit flag beats PARACHUTE_<NAME>, which beats
 // <NAME>, which beats the default. A bad value is an error naming where it
 // came from; it never silently falls back.
+import * as fs from "node:fs";
 import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -32,6 +33,34 @@ export interface AcmeOptions {
 }
 
 export class ConfigError extends Error {}
+
+function readOptional(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+/** A cgroup CPU quota in cores (a container's `--cpus`), from cgroup v2 or v1; undefined when there is none. */
+function cgroupCpuQuota(read: (file: string) => string | undefined): number | undefined {
+  const [quota, period] = (read("/sys/fs/cgroup/cpu.max") ?? "").trim().split(/\s+/).map(Number);
+  if (quota! > 0 && period! > 0) return quota! / period!;
+  const v1Quota = Number(read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"));
+  const v1Period = Number(read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
+  if (v1Quota > 0 && v1Period > 0) return v1Quota / v1Period;
+  return undefined;
+}
+
+/**
+ * The cores this process may use, the default worker count: the CPUs it may
+ * run on (its affinity), lowered to a cgroup CPU quota rounded up, so that a
+ * container limited to 2 CPUs on a 64-core host runs 2 workers, not 64.
+ */
+export function availableCores(cpus = os.availableParallelism(), read: (file: string) => string | undefined = readOptional): number {
+  const quota = cgroupCpuQuota(read);
+  return quota === undefined ? cpus : Math.max(1, Math.min(cpus, Math.ceil(quota)));
+}
 
 type Env = Record<string, string | undefined>;
 
@@ -110,7 +139,7 @@ export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunO
     stateDir: path.resolve(stateDir),
     debug: resolve(booleanSchema, "debug", flags.debug, "DEBUG", env, false),
     socket: resolveSocketPath(flags.socket, env),
-    workers: resolve(workerCountSchema, "workers", flags.workers, "WORKERS", env, os.availableParallelism()),
+    workers: resolve(workerCountSchema, "workers", flags.workers, "WORKERS", env, availableCores()),
     acme: resolveAcmeOptions(env),
   };
 }

@@ -2,7 +2,7 @@
 BUN ?= bun
 SOURCES := $(shell find src -name '*.ts') package.json bun.lock
 
-.PHONY: all build test test-tools test-binary typecheck check unit run demo bench docker sample clean install bun
+.PHONY: all build test test-tools test-binary typecheck check suite run demo bench docker sample clean install bun
 
 all: build
 
@@ -30,7 +30,8 @@ typecheck: install
 check: install
 	$(BUN) test ./src
 
-unit: install
+# Every test: the unit tests and the end-to-end suites (real processes, from source).
+suite: install
 	$(BUN) test --timeout 60000
 
 # The end-to-end suites that matter most run again against the compiled
@@ -45,7 +46,7 @@ test-binary: dist/parachute
 test-tools:
 	@bash scripts/test-tools.sh
 
-test: test-tools typecheck unit test-binary
+test: test-tools typecheck suite test-binary
 
 run: install
 	$(BUN) src/main.ts run --http-port 8080 --https-port 0 --state-dir .state --socket .state/parachute.sock

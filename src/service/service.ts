@@ -163,10 +163,9 @@ export class Service {
     if (targets.length === 0) return;
     log.info("Draining", { service: this.name, targets: targets.map((t) => t.address), drain_timeout_ms: timeoutMs });
     const cancelled = await this.runtime.drainer(this.name, targets, timeoutMs, true);
-    for (const target of targets) {
-      // A target redeployed while it drained is live again: keep it.
-      if (!this.live.includes(target)) this.draining.delete(target);
-    }
+    // Commands on one service run one at a time, so none can have made a
+    // draining target live again meanwhile.
+    for (const target of targets) this.draining.delete(target);
     log.info("Drained", { service: this.name, targets: targets.map((t) => t.address), cancelled });
   }
 

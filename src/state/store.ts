@@ -6,7 +6,8 @@ import * as path from "node:path";
 import * as v from "valibot";
 import { hostSchema, pathPrefixSchema, targetSchema } from "../values.ts";
 
-const ms = v.pipe(v.number(), v.integer(), v.minValue(0));
+/** Milliseconds and byte counts alike: whole, not negative. */
+const whole = v.pipe(v.number(), v.integer(), v.minValue(0));
 
 const OptionsSchema = v.object({
   hosts: v.array(hostSchema),
@@ -20,23 +21,23 @@ const OptionsSchema = v.object({
   canonicalHost: v.optional(hostSchema),
   healthCheck: v.object({
     path: v.string(),
-    intervalMs: ms,
-    timeoutMs: ms,
+    intervalMs: whole,
+    timeoutMs: whole,
     port: v.optional(v.number()),
     host: v.optional(v.string()),
   }),
-  targetTimeoutMs: ms,
-  drainTimeoutMs: ms,
+  targetTimeoutMs: whole,
+  drainTimeoutMs: whole,
   forwardHeaders: v.boolean(),
   bufferRequests: v.boolean(),
   bufferResponses: v.boolean(),
-  bufferMemory: ms,
-  maxRequestBody: ms,
-  maxResponseBody: ms,
+  bufferMemory: whole,
+  maxRequestBody: whole,
+  maxResponseBody: whole,
   errorPages: v.optional(v.string()),
   logRequestHeaders: v.array(v.string()),
   logResponseHeaders: v.array(v.string()),
-  writerAffinityTimeoutMs: v.optional(ms, 1000),
+  writerAffinityTimeoutMs: v.optional(whole, 1000),
 });
 
 const ServiceSchema = v.object({
@@ -46,7 +47,7 @@ const ServiceSchema = v.object({
   readTargets: v.optional(v.array(targetSchema), []),
   mode: v.optional(v.picklist(["running", "paused", "stopped"]), "running"),
   stopMessage: v.optional(v.string(), ""),
-  maxPauseMs: v.optional(ms, 30_000),
+  maxPauseMs: v.optional(whole, 30_000),
   rollout: v.optional(
     v.object({
       targets: v.array(targetSchema),
@@ -63,7 +64,6 @@ export const StateSchema = v.object({
 
 export type SavedState = v.InferOutput<typeof StateSchema>;
 export type SavedService = SavedState["services"][number];
-export type SavedOptions = SavedService["options"];
 
 export class StateStore {
   readonly file: string;
@@ -94,7 +94,7 @@ export class StateStore {
     const result = v.safeParse(StateSchema, json);
     if (!result.success) {
       const issue = result.issues[0]!;
-      const where = issue.path?.map((p) => String(p.key)).join(".") ?? "";
+      const where = v.getDotPath(issue) ?? "";
       return { state: empty, ...this.setAside(`state file does not match the schema${where ? ` at ${where}` : ""}: ${issue.message}`) };
     }
     return { state: result.output };

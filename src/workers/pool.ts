@@ -9,7 +9,7 @@ import type { DataPlane } from "../service/registry.ts";
 import type { RoutingState } from "../service/routing-state.ts";
 import type { Target } from "../service/target.ts";
 import { HANDOVER_ENV, HTTP_FD, HTTPS_FD, LAUNCH } from "../server/upgrade.ts";
-import { WORKER_ENV, type FromWorker, type TlsState, type ToWorker, type WorkerSettings } from "./protocol.ts";
+import { CUT_EXIT_CODE, WORKER_ENV, type FromWorker, type TlsState, type ToWorker, type WorkerSettings } from "./protocol.ts";
 
 /** A worker that has not applied a change by then is stuck: it is restarted (with the change). */
 const APPLY_TIMEOUT_MS = 10_000;
@@ -104,6 +104,7 @@ export class WorkerPool implements DataPlane {
       serialization: "json",
       ipc: (message: FromWorker) => this.received(worker, message, settle.resolve),
       onExit: (_process, code, signal) => {
+        if (code === CUT_EXIT_CODE) worker.graceful = false;
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
         settle.reject(new Error(`worker ${index} ${how} before it served (its log lines say why)`));
         this.exited(worker, how);

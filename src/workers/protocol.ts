@@ -6,6 +6,9 @@ import type { RequestSamples } from "../metrics.ts";
 import type { RoutingState } from "../service/routing-state.ts";
 import { jsonFromEnv, portSchema } from "../values.ts";
 
+/** A stopping worker's exit code when its drain had to cut what was left (the `stopped` message may not get out first). */
+export const CUT_EXIT_CODE = 3;
+
 /** The environment variable that makes a `run` process a worker, and tells it its sockets. */
 export const WORKER_ENV = "PARACHUTE_WORKER";
 

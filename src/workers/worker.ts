@@ -6,7 +6,7 @@
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { DataPlaneListeners } from "../server/data-plane.ts";
-import type { FromWorker, ToWorker, WorkerSettings } from "./protocol.ts";
+import { CUT_EXIT_CODE, type FromWorker, type ToWorker, type WorkerSettings } from "./protocol.ts";
 import { ReplicaCertificates, ReplicaRoutes } from "./replica.ts";
 
 /** How long a worker whose control plane died lets its requests finish. */
@@ -31,7 +31,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
     log.info("Worker stopped", { pid: process.pid, graceful });
     send({ type: "stopped", graceful });
     log.flush();
-    process.exit(0);
+    process.exit(graceful ? 0 : CUT_EXIT_CODE);
   };
 
   // The first routing and TLS states arrive before the worker starts accepting.

@@ -153,25 +153,30 @@ describe("rollout on one service", () => {
 });
 
 describe("a failed rollout deploy", () => {
-  test("leaves a rollout target that fails its checks but still answers exactly as it was", async () => {
+  test("a lone rollout target that fails its checks: its clients fall back to the active targets, and a failed rollout deploy leaves it as it was", async () => {
     const host = "ro-sick.test";
     const stable = backend("ro-sick-stable");
     const canary = backend("ro-sick-canary");
     await mustRun(proxy, ["deploy", "rosick", "--host", host, "--target", stable.address, "--health-check-interval", "100ms"]);
     await mustRun(proxy, ["rollout", "deploy", "rosick", "--target", canary.address]);
     await mustRun(proxy, ["rollout", "set", "rosick", "--list", "beta"]);
-    // The lone rollout target starts failing /up; beta clients still reach it.
+    expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-canary");
+    // The lone rollout target starts failing /up: beta clients go to the active targets meanwhile.
     canary.setHealth(500);
     await eventually("the canary to be unhealthy", async () => (await getService(proxy, "rosick"))?.targets.some((t) => t.role === "rollout" && t.state === "unhealthy"));
-    expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-canary");
+    expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-stable");
     const before = await snapshot(proxy);
 
     const failed = await proxy.cli(["rollout", "deploy", "rosick", "--target", canary.address, "--deploy-timeout", "500ms"]);
     expect(failed.code).toBe(1);
     expect(failed.stderr).toContain(`Error: target ${canary.address} failed to become healthy within 500ms`);
     expect(await snapshot(proxy)).toEqual(before);
-    for (let i = 0; i < 5; i++) expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-canary");
+    for (let i = 0; i < 5; i++) expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-stable");
     expect(await noCookie(proxy, host, 5)).toEqual(new Set(["ro-sick-stable"]));
+    // Healthy again, it gets its clients back.
+    canary.setHealth(200);
+    await eventually("the canary to be healthy", async () => (await getService(proxy, "rosick"))?.targets.some((t) => t.role === "rollout" && t.state === "healthy"));
+    expect(await backendOf(proxy, host, withCookie("beta"))).toBe("ro-sick-canary");
   }, TIMEOUT);
 });
 

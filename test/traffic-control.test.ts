@@ -341,6 +341,21 @@ describe("read targets and writer affinity", () => {
     const again = await Promise.all(Array.from({ length: 10 }, () => backendOf(proxy, host)));
     expect(new Set(again)).toEqual(new Set(["reader2-1", "reader2-2"]));
   }, TIMEOUT);
+
+  test("with its only read target unhealthy, reads go to the writers", async () => {
+    const host = "rw3.test";
+    const writer = backend("writer3");
+    const reader = backend("reader3");
+    await mustRun(proxy, ["deploy", "rw3", "--host", host, "--target", writer.address, "--read-target", reader.address, "--health-check-interval", "200ms"]);
+    expect(await backendOf(proxy, host)).toBe("reader3");
+    const down = nextLog(proxy, healthChanged(reader.address, "unhealthy"), 3_000);
+    reader.setHealth(500);
+    await down;
+    const served = reader.requests;
+    const reads = await Promise.all(Array.from({ length: 10 }, () => backendOf(proxy, host)));
+    expect(new Set(reads)).toEqual(new Set(["writer3"]));
+    expect(reader.requests).toBe(served);
+  }, TIMEOUT);
 });
 
 describe("bad input is refused with Error:, exit 1, and no state change", () => {

@@ -491,3 +491,17 @@ test(
   },
   20_000,
 );
+
+test("pause closes open WebSockets with 1001 at once instead of waiting out --drain-timeout (20 s; the test has 15)", async () => {
+  await deploy("ws-paused", ["--target", app.address, "--host", "paused.test"]);
+  const open = connect("/chat", "paused.test");
+  await open.opened;
+  const paused = await proxy.cli(["pause", "ws-paused", "--drain-timeout", "20s"]);
+  expect(paused.code).toBe(0);
+  expect((await open.closed).code).toBe(1001);
+  expect((await proxy.cli(["resume", "ws-paused"])).code).toBe(0);
+  const again = connect("/chat", "paused.test");
+  await again.opened;
+  expect(await again.ask("whoami")).toBe("ws-app");
+  again.close(1000);
+}, 15_000);

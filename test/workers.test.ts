@@ -3,6 +3,9 @@
 // metrics are totals, a killed worker comes back, and an upgrade replaces
 // them all without a failed request.
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import { freePort, processAlive, Proxy, runCli, waitFor } from "./support/proxy.ts";
 import { isPending, mustRun } from "./support/traffic.ts";
@@ -202,3 +205,21 @@ test("a bad worker count is refused, naming the value", async () => {
     expect(result.stderr).toContain(named);
   }
 });
+
+test("every worker answers with the error pages as read at the last deploy, also after editing them and redeploying", async () => {
+  const app = backend("paged");
+  const pages = fs.mkdtempSync(path.join(os.tmpdir(), "parachute-pages-"));
+  fs.writeFileSync(path.join(pages, "503.html"), "<p>first {{message}}</p>");
+  const deploy = ["deploy", "app", "--host", HOST, "--target", app.address, "--error-pages", pages, ...fast];
+  await mustRun(proxy, deploy);
+  await mustRun(proxy, ["stop", "app", "--message", "soon"]);
+  const page = async () => {
+    const res = await proxy.fetch("/", { host: HOST, headers: { connection: "close" } });
+    return `${res.status} ${await res.text()}`;
+  };
+  for (const worker of [1, 2]) expect(await onlyThrough(worker, page)).toContain("first soon");
+  fs.writeFileSync(path.join(pages, "503.html"), "<p>second {{message}}</p>");
+  await mustRun(proxy, deploy);
+  for (const worker of [1, 2]) expect(await onlyThrough(worker, page)).toBe("503 <p>second soon</p>");
+  await mustRun(proxy, ["resume", "app"]);
+}, 30_000);

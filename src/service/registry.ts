@@ -82,7 +82,7 @@ export class Registry implements GaugeSource {
 
   /** The routing state workers follow. */
   routingState(): RoutingState {
-    return routingState(this.services.values());
+    return routingState(this.services.values(), (s) => this.pages.get(s.name));
   }
 
   /** Makes the current routing live everywhere traffic runs. */

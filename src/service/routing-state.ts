@@ -2,6 +2,7 @@
 // service's options, its target sets with their health, its maintenance mode
 // and its rollout split. The control plane sends a new one after each change
 // (README "Workers"); a worker applies it whole.
+import type { CustomPages } from "../proxy/error-pages.ts";
 import type { ServiceMode } from "./pause.ts";
 import type { Service, ServiceOptions } from "./service.ts";
 import type { Target, TargetHealth } from "./target.ts";
@@ -21,6 +22,8 @@ export interface ServiceState {
   stopMessage: string;
   maxPauseMs: number;
   split: { percent: number; list: string[] };
+  /** The --error-pages as read at deploy, by status: every worker answers with these, not with its own read of the directory. */
+  pages?: [status: number, html: string][];
 }
 
 export interface RoutingState {
@@ -29,7 +32,7 @@ export interface RoutingState {
 
 const targetStates = (targets: readonly Target[]): TargetState[] => targets.map((t) => ({ address: t.address, health: t.health }));
 
-export function routingState(services: Iterable<Service>): RoutingState {
+export function routingState(services: Iterable<Service>, pagesOf: (service: Service) => CustomPages | undefined): RoutingState {
   return {
     services: [...services].map((s) => ({
       name: s.name,
@@ -41,6 +44,7 @@ export function routingState(services: Iterable<Service>): RoutingState {
       stopMessage: s.pause.message,
       maxPauseMs: s.pause.maxPauseMs,
       split: { percent: s.split.percent, list: [...s.split.list] },
+      ...(pagesOf(s) ? { pages: [...pagesOf(s)!] } : {}),
     })),
   };
 }

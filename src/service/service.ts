@@ -126,12 +126,12 @@ export class Service {
    */
   pick(isRead: boolean, rolloutCookie: string | undefined, pinnedToWriter: boolean): Pick {
     if (this.rolloutSet && this.split.chooses(rolloutCookie)) {
-      const target = this.rolloutSet.pick();
+      const target = this.rolloutSet.pick(false);
       if (target) return { target, pinWriter: false };
     }
     if (isRead) {
       if (!pinnedToWriter && this.readers.targets.length) {
-        const reader = this.readers.pick();
+        const reader = this.readers.pick(false);
         if (reader) return { target: reader, pinWriter: false };
       }
       return { target: this.writers.pick(), pinWriter: false };
@@ -169,9 +169,15 @@ export class Service {
     log.info("Drained", { service: this.name, targets: targets.map((t) => t.address), cancelled });
   }
 
-  /** Waits for the requests in flight on live targets (pause and stop), cancelling them at the deadline. */
+  /**
+   * Waits for the requests in flight on live targets (pause and stop),
+   * cancelling them at the deadline. Open WebSockets are closed at once
+   * (1001): a session never ends by itself, so waiting for one would only
+   * hold the command for the whole drain timeout; the client's reconnect is
+   * then held (pause) or refused (stop) like any new request.
+   */
   async drainInFlight(timeoutMs: number): Promise<void> {
-    await this.runtime.drainer(this.name, this.live, timeoutMs, false);
+    await this.runtime.drainer(this.name, this.live, timeoutMs, true);
   }
 
   role(target: Target): TargetRole {

@@ -3,10 +3,9 @@
 // keeps its Target objects across changes, since they count this worker's
 // requests in flight (which drains wait for). It runs no health checks: the
 // control plane's verdicts arrive with the state.
-import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
+import type { CustomPages } from "../proxy/error-pages.ts";
 import { Router } from "../routing/router.ts";
 import type { CertificateView, Routes } from "../data/pipeline.ts";
-import { log } from "../log.ts";
 import type { ServiceLoad } from "../metrics.ts";
 import { RolloutSplit } from "../service/rollout.ts";
 import type { RoutingState, ServiceState, TargetState } from "../service/routing-state.ts";
@@ -21,7 +20,7 @@ export class ReplicaRoutes implements Routes {
   private readonly services = new Map<string, Service>();
   /** Services the control plane removed, kept while it drains them. */
   private readonly removed = new Map<string, Service>();
-  private readonly pages = new Map<string, { dir: string; pages: CustomPages | undefined }>();
+  private readonly pages = new Map<string, CustomPages>();
 
   service(name: string): Service | undefined {
     return this.services.get(name);
@@ -32,7 +31,7 @@ export class ReplicaRoutes implements Routes {
   }
 
   errorPages(service: Service): CustomPages | undefined {
-    return this.pages.get(service.name)?.pages;
+    return this.pages.get(service.name);
   }
 
   apply(state: RoutingState) {
@@ -71,19 +70,8 @@ export class ReplicaRoutes implements Routes {
     if (saved.mode === "paused") pause.pause(saved.maxPauseMs);
     else if (saved.mode === "stopped" && (pause.mode !== "stopped" || pause.message !== saved.stopMessage)) pause.stop(saved.stopMessage);
     else if (saved.mode === "running" && pause.mode !== "running") pause.resume();
-    this.loadPages(saved.name, saved.options.errorPages);
-  }
-
-  private loadPages(name: string, dir: string | undefined) {
-    if (!dir) return void this.pages.delete(name);
-    if (this.pages.get(name)?.dir === dir) return;
-    let pages: CustomPages | undefined;
-    try {
-      pages = loadCustomPages(dir);
-    } catch (error) {
-      log.warn("Error pages unavailable; using built-in pages", { service: name, error: (error as Error).message });
-    }
-    this.pages.set(name, { dir, pages });
+    if (saved.pages) this.pages.set(saved.name, new Map(saved.pages));
+    else this.pages.delete(saved.name);
   }
 
   /** Waits for this worker's requests on these targets (see Drainer). */

@@ -128,10 +128,6 @@ export class H2Server {
     return this.server.port!;
   }
 
-  get pendingRequests(): number {
-    return this.server.pendingRequests;
-  }
-
   stop(force: boolean): Promise<void> {
     return this.server.stop(force);
   }

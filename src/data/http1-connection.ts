@@ -111,10 +111,6 @@ export class Http1Connection implements Responder {
     return this.state === "head" && !this.buffer;
   }
 
-  get busy(): boolean {
-    return this.state === "busy";
-  }
-
   private onData(chunk: Uint8Array) {
     if (this.state === "closing" || this.state === "closed") return;
     let rest = chunk;

@@ -52,13 +52,6 @@ export class Http1Server implements ConnectionOwner {
     }
   }
 
-  /** Requests being answered and WebSockets open. */
-  get pendingRequests(): number {
-    let busy = this.tunnels.size;
-    for (const connection of this.connections) if (connection.busy) busy++;
-    return busy;
-  }
-
   /** Every WebSocket gets a close frame (e.g. 1001 at shutdown), so none holds the stop. */
   closeWebSockets(code: number, reason: string) {
     for (const tunnel of this.tunnels) tunnel.close(code, reason);

@@ -115,10 +115,6 @@ export class HttpsListener {
     log.info("HTTPS certificates loaded", { hosts: entries.map((e) => e.host) });
   }
 
-  get pendingRequests(): number {
-    return this.h2?.pendingRequests ?? 0;
-  }
-
   async stop(force: boolean) {
     this.front.stop(force);
     await this.h2?.stop(force);

@@ -101,11 +101,6 @@ export class DataPlaneListeners {
     return { httpFd: listenerFd(this.http), httpsFd: this.https?.fd };
   }
 
-  /** Requests being answered and WebSockets open. */
-  inFlight(): number {
-    return this.http1.pendingRequests + (this.https?.pendingRequests ?? 0);
-  }
-
   private async stopListeners(force: boolean) {
     this.http.stop(force);
     await Promise.all([this.http1.stop(force), this.https?.stop(force)]);

@@ -57,8 +57,8 @@ async function claimSocket(socket: string) {
  * the metrics port, shared with a successor during an upgrade (SO_REUSEPORT,
  * since Bun.serve cannot adopt a socket), cannot rely on its own bind failing.
  */
-function checkPortFree(port: number, hostname: string | undefined) {
-  listenTcp({ port, hostname }, (transport) => transport.destroy()).stop(true);
+function checkPortFree(what: string, port: number, hostname: string | undefined) {
+  listen(what, port, () => listenTcp({ port, hostname }, (transport) => transport.destroy()).stop(true));
 }
 
 /** Where the proxied traffic runs: in this process, or in workers. The rest of the server treats both alike. */
@@ -90,8 +90,8 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
   // find it), so a port that is taken is found first: the start fails before
   // it has restored (and logged) anything.
   if (!handover) {
-    if (options.httpPort > 0) listen("HTTP", options.httpPort, () => checkPortFree(options.httpPort, options.bind));
-    if (options.httpsPort > 0) listen("HTTPS", options.httpsPort, () => checkPortFree(options.httpsPort, options.bind));
+    if (options.httpPort > 0) checkPortFree("HTTP", options.httpPort, options.bind);
+    if (options.httpsPort > 0) checkPortFree("HTTPS", options.httpsPort, options.bind);
   }
   const registry = makeRegistry();
   const listeners = new DataPlaneListeners({
@@ -214,7 +214,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     },
   };
   const metricsPort = handover ? handover.metricsPort : options.metricsPort;
-  if (!handover && metricsPort > 0) listen("metrics", metricsPort, () => checkPortFree(metricsPort, options.bind));
+  if (!handover && metricsPort > 0) checkPortFree("metrics", metricsPort, options.bind);
   const { traffic, registry } = options.workers > 1 ? await trafficInWorkers(setup) : trafficHere(setup);
   /** The pid of the server serving now (the anchor follows it). */
   const pidFile = path.join(options.stateDir, "parachute.pid");

@@ -125,6 +125,7 @@ export class Registry implements GaugeSource {
    * them, a stop answers them 503, a removal 404.
    */
   async followSaved(): Promise<void> {
+    if ([...this.services.values()].every((s) => s.pause.mode === "running")) return;
     const saved = this.store.peek();
     if (!saved) return;
     let changed = false;
@@ -548,11 +549,7 @@ export class Registry implements GaugeSource {
   // ---------------------------------------------------------------- metrics
 
   inFlight() {
-    return [...this.services.values()].map((s) => ({
-      service: s.name,
-      value: [...s.live, ...s.draining].reduce((sum, t) => sum + t.inflightCount, 0),
-      paused: s.pause.waiting,
-    }));
+    return [...this.services.values()].map((s) => s.load());
   }
 
   targetHealth() {

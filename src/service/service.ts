@@ -3,6 +3,7 @@
 // targets still draining. Knows nothing of listeners or the CLI; the proxy and
 // the admin API both act on it.
 import { log } from "../log.ts";
+import type { ServiceLoad } from "../metrics.ts";
 import { Balancer } from "./balancer.ts";
 import { HealthCheck, type HealthCheckConfig } from "./health-check.ts";
 import { PauseController } from "./pause.ts";
@@ -178,6 +179,15 @@ export class Service {
    */
   async drainInFlight(timeoutMs: number): Promise<void> {
     await this.runtime.drainer(this.name, this.live, timeoutMs, true);
+  }
+
+  /** Requests in flight on its targets (draining ones too), and requests its pause holds. */
+  load(): ServiceLoad {
+    return {
+      service: this.name,
+      value: [...this.live, ...this.draining].reduce((sum, t) => sum + t.inflightCount, 0),
+      paused: this.pause.waiting,
+    };
   }
 
   role(target: Target): TargetRole {

@@ -32,7 +32,6 @@ export interface WorkerPoolOptions {
 class WorkerProcess {
   /** Said hello: it gets every change from now on. */
   greeted = false;
-  ready = false;
   /** Its drain at a stop finished everything (false once it says otherwise, or is killed). */
   graceful = true;
   applied = 0;
@@ -127,7 +126,6 @@ export class WorkerPool implements DataPlane {
         if (this.latestRouting) worker.send(this.latestRouting);
         return;
       case "ready":
-        worker.ready = true;
         return ready();
       case "applied":
         worker.applied = Math.max(worker.applied, message.change);

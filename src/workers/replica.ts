@@ -87,11 +87,7 @@ export class ReplicaRoutes implements Routes {
 
   /** Requests in flight by service, for the control plane's /metrics. */
   inFlight(): ServiceLoad[] {
-    return [...this.services.values()].map((s) => ({
-      service: s.name,
-      value: [...s.live, ...s.draining].reduce((sum, t) => sum + t.inflightCount, 0),
-      paused: s.pause.waiting,
-    }));
+    return [...this.services.values()].map((s) => s.load());
   }
 }
 

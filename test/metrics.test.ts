@@ -1,8 +1,7 @@
 // /metrics after real traffic: Prometheus text with the expected series and counts.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startBackend, type Backend } from "./support/backend.ts";
-import { freePort } from "./support/pebble.ts";
-import { Proxy } from "./support/proxy.ts";
+import { freePort, Proxy } from "./support/proxy.ts";
 
 let proxy: Proxy;
 let backend: Backend;

@@ -15,8 +15,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import type { Echo } from "./support/helpers.ts";
-import { freePort, pebbleAvailable, startPebble, type Pebble } from "./support/pebble.ts";
-import { Proxy, waitFor } from "./support/proxy.ts";
+import { pebbleAvailable, startPebble, type Pebble } from "./support/pebble.ts";
+import { freePort, Proxy, waitFor } from "./support/proxy.ts";
 import { curl, curlHttps, httpsPortOf, peerCertificate, restart } from "./support/tls-tools.ts";
 
 // Real processes and a real CA: more room than the 5 s default, still bounded.

@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
-import { tempDir, waitFor } from "./proxy.ts";
+import { freePort, tempDir, waitFor } from "./proxy.ts";
 
 /**
  * Whether the TLS suites can run. Outside CI a machine without pebble skips
@@ -17,31 +17,46 @@ export function pebbleAvailable(): boolean {
   return available;
 }
 
-/** A port nothing listens on right now. */
-export async function freePort(): Promise<number> {
-  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
-  const port = server.port!;
-  await server.stop(true);
-  return port;
-}
-
 async function run(cmd: string[], cwd: string) {
   const proc = Bun.spawn(cmd, { cwd, stdout: "pipe", stderr: "pipe" });
   const code = await proc.exited;
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed: ${await new Response(proc.stderr).text()}`);
 }
 
-/** Resolves once 127.0.0.1:`port` accepts a TCP connection. */
-function waitForPort(port: number, timeoutMs = 10_000) {
-  return waitFor(
-    `port ${port} to open`,
-    async () => {
-      const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
-      socket.end();
-      return true;
-    },
-    { timeoutMs, intervalMs: 50 },
-  );
+/** A pebble process that exited before its port opened; `portTaken` when the cause was a port bound in between. */
+class StartFailure extends Error {
+  constructor(
+    message: string,
+    readonly portTaken: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Resolves once 127.0.0.1:`port` accepts a TCP connection. Fails at once if
+ * `proc` exits first, or after 10 s, with the processes' output (and stops
+ * them, so that a failed start leaves nothing running).
+ */
+async function waitForPort(name: string, proc: Subprocess, port: number, finalOutput: () => Promise<string>) {
+  const exited = () => proc.exitCode !== null || proc.signalCode !== null;
+  try {
+    await waitFor(
+      `${name} to open port ${port}`,
+      async () => {
+        if (exited()) return true;
+        const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+        socket.end();
+        return true;
+      },
+      { timeoutMs: 10_000, intervalMs: 50 },
+    );
+  } catch (error) {
+    throw new StartFailure(`${(error as Error).message}; its output:\n${await finalOutput()}`, false);
+  }
+  if (!exited()) return;
+  const text = await finalOutput();
+  throw new StartFailure(`${name} exited (${proc.exitCode ?? proc.signalCode}) before port ${port} opened:\n${text}`, /address already in use/i.test(text));
 }
 
 export interface Pebble {
@@ -62,8 +77,18 @@ export interface Pebble {
  * `env` may set e.g. PEBBLE_VA_ALWAYS_VALID or a short certificate validity.
  */
 export async function startPebble(httpPort: number, env: Record<string, string> = {}): Promise<Pebble> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startPebbleOnce(httpPort, env);
+    } catch (error) {
+      if (!(error instanceof StartFailure && error.portTaken && attempt < 3)) throw error;
+    }
+  }
+}
+
+async function startPebbleOnce(httpPort: number, env: Record<string, string>): Promise<Pebble> {
   const dir = tempDir("parachute-pebble-");
-  const [acmePort, mgmtPort, dnsPort, challMgmtPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [acmePort, mgmtPort, dnsPort, challMgmtPort, tlsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   await run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=parachute test CA"], dir);
   await run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "pebble-key.pem", "-out", "pebble.csr", "-subj", "/CN=localhost"], dir);
   fs.writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
@@ -77,7 +102,7 @@ export async function startPebble(httpPort: number, env: Record<string, string> 
         certificate: path.join(dir, "pebble-cert.pem"),
         privateKey: path.join(dir, "pebble-key.pem"),
         httpPort,
-        tlsPort: await freePort(),
+        tlsPort,
         ocspResponderURL: "",
         externalAccountBindingRequired: false,
       },
@@ -85,28 +110,35 @@ export async function startPebble(httpPort: number, env: Record<string, string> 
   );
   const procs: Subprocess[] = [];
   let output = "";
+  const collecting: Promise<void>[] = [];
   const collect = async (stream: ReadableStream<Uint8Array>) => {
     for await (const chunk of stream) output += new TextDecoder().decode(chunk);
   };
-  const dns = Bun.spawn(
-    ["pebble-challtestsrv", "-dns01", `127.0.0.1:${dnsPort}`, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", `127.0.0.1:${challMgmtPort}`, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
-    { cwd: dir, stdout: "pipe", stderr: "pipe" },
-  );
-  procs.push(dns);
-  void collect(dns.stdout);
-  void collect(dns.stderr);
-  await waitForPort(challMgmtPort);
-  const pebble = Bun.spawn(["pebble", "-config", "pebble-config.json", "-dnsserver", `127.0.0.1:${dnsPort}`, "-strict=false"], {
-    cwd: dir,
-    env: { ...process.env, PEBBLE_VA_NOSLEEP: "1", PEBBLE_WFE_NONCEREJECT: "0", ...env },
-    stdout: "pipe",
-    stderr: "pipe",
+  const spawn = (cmd: string[], processEnv?: Record<string, string | undefined>) => {
+    const proc = Bun.spawn(cmd, { cwd: dir, env: processEnv, stdout: "pipe", stderr: "pipe" });
+    procs.push(proc);
+    collecting.push(collect(proc.stdout), collect(proc.stderr));
+    return proc;
+  };
+  const stop = async () => {
+    for (const proc of procs) proc.kill("SIGKILL");
+    await Promise.all(procs.map((p) => p.exited));
+  };
+  const finalOutput = async () => {
+    await stop();
+    await Promise.all(collecting);
+    return output;
+  };
+  const dns = spawn(["pebble-challtestsrv", "-dns01", `127.0.0.1:${dnsPort}`, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", `127.0.0.1:${challMgmtPort}`, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
+  await waitForPort("pebble-challtestsrv", dns, challMgmtPort, finalOutput);
+  const pebble = spawn(["pebble", "-config", "pebble-config.json", "-dnsserver", `127.0.0.1:${dnsPort}`, "-strict=false"], {
+    ...process.env,
+    PEBBLE_VA_NOSLEEP: "1",
+    PEBBLE_WFE_NONCEREJECT: "0",
+    ...env,
   });
-  procs.push(pebble);
-  void collect(pebble.stdout);
-  void collect(pebble.stderr);
-  await waitForPort(acmePort);
-  await waitForPort(mgmtPort);
+  await waitForPort("pebble", pebble, acmePort, finalOutput);
+  await waitForPort("pebble", pebble, mgmtPort, finalOutput);
   const apiCaFile = path.join(dir, "ca.pem");
   return {
     dir,
@@ -117,9 +149,6 @@ export async function startPebble(httpPort: number, env: Record<string, string> 
       return res.text();
     },
     output: () => output,
-    async stop() {
-      for (const proc of procs) proc.kill("SIGKILL");
-      await Promise.all(procs.map((p) => p.exited));
-    },
+    stop,
   };
 }

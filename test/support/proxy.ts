@@ -72,12 +72,23 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-/** A TCP port that was free a moment ago on 127.0.0.1 (bound to port 0, then closed). */
+const handedOut = new Set<number>();
+
+/**
+ * A TCP port that was free a moment ago on 127.0.0.1 (bound to port 0, then
+ * closed). The kernel may offer a just-closed port again, so a port is never
+ * handed out twice in one test process: two servers of one test must not be
+ * given the same port.
+ */
 export async function freePort(): Promise<number> {
-  const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = server.port;
-  server.stop(true);
-  return port;
+  for (;;) {
+    const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = server.port;
+    server.stop(true);
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
 
 /**

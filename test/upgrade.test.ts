@@ -36,7 +36,7 @@ beforeAll(async () => {
     ["ws", "ws.test", wsBackend.address],
   ] as const) {
     const deployed = await proxy.cli(["deploy", service, "--host", host, "--target", target, "--health-check-interval", "200ms"]);
-    expect(deployed.stderr).toContain("Deployed");
+    expect(deployed.stdout).toContain("Deployed");
   }
 }, 60_000);
 
@@ -209,7 +209,7 @@ test(
     const pids = new Set([proxy.serverPid]);
     for (let i = 0; i < UPGRADES; i++) {
       const result = await upgrade();
-      expect(result.stderr).toContain("Upgraded parachute");
+      expect(result.stdout).toContain("Upgraded parachute");
       expect(result.code).toBe(0);
       pids.add(proxy.serverPid);
     }

@@ -2,15 +2,8 @@
 // schemas before it sends anything, and the server validates again on arrival,
 // so a bad value is named the same way wherever it comes from.
 import * as v from "valibot";
-import {
-  booleanSchema,
-  durationSchema,
-  hostSchema,
-  pathPrefixSchema,
-  remotePortSchema,
-  sizeSchema,
-  targetSchema,
-} from "../values.ts";
+import { duration, field, requestEntries, SERVICE_OPTIONS } from "../service/options.ts";
+import { booleanSchema, durationSchema, targetSchema } from "../values.ts";
 
 export const serviceNameSchema = v.pipe(
   v.string("expected a service name"),
@@ -19,48 +12,26 @@ export const serviceNameSchema = v.pipe(
 
 const list = <S extends v.GenericSchema>(item: S) => v.array(item, "expected a list");
 const targets = v.pipe(list(targetSchema), v.minLength(1, "at least one target is required"));
-const healthCheckPath = v.pipe(
-  v.string(),
-  v.regex(/^\/[^\s]*$/, (issue) => `invalid health check path "${issue.input}" (expected a path like /up)`),
-);
-const headerName = v.pipe(
-  v.string(),
-  v.regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, (issue) => `invalid header name "${issue.input}"`),
-  v.toLowerCase(),
-);
+
+/** What a deploy takes besides the service's options. */
+export const DEPLOY_PARAMETERS = {
+  targets: field({
+    flag: "target",
+    kind: "list",
+    input: targets,
+    required: true,
+    help: "target HOST:PORT; several are load-balanced",
+    hint: "HOST:PORT",
+  }),
+  readTargets: field({ flag: "read-target", kind: "list", input: list(targetSchema), default: [], help: "target(s) for GET/HEAD requests", hint: "HOST:PORT" }),
+  deployTimeout: duration("deploy-timeout", "30s", "max wait for new targets to become healthy"),
+  force: field({ flag: "force", kind: "boolean", input: booleanSchema, default: false, help: "skip waiting for health checks" }),
+};
 
 export const DeployRequest = v.object({
   service: serviceNameSchema,
-  targets,
-  readTargets: v.optional(list(targetSchema), []),
-  hosts: v.optional(list(hostSchema), []),
-  pathPrefixes: v.optional(v.pipe(list(pathPrefixSchema), v.minLength(1, "at least one path prefix")), ["/"]),
-  stripPathPrefix: v.optional(booleanSchema, true),
-  tls: v.optional(booleanSchema, false),
-  tlsStaging: v.optional(booleanSchema, false),
-  tlsCertificatePath: v.optional(v.string()),
-  tlsPrivateKeyPath: v.optional(v.string()),
-  tlsRedirect: v.optional(booleanSchema, true),
-  canonicalHost: v.optional(hostSchema),
-  deployTimeout: v.optional(durationSchema, "30s"),
-  drainTimeout: v.optional(durationSchema, "30s"),
-  force: v.optional(booleanSchema, false),
-  healthCheckPath: v.optional(healthCheckPath, "/up"),
-  healthCheckInterval: v.optional(durationSchema, "1s"),
-  healthCheckTimeout: v.optional(durationSchema, "5s"),
-  healthCheckPort: v.optional(remotePortSchema),
-  healthCheckHost: v.optional(v.string()),
-  targetTimeout: v.optional(durationSchema, "30s"),
-  forwardHeaders: v.optional(booleanSchema),
-  bufferRequests: v.optional(booleanSchema, false),
-  bufferResponses: v.optional(booleanSchema, false),
-  bufferMemory: v.optional(sizeSchema, "1m"),
-  maxRequestBody: v.optional(sizeSchema, 0),
-  maxResponseBody: v.optional(sizeSchema, 0),
-  errorPages: v.optional(v.string()),
-  logRequestHeaders: v.optional(list(headerName), []),
-  logResponseHeaders: v.optional(list(headerName), []),
-  writerAffinityTimeout: v.optional(durationSchema, "1s"),
+  ...requestEntries(DEPLOY_PARAMETERS),
+  ...requestEntries(SERVICE_OPTIONS),
 });
 export type DeployRequest = v.InferOutput<typeof DeployRequest>;
 

@@ -1,11 +1,12 @@
 // Glue between citty (command tree, help) and our strict flags, request
 // schemas and error output (README "Commands": exit 1 and one `Error: …` line).
-import { defineCommand, renderUsage, type CommandDef } from "citty";
+import { defineCommand, type CommandDef } from "citty";
 import * as v from "valibot";
 import { describeIssues, isMissingField, ValueError } from "../values.ts";
 import { resolveSocketPath } from "../config.ts";
 import { AdminClient, CliError } from "./client.ts";
-import { cittyArgs, flagForField, parseFlags, UsageError, type CommandShape, type FlagTable, type ParsedFlags } from "./flags.ts";
+import { flagForField, parseFlags, UsageError, type CommandShape, type FlagTable, type ParsedFlags } from "./flags.ts";
+import { commandHelp, groupHelp } from "./help.ts";
 
 export const socketFlag: FlagTable = {
   socket: { type: "string", description: "admin socket of the server (default: $PARACHUTE_SOCKET, $XDG_RUNTIME_DIR/parachute.sock or the temp dir)", valueHint: "PATH" },
@@ -18,16 +19,22 @@ export interface CommandContext extends ParsedFlags {
   request: <S extends v.GenericSchema>(schema: S, extra?: Record<string, unknown>) => v.InferOutput<S>;
 }
 
-/** The parent shown in usage headings (`parachute deploy`, `parachute rollout set`). */
-const PROGRAM = defineCommand({ meta: { name: "parachute" } });
+const shapes = new WeakMap<CommandDef, CommandShape>();
 
-/**
- * citty's usage text. SERVICE is declared optional to citty so that a missing
- * one reaches our own `Error: missing argument SERVICE`; the usage line shows
- * it as the required argument it is.
- */
-export async function usageText(command: CommandDef, parent: CommandDef | null = PROGRAM): Promise<string> {
-  return (await renderUsage(command, parent ?? undefined)).replaceAll("[SERVICE]", "SERVICE");
+interface Meta {
+  name: string;
+  description: string;
+}
+
+/** The help of a command or a command group, drawn from its flag table (README "Commands"). */
+export function helpText(command: CommandDef): string {
+  const meta = command.meta as Meta;
+  const name = meta.name === "parachute" ? "parachute" : `parachute ${meta.name}`;
+  if (command.subCommands) {
+    const commands = Object.entries(command.subCommands as Record<string, CommandDef>).map(([sub, c]): [string, string] => [sub, (c.meta as Meta).description]);
+    return groupHelp(name, meta.description, commands);
+  }
+  return commandHelp(name, meta.description, shapes.get(command) ?? { positionals: [], flags: {} });
 }
 
 function fail(message: string): never {
@@ -43,7 +50,6 @@ export function parachuteCommand(def: {
 }): CommandDef {
   const command: CommandDef = defineCommand({
     meta: { name: def.name, description: def.description },
-    args: cittyArgs(def.shape),
     async run({ rawArgs }) {
       try {
         const parsed = parseFlags(rawArgs, def.shape);
@@ -64,7 +70,7 @@ export function parachuteCommand(def: {
       } catch (error) {
         if (error instanceof UsageError) {
           console.error(`Error: ${error.message}\n`);
-          console.error(await usageText(command));
+          console.error(helpText(command));
           process.exit(1);
         }
         if (error instanceof CliError || error instanceof ValueError) fail(error.message);
@@ -72,6 +78,7 @@ export function parachuteCommand(def: {
       }
     },
   });
+  shapes.set(command, def.shape);
   return command;
 }
 
@@ -94,7 +101,7 @@ export function serviceCommand<S extends v.GenericSchema>(def: {
     async run(ctx) {
       const request = ctx.request(def.schema, { service: ctx.positionals[0] });
       await ctx.client().command(def.path, { ...ctx.values, service: ctx.positionals[0] });
-      console.error(def.done(request));
+      console.log(def.done(request));
     },
   });
 }

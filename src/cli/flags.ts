@@ -3,7 +3,7 @@
 // repeated flag, so the values come from node:util parseArgs in strict mode,
 // driven by the same flag table that feeds citty's help.
 import { parseArgs } from "node:util";
-import type { ArgsDef } from "citty";
+import { shownDefault, type Field } from "../service/options.ts";
 
 export interface FlagSpec {
   type: "string" | "boolean" | "list";
@@ -11,11 +11,22 @@ export interface FlagSpec {
   /** Name of the request field it fills; defaults to the camelCase flag name. */
   field?: string;
   /** Shown in help only: the real defaults live in the request schemas. */
-  default?: string | boolean;
+  default?: string;
   valueHint?: string;
+  /** Shown in help: the command refuses to run without it. */
+  required?: boolean;
 }
 
 export type FlagTable = Record<string, FlagSpec>;
+
+/** The flags of request fields declared with `field()`: each fills the field of its key. */
+export function flagTable(fields: Record<string, Field>): FlagTable {
+  const table: FlagTable = {};
+  for (const [key, f] of Object.entries(fields)) {
+    table[f.flag] = { type: f.kind === "value" ? "string" : f.kind, field: key, description: f.help, default: shownDefault(f), valueHint: f.hint, required: f.required };
+  }
+  return table;
+}
 
 export interface CommandShape {
   positionals: { name: string; description: string }[];
@@ -34,20 +45,6 @@ export function fieldOf(flag: string, spec: FlagSpec): string {
 export function flagForField(table: FlagTable, field: string): string {
   for (const [flag, spec] of Object.entries(table)) if (fieldOf(flag, spec) === field) return `--${flag}`;
   return field;
-}
-
-/** citty argument definitions, used for help and usage output only. */
-export function cittyArgs(shape: CommandShape): ArgsDef {
-  const args: ArgsDef = {};
-  for (const p of shape.positionals) args[p.name] = { type: "positional", description: p.description, required: false };
-  for (const [flag, spec] of Object.entries(shape.flags)) {
-    const description = spec.type === "list" ? `${spec.description} (repeatable, comma-separated)` : spec.description;
-    args[flag] =
-      spec.type === "boolean"
-        ? { type: "boolean", description, default: spec.default as boolean | undefined }
-        : { type: "string", description, default: spec.default as string | undefined, valueHint: spec.valueHint };
-  }
-  return args;
 }
 
 export interface ParsedFlags {

@@ -10,7 +10,7 @@ export const rolloutCommand = defineCommand({
       name: "rollout deploy",
       description: "Health-check rollout targets and add them beside the active ones",
       flags: {
-        target: { type: "list", field: "targets", description: "rollout target HOST:PORT (required)", valueHint: "HOST:PORT" },
+        target: { type: "list", field: "targets", description: "rollout target HOST:PORT", valueHint: "HOST:PORT", required: true },
         "deploy-timeout": { type: "string", description: "max wait for the targets to become healthy", default: "30s", valueHint: "DURATION" },
         "drain-timeout": { type: "string", description: "max time replaced rollout targets get to drain", default: "30s", valueHint: "DURATION" },
       },

@@ -4,7 +4,7 @@ import { serviceCommand } from "./command.ts";
 import type { FlagTable } from "./flags.ts";
 
 const targetFlag: FlagTable = {
-  target: { type: "list", field: "targets", description: "target HOST:PORT (required)", valueHint: "HOST:PORT" },
+  target: { type: "list", field: "targets", description: "target HOST:PORT", valueHint: "HOST:PORT", required: true },
 };
 
 export const addCommand = serviceCommand({

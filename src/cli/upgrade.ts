@@ -18,6 +18,6 @@ export const upgradeCommand = parachuteCommand({
   async run(ctx) {
     ctx.request(UpgradeRequest);
     await ctx.client().command("/upgrade", ctx.values);
-    console.error("Upgraded parachute");
+    console.log("Upgraded parachute");
   },
 });

@@ -192,7 +192,7 @@ export class Pipeline {
   private maintenance({ req, entry, service, pages, targetPath }: Passage): Reply | undefined | Promise<Reply | undefined> {
     const pause = service.pause;
     if (pause.mode === "running") return undefined;
-    if ((req.method === "GET" || req.method === "HEAD") && targetPath === service.options.healthCheck.path) {
+    if ((req.method === "GET" || req.method === "HEAD") && targetPath === service.options.healthCheckPath) {
       return new Answer(200, [["Content-Type", "text/plain"]], "OK", entry);
     }
     return pause.wait().then((outcome) => {
@@ -227,8 +227,8 @@ export class Pipeline {
 
     let setCookie: string | undefined;
     if (pinWriter && !req.websocket) {
-      const until = Date.now() + options.writerAffinityTimeoutMs;
-      setCookie = `${WRITER_COOKIE}=${until}; Max-Age=${Math.ceil(options.writerAffinityTimeoutMs / 1000)}; Path=/; HttpOnly; SameSite=Lax`;
+      const until = Date.now() + options.writerAffinityTimeout;
+      setCookie = `${WRITER_COOKIE}=${until}; Max-Age=${Math.ceil(options.writerAffinityTimeout / 1000)}; Path=/; HttpOnly; SameSite=Lax`;
     }
     forward(
       this.pool,
@@ -237,7 +237,7 @@ export class Pipeline {
         target,
         pathAndQuery: targetPath + req.query,
         headers,
-        timeoutMs: options.targetTimeoutMs,
+        timeoutMs: options.targetTimeout,
         buffering: buffering(service),
         maxRequestBody: options.maxRequestBody,
         entry,

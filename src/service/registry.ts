@@ -13,7 +13,8 @@ import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, St
 import { HealthCheck, type Checked, type HealthCheckConfig } from "./health-check.ts";
 import { RolloutSplit } from "./rollout.ts";
 import { routingState, type RoutingState } from "./routing-state.ts";
-import { drainHere, Service, type Drainer, type ServiceOptions, type ServiceRuntime } from "./service.ts";
+import { resolveOptions, type ServiceOptions } from "./options.ts";
+import { drainHere, healthCheckOf, Service, type Drainer, type ServiceRuntime } from "./service.ts";
 import { Target } from "./target.ts";
 
 /** An error the user caused; its message is shown as `Error: <message>`. */
@@ -198,7 +199,7 @@ export class Registry implements GaugeSource {
     // 2. Health-check every new target until each has passed once.
     const writers = this.targetsFor(existing, request.targets);
     const readers = this.targetsFor(existing, request.readTargets.filter((t) => !request.targets.includes(t)));
-    const admitted = await this.admit(name, [...writers, ...readers], existing, options.healthCheck, request.deployTimeout, request.force, progress);
+    const admitted = await this.admit(name, [...writers, ...readers], existing, healthCheckOf(options), request.deployTimeout, request.force, progress);
 
     // Hosts may have been claimed by another service while we waited.
     this.checkConflicts(name, options);
@@ -208,7 +209,7 @@ export class Registry implements GaugeSource {
     let service = existing;
     let old: Target[] = [];
     if (service) {
-      const healthChanged = JSON.stringify(service.options.healthCheck) !== JSON.stringify(options.healthCheck);
+      const healthChanged = JSON.stringify(service.healthCheck) !== JSON.stringify(healthCheckOf(options));
       service.options = options;
       old = service.cutover({ writers, readers });
       if (healthChanged) service.restartMonitors();
@@ -241,8 +242,8 @@ export class Registry implements GaugeSource {
   }
 
   private optionsFrom(request: DeployRequest): ServiceOptions {
-    // Certificate files mean TLS with that certificate instead of ACME.
-    const tls = request.tls || Boolean(request.tlsCertificatePath);
+    const options = resolveOptions(request);
+    const tls = options.tls;
     if (tls && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host");
     const wildcard = request.hosts.find((h) => h.startsWith("*."));
     if (tls && wildcard && !request.tlsCertificatePath) {
@@ -256,36 +257,7 @@ export class Registry implements GaugeSource {
     if (Boolean(request.tlsCertificatePath) !== Boolean(request.tlsPrivateKeyPath)) {
       throw new CommandError("--tls-certificate-path and --tls-private-key-path go together (both or neither)");
     }
-    return {
-      hosts: [...new Set(request.hosts)],
-      pathPrefixes: [...new Set(request.pathPrefixes)],
-      stripPathPrefix: request.stripPathPrefix,
-      tls,
-      tlsStaging: request.tlsStaging,
-      tlsCertificatePath: request.tlsCertificatePath,
-      tlsPrivateKeyPath: request.tlsPrivateKeyPath,
-      tlsRedirect: request.tlsRedirect,
-      canonicalHost: request.canonicalHost,
-      healthCheck: {
-        path: request.healthCheckPath,
-        intervalMs: Math.max(request.healthCheckInterval, 10),
-        timeoutMs: Math.max(request.healthCheckTimeout, 1),
-        port: request.healthCheckPort,
-        host: request.healthCheckHost,
-      },
-      targetTimeoutMs: request.targetTimeout,
-      drainTimeoutMs: request.drainTimeout,
-      forwardHeaders: request.forwardHeaders ?? !tls,
-      bufferRequests: request.bufferRequests,
-      bufferResponses: request.bufferResponses,
-      bufferMemory: request.bufferMemory,
-      maxRequestBody: request.maxRequestBody,
-      maxResponseBody: request.maxResponseBody,
-      errorPages: request.errorPages,
-      logRequestHeaders: request.logRequestHeaders,
-      logResponseHeaders: request.logResponseHeaders,
-      writerAffinityTimeoutMs: request.writerAffinityTimeout,
-    };
+    return options;
   }
 
   private loadCertificate(options: ServiceOptions): Certificate | undefined {
@@ -397,7 +369,7 @@ export class Registry implements GaugeSource {
       service.pause.resume(); // requests waiting in a pause are answered now (404 from here on)
       log.info("Service removed", { service: service.name });
       const all = [...service.live, ...service.draining];
-      await service.drain(all, request.drainTimeout ?? service.options.drainTimeoutMs);
+      await service.drain(all, request.drainTimeout ?? service.options.drainTimeout);
     });
   }
 
@@ -416,14 +388,14 @@ export class Registry implements GaugeSource {
       const present = request.targets.filter((a) => service.targets.some((t) => t.address === a));
       if (present.length) throw new CommandError(`target ${present.join(", ")} is already in service ${service.name}`);
       const added = this.targetsFor(service, request.targets);
-      const admitted = await this.admit(service.name, added, service, service.options.healthCheck, request.deployTimeout, false, progress);
+      const admitted = await this.admit(service.name, added, service, service.healthCheck, request.deployTimeout, false, progress);
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       markHealthy(admitted);
       const old = service.cutover({ writers: [...service.targets, ...added] });
       await this.publish();
       this.persist(progress);
       log.info("Targets added", { service: service.name, targets: request.targets });
-      await service.drain(old, service.options.drainTimeoutMs);
+      await service.drain(old, service.options.drainTimeout);
     });
   }
 
@@ -441,7 +413,7 @@ export class Registry implements GaugeSource {
       await this.publish();
       this.persist(progress);
       log.info("Targets removed", { service: service.name, targets: request.targets });
-      const timeout = request.drainTimeout ?? service.options.drainTimeoutMs;
+      const timeout = request.drainTimeout ?? service.options.drainTimeout;
       progress(`Draining ${old.map((t) => t.address).join(", ")} (up to ${formatDuration(timeout)})`);
       await service.drain(old, timeout);
     });
@@ -488,14 +460,14 @@ export class Registry implements GaugeSource {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       const targets = this.targetsFor(service, request.targets);
-      const admitted = await this.admit(service.name, targets, service, service.options.healthCheck, request.deployTimeout, false, progress);
+      const admitted = await this.admit(service.name, targets, service, service.healthCheck, request.deployTimeout, false, progress);
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       markHealthy(admitted);
       const old = service.cutover({ rollout: targets });
       await this.publish();
       this.persist(progress);
       log.info("Rollout deployed", { service: service.name, targets: request.targets });
-      await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
+      await service.drain(old, request.drainTimeout ?? service.options.drainTimeout);
     });
   }
 
@@ -521,7 +493,7 @@ export class Registry implements GaugeSource {
       await this.publish();
       this.persist(progress);
       log.info("Rollout stopped", { service: service.name });
-      await service.drain(old, request.drainTimeout ?? service.options.drainTimeoutMs);
+      await service.drain(old, request.drainTimeout ?? service.options.drainTimeout);
     });
   }
 

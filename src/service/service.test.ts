@@ -1,9 +1,10 @@
 import { expect, test } from "bun:test";
 import { RolloutSplit } from "./rollout.ts";
-import { Service, type ServiceOptions } from "./service.ts";
+import { defaultOptions } from "./options.ts";
+import { Service } from "./service.ts";
 import { Target, type TargetHealth } from "./target.ts";
 
-const OPTIONS = { hosts: [], pathPrefixes: ["/"], healthCheck: { path: "/up", intervalMs: 1000, timeoutMs: 1000 } } as unknown as ServiceOptions;
+const OPTIONS = defaultOptions();
 const NO_CHECKS = { drainer: async () => 0, monitored: false, healthChanged: () => {} };
 
 function target(address: string, health: TargetHealth = "healthy"): Target {

@@ -6,6 +6,7 @@ import { log } from "../log.ts";
 import type { ServiceLoad } from "../metrics.ts";
 import { Balancer } from "./balancer.ts";
 import { HealthCheck, type HealthCheckConfig } from "./health-check.ts";
+import type { ServiceOptions } from "./options.ts";
 import { PauseController } from "./pause.ts";
 import { RolloutSplit } from "./rollout.ts";
 import type { Target } from "./target.ts";
@@ -34,29 +35,17 @@ export interface ServiceRuntime {
 
 const STANDALONE: ServiceRuntime = { drainer: drainHere, monitored: true, healthChanged: () => {} };
 
-export interface ServiceOptions {
-  hosts: string[];
-  pathPrefixes: string[];
-  stripPathPrefix: boolean;
-  tls: boolean;
-  tlsStaging: boolean;
-  tlsCertificatePath?: string;
-  tlsPrivateKeyPath?: string;
-  tlsRedirect: boolean;
-  canonicalHost?: string;
-  healthCheck: HealthCheckConfig;
-  targetTimeoutMs: number;
-  drainTimeoutMs: number;
-  forwardHeaders: boolean;
-  bufferRequests: boolean;
-  bufferResponses: boolean;
-  bufferMemory: number;
-  maxRequestBody: number;
-  maxResponseBody: number;
-  errorPages?: string;
-  logRequestHeaders: string[];
-  logResponseHeaders: string[];
-  writerAffinityTimeoutMs: number;
+export type { ServiceOptions };
+
+/** The health check a service's options describe. */
+export function healthCheckOf(options: ServiceOptions): HealthCheckConfig {
+  return {
+    path: options.healthCheckPath,
+    intervalMs: options.healthCheckInterval,
+    timeoutMs: options.healthCheckTimeout,
+    port: options.healthCheckPort,
+    host: options.healthCheckHost,
+  };
 }
 
 export type TargetRole = "writer" | "reader" | "rollout";
@@ -95,6 +84,10 @@ export class Service {
 
   get pathPrefixes() {
     return this.options.pathPrefixes;
+  }
+
+  get healthCheck(): HealthCheckConfig {
+    return healthCheckOf(this.options);
   }
 
   /** The active (writer) targets. */
@@ -212,7 +205,7 @@ export class Service {
     }
     for (const target of watched) {
       if (this.monitors.has(target)) continue;
-      const check = new HealthCheck(target, this.options.healthCheck, (t, health, previous, result) => {
+      const check = new HealthCheck(target, this.healthCheck, (t, health, previous, result) => {
         if (health === previous) return;
         log.info("Target health changed", { service: this.name, target: t.address, from: previous, to: health, check: result.description });
         this.runtime.healthChanged();
@@ -220,7 +213,7 @@ export class Service {
       this.monitors.set(target, check);
       // The target already passed its deploy checks, so the periodic check
       // starts one interval from now.
-      check.startAfter(this.options.healthCheck.intervalMs);
+      check.startAfter(this.options.healthCheckInterval);
     }
   }
 

@@ -4,41 +4,35 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as v from "valibot";
-import { hostSchema, pathPrefixSchema, targetSchema } from "../values.ts";
+import { ServiceOptionsSchema } from "../service/options.ts";
+import { targetSchema } from "../values.ts";
 
 /** Milliseconds and byte counts alike: whole, not negative. */
 const whole = v.pipe(v.number(), v.integer(), v.minValue(0));
 
-const OptionsSchema = v.object({
-  hosts: v.array(hostSchema),
-  pathPrefixes: v.pipe(v.array(pathPrefixSchema), v.minLength(1)),
-  stripPathPrefix: v.boolean(),
-  tls: v.boolean(),
-  tlsStaging: v.boolean(),
-  tlsCertificatePath: v.optional(v.string()),
-  tlsPrivateKeyPath: v.optional(v.string()),
-  tlsRedirect: v.boolean(),
-  canonicalHost: v.optional(hostSchema),
-  healthCheck: v.object({
-    path: v.string(),
-    intervalMs: whole,
-    timeoutMs: whole,
-    port: v.optional(v.number()),
-    host: v.optional(v.string()),
-  }),
-  targetTimeoutMs: whole,
-  drainTimeoutMs: whole,
-  forwardHeaders: v.boolean(),
-  bufferRequests: v.boolean(),
-  bufferResponses: v.boolean(),
-  bufferMemory: whole,
-  maxRequestBody: whole,
-  maxResponseBody: whole,
-  errorPages: v.optional(v.string()),
-  logRequestHeaders: v.array(v.string()),
-  logResponseHeaders: v.array(v.string()),
-  writerAffinityTimeoutMs: v.optional(whole, 1000),
-});
+/**
+ * State written before the options were declared once kept the health check
+ * as one object and durations under `…Ms` names; such a file still loads.
+ */
+function fromFirstLayout(options: Record<string, unknown>): Record<string, unknown> {
+  const { healthCheck, targetTimeoutMs, drainTimeoutMs, writerAffinityTimeoutMs, ...rest } = options;
+  if (!healthCheck || typeof healthCheck !== "object") return options;
+  const check = healthCheck as Record<string, unknown>;
+  const renamed: Record<string, unknown> = {
+    healthCheckPath: check.path,
+    healthCheckInterval: check.intervalMs,
+    healthCheckTimeout: check.timeoutMs,
+    healthCheckPort: check.port,
+    healthCheckHost: check.host,
+    targetTimeout: targetTimeoutMs,
+    drainTimeout: drainTimeoutMs,
+    writerAffinityTimeout: writerAffinityTimeoutMs,
+  };
+  for (const [key, value] of Object.entries(renamed)) if (value !== undefined) rest[key] = value;
+  return rest;
+}
+
+const OptionsSchema = v.pipe(v.record(v.string(), v.unknown()), v.transform(fromFirstLayout), ServiceOptionsSchema);
 
 const ServiceSchema = v.object({
   name: v.string(),
@@ -77,6 +71,7 @@ export class StateStore {
    * moved aside as parachute.state.corrupt-<time> and reported, never fatal.
    */
   load(): { state: SavedState; problem?: string; setAside?: string } {
+    this.removeStaleTemporaries();
     const empty: SavedState = { version: 1, services: [] };
     let text: string;
     try {
@@ -107,6 +102,27 @@ export class StateStore {
       return result.success ? result.output : undefined;
     } catch {
       return undefined;
+    }
+  }
+
+  /**
+   * A server killed while saving leaves its `parachute.state.tmp-<pid>`
+   * behind; those of processes that are gone are removed. A live one belongs
+   * to a server saving right now (the old one, during an upgrade).
+   */
+  private removeStaleTemporaries(): void {
+    const prefix = `${path.basename(this.file)}.tmp-`;
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue;
+      const pid = Number(name.slice(prefix.length));
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processExists(pid)) continue;
+      fs.rmSync(path.join(this.dir, name), { force: true });
     }
   }
 
@@ -144,5 +160,15 @@ export class StateStore {
     } finally {
       fs.closeSync(dirFd);
     }
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, it is just not ours.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }

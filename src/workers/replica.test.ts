@@ -1,29 +1,10 @@
 import { expect, test } from "bun:test";
 import type { RoutingState, ServiceState } from "../service/routing-state.ts";
-import type { ServiceOptions } from "../service/service.ts";
+import { defaultOptions } from "../service/options.ts";
 import type { InFlight } from "../service/target.ts";
 import { ReplicaCertificates, ReplicaRoutes } from "./replica.ts";
 
-const OPTIONS: ServiceOptions = {
-  hosts: ["app.test"],
-  pathPrefixes: ["/"],
-  stripPathPrefix: true,
-  tls: false,
-  tlsStaging: false,
-  tlsRedirect: true,
-  healthCheck: { path: "/up", intervalMs: 1000, timeoutMs: 5000 },
-  targetTimeoutMs: 30_000,
-  drainTimeoutMs: 30_000,
-  forwardHeaders: true,
-  bufferRequests: false,
-  bufferResponses: false,
-  bufferMemory: 1 << 20,
-  maxRequestBody: 0,
-  maxResponseBody: 0,
-  logRequestHeaders: [],
-  logResponseHeaders: [],
-  writerAffinityTimeoutMs: 3000,
-};
+const OPTIONS = defaultOptions({ hosts: ["app.test"], writerAffinityTimeout: 3000 });
 
 function service(overrides: Partial<ServiceState> = {}): ServiceState {
   return {

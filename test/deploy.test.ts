@@ -197,7 +197,7 @@ test("a brand-new service whose target never becomes healthy is not created", as
   }
 }, SLOW_TEST);
 
-test("deploy prints progress to stderr: adding, then healthy, then the result", async () => {
+test("deploy prints progress to stderr (adding, then healthy) and its result to stdout", async () => {
   const host = "progress.test";
   const slowToStart = backend("progress");
   slowToStart.setHealth(503);
@@ -217,7 +217,9 @@ test("deploy prints progress to stderr: adding, then healthy, then the result", 
   expect(healthy).toBeGreaterThan(failing);
   // One line per state change, not one per check: the repeated 503 is reported once.
   expect(lines.filter((l) => /GET \/up returned 503/.test(l)).length).toBe(1);
-  expect(result.stdout).toBe("");
+  // The result, and nothing else, goes to stdout: a script can read it.
+  expect(result.stdout).toBe(`Deployed progress to ${slowToStart.address}\n`);
+  expect(result.stderr).not.toContain("Deployed");
   expect(await get("/echo", host)).toMatchObject({ status: 200, backend: "progress" });
 }, SLOW_TEST);
 

@@ -6,6 +6,10 @@
 // progress callback, because any of them may have to warn that the state
 // could not be saved.
 import { Hono, type Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { stream } from "hono/streaming";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { validator } from "hono/validator";
 import * as v from "valibot";
 import { log } from "../log.ts";
 import { CommandError, type Progress, type Registry } from "../service/registry.ts";
@@ -14,16 +18,54 @@ import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopReq
 
 export type ProgressEvent = { progress: string } | { ok: true } | { error: string };
 
-async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v.InferOutput<S> | Response> {
-  let json: unknown;
-  try {
-    json = await c.req.json();
-  } catch {
-    return c.json({ error: "request body is not valid JSON" }, 400);
-  }
-  const result = v.safeParse(schema, json);
-  if (!result.success) return c.json({ error: describeIssues(result.issues) }, 400);
-  return result.output;
+const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
+
+/**
+ * Validates a command's JSON body with its schema (hono's validator reads
+ * the body; a malformed one reaches onError below). A body that is not
+ * declared as JSON would reach the schema as `{}`, so it is refused as such.
+ */
+const jsonBody = <S extends v.GenericSchema>(schema: S) =>
+  validator("json", (value, c) => {
+    if (!JSON_TYPE.test(c.req.header("content-type") ?? "")) {
+      return c.json({ error: "expected a JSON body (Content-Type: application/json)" }, 415);
+    }
+    const result = v.safeParse(schema, value);
+    if (!result.success) return c.json({ error: describeIssues(result.issues) }, 400);
+    return result.output as v.InferOutput<S>;
+  });
+
+interface Outcome {
+  event: ProgressEvent;
+  status?: ContentfulStatusCode;
+}
+
+/** The events of a running command, in order: its progress lines, then its result. */
+function outcomes(work: (progress: Progress) => Promise<void>): AsyncGenerator<Outcome> {
+  const queue: Outcome[] = [];
+  let done = false;
+  let wake: (() => void) | undefined;
+  const push = (outcome: Outcome) => {
+    queue.push(outcome);
+    wake?.();
+  };
+  work((line) => push({ event: { progress: line } }))
+    .then(
+      () => push({ event: { ok: true } }),
+      (error) => push({ event: { error: errorMessage(error) }, status: error instanceof CommandError ? (error.status as ContentfulStatusCode) : 500 }),
+    )
+    .finally(() => {
+      done = true;
+      wake?.();
+    });
+  return (async function* () {
+    for (;;) {
+      const next = queue.shift();
+      if (next) yield next;
+      else if (done) return;
+      else await new Promise<void>((resolve) => (wake = resolve));
+    }
+  })();
 }
 
 /**
@@ -31,53 +73,17 @@ async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v
  * fails before reporting any progress (bad input, a conflict, an unknown
  * service) is answered with its status and a JSON error; otherwise progress
  * lines and then the result stream as NDJSON. A client that goes away does
- * not stop the command: it completes and its result is simply not sent.
+ * not stop the command: it completes, and hono's stream drops what is
+ * written after the client left.
  */
-function streamed(work: (progress: Progress) => Promise<void>): Promise<Response> {
-  const encoder = new TextEncoder();
-  return new Promise((respond) => {
-    let responded = false;
-    let open = true;
-    let controller!: ReadableStreamDefaultController<Uint8Array>;
-    const stream = new ReadableStream<Uint8Array>({
-      start(c) {
-        controller = c;
-      },
-      cancel() {
-        open = false;
-      },
-    });
-    const send = (event: ProgressEvent, status = 200) => {
-      if (!responded) {
-        responded = true;
-        if ("error" in event) {
-          open = false;
-          respond(Response.json(event, { status }));
-          return;
-        }
-        respond(new Response(stream, { headers: { "content-type": "application/x-ndjson" } }));
-      }
-      if (!open) return;
-      try {
-        controller.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
-      } catch {
-        open = false; // the client went away; the command still completes
-      }
-    };
-    work((line) => send({ progress: line }))
-      .then(
-        () => send({ ok: true }),
-        (error) => send({ error: errorMessage(error) }, error instanceof CommandError ? error.status : 500),
-      )
-      .finally(() => {
-        if (!open) return;
-        open = false;
-        try {
-          controller.close();
-        } catch {
-          // cancelled meanwhile: nothing left to close
-        }
-      });
+async function streamed(c: Context, work: (progress: Progress) => Promise<void>): Promise<Response> {
+  const events = outcomes(work);
+  const first = (await events.next()).value as Outcome;
+  if ("error" in first.event) return c.json(first.event, first.status ?? 500);
+  c.header("content-type", "application/x-ndjson");
+  return stream(c, async (out) => {
+    await out.writeln(JSON.stringify(first.event));
+    for await (const { event } of events) await out.writeln(JSON.stringify(event));
   });
 }
 
@@ -100,10 +106,9 @@ export function createAdminApp(registry: Registry, server: ServerControl) {
 
   // One route per command; each validates its body, then lets the registry work.
   const command = <S extends v.GenericSchema>(path: string, schema: S, work: (request: v.InferOutput<S>, progress: Progress) => Promise<void>) =>
-    app.post(path, async (c) => {
-      const request = await body(c, schema);
-      if (request instanceof Response) return request;
-      return streamed((progress) => work(request, progress));
+    app.post(path, jsonBody(schema), (c) => {
+      const request = c.req.valid("json") as v.InferOutput<S>;
+      return streamed(c, (progress) => work(request, progress));
     });
   command("/deploy", DeployRequest, (r, p) => registry.deploy(r, p));
 
@@ -119,6 +124,10 @@ export function createAdminApp(registry: Registry, server: ServerControl) {
   command("/upgrade", UpgradeRequest, (r, p) => server.upgrade(r, p));
 
   app.notFound((c) => c.json({ error: `unknown admin endpoint ${c.req.method} ${c.req.path}` }, 404));
-  app.onError((error, c) => c.json({ error: errorMessage(error) }, 500));
+  app.onError((error, c) => {
+    // The validator's only exception: a body that does not parse as JSON.
+    if (error instanceof HTTPException && error.status === 400) return c.json({ error: "request body is not valid JSON" }, 400);
+    return c.json({ error: errorMessage(error) }, 500);
+  });
   return app;
 }

@@ -49,9 +49,21 @@ export class AcmeIssuer {
 
   private acme(): Promise<Acme> {
     this.library ??= import("acme-client").then((acme) => {
+      // acme-client sends every request through one axios instance of its
+      // own (axios.create() in its src/axios.js), exposed as `acme.axios`;
+      // its defaults are the only place for HTTP settings: a Client takes no
+      // agent or axios config, and its retry hook reads `acmeSettings` from
+      // those defaults (README "HTTP client defaults",
+      // https://github.com/publishlab/node-acme-client#http-client-defaults;
+      // a per-client instance was proposed in
+      // https://github.com/publishlab/node-acme-client/pull/13 and not
+      // merged). So these apply to every acme-client request in this process;
+      // only this class uses acme-client, and axios's own global defaults are
+      // left alone.
       if (this.ca) acme.axios.defaults.httpsAgent = new https.Agent({ ca: this.ca });
       // acme-client retries network errors 5 times with growing delays (75 s in
-      // all); our own backoff retries failed issuances, so fail faster here.
+      // all); our own backoff (manager.ts) retries failed issuances, so fail
+      // faster here.
       const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
       acmeSettings.retryMaxAttempts = 2;
       return acme;

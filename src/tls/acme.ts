@@ -104,8 +104,9 @@ export class AcmeIssuer {
    * account update, which pebble refuses when there is no contact to update
    * ("Use POST-as-GET ... instead of doing an empty update"); this lookup
    * sends none. Orders that start while a lookup is under way share it:
-   * two first orders registering the same new key at once could leave two
-   * accounts (test/tls.test.ts checks there is one).
+   * of two first orders registering one new key at once, the second meets
+   * the account the first just made, and its registration becomes that
+   * refused update (test/tls.test.ts checks one account, no failed order).
    */
   private accountUrl(directoryUrl: string, accountKey: Buffer): Promise<string> {
     let lookup = this.lookups.get(directoryUrl);

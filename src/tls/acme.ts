@@ -1,6 +1,6 @@
 // ACME HTTP-01 issuance with acme-client (README "TLS"). The proxy
 // answers /.well-known/acme-challenge/ itself on its HTTP port; the account
-// key and the account URL per directory persist under <state-dir>/certs.
+// key persists under <state-dir>/certs, and the CA finds the account by it.
 import * as fs from "node:fs";
 import https from "node:https";
 import * as path from "node:path";
@@ -32,8 +32,8 @@ export class AcmeIssuer {
   /** Resolves once every process that answers HTTP-01 challenges has the current set. */
   onChallengesChange: () => Promise<void> = () => Promise.resolve();
   private accountKey: Promise<Buffer> | undefined;
-  /** One account registration per directory, shared by concurrent orders. */
-  private readonly accounts = new Map<string, Promise<string>>();
+  /** The account look-up under way per directory, shared by the orders that start meanwhile. */
+  private readonly lookups = new Map<string, Promise<string>>();
 
   /** acme-client, loaded at the first order: it is most of a proxy's memory otherwise (about 35 MB). */
   private library: Promise<Acme> | undefined;
@@ -49,9 +49,21 @@ export class AcmeIssuer {
 
   private acme(): Promise<Acme> {
     this.library ??= import("acme-client").then((acme) => {
+      // acme-client sends every request through one axios instance of its
+      // own (axios.create() in its src/axios.js), exposed as `acme.axios`;
+      // its defaults are the only place for HTTP settings: a Client takes no
+      // agent or axios config, and its retry hook reads `acmeSettings` from
+      // those defaults (README "HTTP client defaults",
+      // https://github.com/publishlab/node-acme-client#http-client-defaults;
+      // a per-client instance was proposed in
+      // https://github.com/publishlab/node-acme-client/pull/13 and not
+      // merged). So these apply to every acme-client request in this process;
+      // only this class uses acme-client, and axios's own global defaults are
+      // left alone.
       if (this.ca) acme.axios.defaults.httpsAgent = new https.Agent({ ca: this.ca });
       // acme-client retries network errors 5 times with growing delays (75 s in
-      // all); our own backoff retries failed issuances, so fail faster here.
+      // all); our own backoff (manager.ts) retries failed issuances, so fail
+      // faster here.
       const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
       acmeSettings.retryMaxAttempts = 2;
       return acme;
@@ -81,69 +93,83 @@ export class AcmeIssuer {
     return this.accountKey;
   }
 
-  /** The account URL at this directory, registering the account once if needed. */
+  /**
+   * The account URL at this directory, asked for at every order by the key
+   * alone: a newAccount request with `onlyReturnExisting` (RFC 8555 §7.3.1)
+   * returns the account the CA has for this key, and only if it has none is
+   * one registered. A saved URL is never used for requests, so an account
+   * the CA no longer knows (a reset test CA) is simply registered again.
+   * acme-client's `client.auto` would register with `termsOfServiceAgreed`
+   * instead, but for a key the CA knows it then sends that payload as an
+   * account update, which pebble refuses when there is no contact to update
+   * ("Use POST-as-GET ... instead of doing an empty update"); this lookup
+   * sends none. Orders that start while a lookup is under way share it:
+   * of two first orders registering one new key at once, the second meets
+   * the account the first just made, and its registration becomes that
+   * refused update (test/tls.test.ts checks one account, no failed order).
+   */
   private accountUrl(directoryUrl: string, accountKey: Buffer): Promise<string> {
-    let url = this.accounts.get(directoryUrl);
-    if (!url) {
-      const saved = this.accountUrls()[directoryUrl];
-      url = saved
-        ? Promise.resolve(saved)
-        : (async () => {
-            const acme = await this.acme();
-            const client = new acme.Client({ directoryUrl, accountKey });
-            await client.createAccount({
-              termsOfServiceAgreed: true,
-              ...(this.settings.email ? { contact: [`mailto:${this.settings.email}`] } : {}),
-            });
-            const created = client.getAccountUrl();
-            this.saveAccountUrl(directoryUrl, created);
-            return created;
-          })();
-      this.accounts.set(directoryUrl, url);
-      url.catch(() => this.accounts.delete(directoryUrl));
+    let lookup = this.lookups.get(directoryUrl);
+    if (!lookup) {
+      lookup = (async () => {
+        const acme = await this.acme();
+        const client = new acme.Client({ directoryUrl, accountKey });
+        try {
+          await client.createAccount({ onlyReturnExisting: true });
+        } catch (error) {
+          // An unreachable CA (a TypeError, see `explain`) would refuse the
+          // registration the same way, after the same request retries.
+          if (error instanceof TypeError) throw error;
+          await client.createAccount({
+            termsOfServiceAgreed: true,
+            ...(this.settings.email ? { contact: [`mailto:${this.settings.email}`] } : {}),
+          });
+        }
+        const url = client.getAccountUrl();
+        this.recordAccountUrl(directoryUrl, url);
+        return url;
+      })();
+      this.lookups.set(directoryUrl, lookup);
+      const done = () => {
+        if (this.lookups.get(directoryUrl) === lookup) this.lookups.delete(directoryUrl);
+      };
+      lookup.then(done, done);
     }
-    return url;
+    return lookup;
   }
 
-  private accountUrls(): Record<string, string> {
+  /**
+   * Writes the account URL per directory to account.json (README "TLS"
+   * lists it under <state-dir>/certs): a record for the operator, e.g. to
+   * name the account to the CA. It is read only to keep the other
+   * directories' entries, so an old state dir's file, stale URLs included,
+   * changes nothing but is brought up to date.
+   */
+  private recordAccountUrl(directory: string, url: string) {
+    const file = path.join(this.dir, "account.json");
+    let urls: Record<string, string> = {};
     try {
-      return JSON.parse(fs.readFileSync(path.join(this.dir, "account.json"), "utf8")).urls ?? {};
+      urls = JSON.parse(fs.readFileSync(file, "utf8")).urls ?? {};
     } catch {
-      return {};
+      // None yet, or unreadable: it only records, so start it anew.
     }
-  }
-
-  private saveAccountUrl(directory: string, url: string) {
-    const urls = { ...this.accountUrls(), [directory]: url };
-    writePrivate(path.join(this.dir, "account.json"), JSON.stringify({ urls }, null, 2));
+    if (urls[directory] === url) return;
+    writePrivate(file, JSON.stringify({ urls: { ...urls, [directory]: url } }, null, 2));
   }
 
   /**
    * Orders a certificate for one host from one directory (see
-   * `directoryFor`); resolves with its PEM chain and key.
-   * An account the CA no longer knows (a reset test CA, a deleted account) is
-   * forgotten and registered again once; a failure is explained in terms an
-   * operator can act on.
+   * `directoryFor`); resolves with its PEM chain and key. A failure is
+   * explained in terms an operator can act on; the caller (manager.ts)
+   * retries it with backoff, as acme-client retries single requests but never
+   * a whole order.
    */
   async issue(host: string, directoryUrl: string): Promise<{ cert: string; key: string }> {
     try {
       return await this.order(host, directoryUrl);
     } catch (error) {
-      if (!/accountDoesNotExist|Account .* not found/i.test((error as Error)?.message ?? "")) throw await this.explain(error, directoryUrl);
-      this.forgetAccount(directoryUrl);
-      try {
-        return await this.order(host, directoryUrl);
-      } catch (retryError) {
-        throw await this.explain(retryError, directoryUrl);
-      }
+      throw await this.explain(error, directoryUrl);
     }
-  }
-
-  private forgetAccount(directoryUrl: string) {
-    this.accounts.delete(directoryUrl);
-    const urls = this.accountUrls();
-    delete urls[directoryUrl];
-    writePrivate(path.join(this.dir, "account.json"), JSON.stringify({ urls }, null, 2));
   }
 
   /**
@@ -167,10 +193,9 @@ export class AcmeIssuer {
     const acme = await this.acme();
     const client = new acme.Client({ directoryUrl, accountKey, accountUrl });
     const [key, csr] = await acme.crypto.createCsr({ commonName: host, altNames: [host] }, await acme.crypto.createPrivateEcdsaKey());
+    // With the account URL known, auto skips its own registration.
     const cert = await client.auto({
       csr,
-      email: this.settings.email,
-      termsOfServiceAgreed: true,
       challengePriority: ["http-01"],
       // The self-check would resolve the host through system DNS and port 80,
       // which is wrong behind NAT, split DNS or a non-standard port; the CA's

@@ -270,7 +270,7 @@ test("every other command that changes the state warns the same way when it cann
     expect(result.stderr).toContain("Warning: cannot save state (");
     expect(result.stderr).toContain("the change is live but will not survive a restart");
     expect(result.stderr).not.toContain("Error");
-    expect(result.stderr).toContain(done);
+    expect(result.stdout).toContain(done);
   };
   await expectWarned(["pause", "all", "--max-pause", "5s"], "Paused all");
   expect((await state())?.state).toBe("paused");

@@ -166,42 +166,13 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
 
 export async function runServer(options: RunOptions): Promise<void> {
   log.setDebug(options.debug);
-  let handover: Handover | undefined;
-  try {
-    const worker = inheritedWorkerSettings();
-    if (worker) return await runWorker(worker);
-    handover = inheritedHandover();
-  } catch (error) {
-    if (error instanceof StartupError) throw error;
-    throw new StartupError((error as Error).message);
-  }
-  try {
-    fs.mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
-  } catch (error) {
-    throw new StartupError(`cannot create state directory ${options.stateDir}: ${(error as Error).message}`);
-  }
-  const store = new StateStore(options.stateDir);
-  try {
-    store.checkWritable();
-  } catch (error) {
-    throw new StartupError(`state directory ${options.stateDir} is not writable: ${(error as Error).message}`);
-  }
+  const role = inheritedRole();
+  if (role.worker) return await runWorker(role.worker);
+  const handover = role.handover;
+  const store = openStateDir(options.stateDir);
   // A successor shares the socket path with the predecessor that started it.
   if (!handover) await claimSocket(options.socket);
-
-  const certsDir = path.join(options.stateDir, "certs");
-  let issuer: AcmeIssuer;
-  try {
-    issuer = new AcmeIssuer(certsDir, options.acme);
-  } catch (error) {
-    throw new StartupError(`cannot read PARACHUTE_ACME_CA ${options.acme.caFile}: ${(error as Error).message}`);
-  }
-  const certificates = new CertificateManager(new CertificateCache(certsDir), issuer, {
-    ...DEFAULT_RENEWAL,
-    renewBeforeMs: options.acme.renewBeforeMs,
-    checkIntervalMs: options.acme.checkIntervalMs,
-    backoffMs: options.acme.retryBackoffMs,
-  });
+  const certificates = certificateManager(options);
   const setup: TrafficSetup = {
     options,
     handover,
@@ -216,148 +187,230 @@ export async function runServer(options: RunOptions): Promise<void> {
   const metricsPort = handover ? handover.metricsPort : options.metricsPort;
   if (!handover && metricsPort > 0) checkPortFree("metrics", metricsPort, options.bind);
   const { traffic, registry } = options.workers > 1 ? await trafficInWorkers(setup) : trafficHere(setup);
-  /** The pid of the server serving now (the anchor follows it). */
-  const pidFile = path.join(options.stateDir, "parachute.pid");
-
-  // The metrics listener only ever answers /metrics: no proxied traffic.
   metrics.source = registry;
-  let metricsServer: Server<unknown> | undefined;
-  try {
-    metricsServer =
-      metricsPort > 0
-        ? listen("metrics", metricsPort, () =>
-            Bun.serve({
-              port: metricsPort,
-              hostname: options.bind,
-              reusePort: true,
-              development: false,
-              fetch: async (req) =>
-                new URL(req.url).pathname === "/metrics"
-                  ? new Response(await traffic.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
-                  : new Response("Not Found\n", { status: 404 }),
-            }),
-          )
-        : undefined;
-  } catch (error) {
-    traffic.abort();
-    throw error;
-  }
-
-  let stopping = false;
-  /** Lets what is in flight finish (WebSockets get 1001 at once), within `graceMs`, then cuts the rest. */
-  const drain = async (graceMs: number): Promise<boolean> => {
-    certificates.stop();
-    const graceful = await traffic.drain(graceMs);
-    registry.dispose();
-    return graceful;
-  };
-
-  let upgrading = false;
-  const upgrade = async (request: UpgradeRequest, progress: Progress) => {
-    if (upgrading || stopping) throw new CommandError(upgrading ? "an upgrade is already running" : "parachute is shutting down", 409);
-    upgrading = true;
-    await registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
-    /** The upgrade did not happen: commands are accepted again, and the command fails with the reason. */
-    const abandon = (reason: string) => {
-      log.error("Upgrade failed", { reason });
-      registry.thaw();
-      upgrading = false;
-      return new CommandError(reason, 500);
-    };
-    try {
-      registry.save();
-    } catch (error) {
-      throw abandon(`cannot save the state before the upgrade, nothing changed: ${(error as Error).message}`);
-    }
-    let successor: Successor | undefined;
-    try {
-      successor = startSuccessor({ httpPort: traffic.httpPort, httpsPort: traffic.httpsPort, metricsPort: metricsServer?.port ?? 0, ...traffic.fds }, request.readyTimeout);
-      log.info("Upgrading", { new_pid: successor.pid });
-      progress(`Starting the new parachute (pid ${successor.pid})`);
-      const socket = await successor.ready;
-      // From here on the successor answers commands and owns the state.
-      fs.renameSync(socket, options.socket);
-      writePidFile(pidFile, successor.pid);
-    } catch (error) {
-      successor?.kill();
-      throw abandon(`upgrade failed, this parachute (pid ${process.pid}) goes on serving: ${(error as Error).message}`);
-    }
-    log.info("Handing over", { to_pid: successor.pid });
-    progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
-    stopping = true;
-    metricsServer?.stop(true);
-    const adminClosed = adminServer.stop(false);
-    const following = setInterval(() => void registry.followSaved(), FOLLOW_SAVED_MS);
-    const graceful = await drain(request.drainTimeout);
-    clearInterval(following);
-    progress(graceful ? "The old parachute has finished its requests" : `The old parachute cut what was still in flight after ${request.drainTimeout / 1000}s`);
-    // This command's own answer is the last thing the old server sends. The
-    // process that was started stays, as the anchor; a successor exits.
-    void Promise.race([adminClosed, Bun.sleep(SHUTDOWN_GRACE_MS)]).then(() => {
-      const fields = { graceful, upgraded_to: successor.pid };
-      if (handover) return exit(fields);
-      log.info("Server stopped", fields);
-      becomeAnchor({ pidFile, successor });
-    });
-  };
-
-  const admin = createAdminApp(registry, { upgrade });
-  let adminServer: Server<unknown>;
-  const adminPath = privateSocketPath(options.socket);
-  try {
-    // idleTimeout 0: a deploy may wait minutes between two progress lines
-    // (a failing health check, a long drain); Bun's 10 s default would cut it.
-    // Bun honours it on unix sockets, but its types omit it there, hence the cast.
-    const adminOptions = { unix: adminPath, development: false, idleTimeout: 0, fetch: admin.fetch };
-    adminServer = Bun.serve(adminOptions as never);
-    fs.chmodSync(adminPath, 0o600);
-    // A successor's socket is moved into place by its predecessor, once it is ready.
-    if (!handover) fs.renameSync(adminPath, options.socket);
-  } catch (error) {
-    traffic.abort();
-    metricsServer?.stop(true);
-    throw new StartupError(`cannot open admin socket ${options.socket}: ${(error as Error).message}`);
-  }
-
-  if (!handover) writePidFile(pidFile, process.pid);
+  const server = new RunningServer(options, handover, registry, traffic, certificates);
+  server.open(metricsPort);
   log.info("Server started", {
     http_port: traffic.httpPort,
     https_port: traffic.httpsPort,
-    metrics_port: metricsServer?.port ?? 0,
+    metrics_port: server.metricsPort,
     socket: options.socket,
     state_dir: options.stateDir,
     pid: process.pid,
     ...traffic.describe(),
     ...(handover ? { upgraded_from: handover.from } : {}),
   });
-
-  const exit = (fields: Record<string, unknown>) => {
-    // The first process, stopping for good, leaves no pid behind. (A successor
-    // leaves it: after an upgrade it names the next one, and at the end the
-    // anchor reads it to know this server has ended, then removes it.)
-    if (!handover && !("upgraded_to" in fields)) fs.rmSync(pidFile, { force: true });
-    log.info("Server stopped", fields);
-    log.flush();
-    process.exit(0);
-  };
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info("Shutting down", { signal });
-    adminServer.stop(true);
-    metricsServer?.stop(true);
-    exit({ graceful: await drain(SHUTDOWN_GRACE_MS) });
-  };
-  process.on("SIGTERM", () => void shutdown("SIGTERM"));
-  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void server.shutdown("SIGTERM"));
+  process.on("SIGINT", () => void server.shutdown("SIGINT"));
   // A stray error in one request or command must not take every service
   // down with it: it is logged, and the proxy keeps serving.
   const survive = (kind: string) => (error: unknown) =>
     log.error("Unhandled error", { kind, error: (error as Error)?.message ?? String(error) });
   process.on("unhandledRejection", survive("rejection"));
   process.on("uncaughtException", survive("exception"));
+  if (handover) await announceWhenServing(server.adminPath);
+}
 
-  if (handover) await announceWhenServing(adminPath);
+/** What this process was started as: a worker, a successor in an upgrade (with its handover), or a first server. */
+function inheritedRole(): { worker?: ReturnType<typeof inheritedWorkerSettings>; handover?: Handover } {
+  try {
+    const worker = inheritedWorkerSettings();
+    if (worker) return { worker };
+    return { handover: inheritedHandover() };
+  } catch (error) {
+    if (error instanceof StartupError) throw error;
+    throw new StartupError((error as Error).message);
+  }
+}
+
+/** The state directory, created 0700 and checked writable now rather than at the first deploy. */
+function openStateDir(dir: string): StateStore {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new StartupError(`cannot create state directory ${dir}: ${(error as Error).message}`);
+  }
+  const store = new StateStore(dir);
+  try {
+    store.checkWritable();
+  } catch (error) {
+    throw new StartupError(`state directory ${dir} is not writable: ${(error as Error).message}`);
+  }
+  return store;
+}
+
+function certificateManager(options: RunOptions): CertificateManager {
+  const certsDir = path.join(options.stateDir, "certs");
+  let issuer: AcmeIssuer;
+  try {
+    issuer = new AcmeIssuer(certsDir, options.acme);
+  } catch (error) {
+    throw new StartupError(`cannot read PARACHUTE_ACME_CA ${options.acme.caFile}: ${(error as Error).message}`);
+  }
+  return new CertificateManager(new CertificateCache(certsDir), issuer, {
+    ...DEFAULT_RENEWAL,
+    renewBeforeMs: options.acme.renewBeforeMs,
+    checkIntervalMs: options.acme.checkIntervalMs,
+    backoffMs: options.acme.retryBackoffMs,
+  });
+}
+
+/** The metrics listener: it only ever answers /metrics, never proxied traffic. */
+function serveMetrics(port: number, hostname: string | undefined, traffic: Traffic): Server<unknown> {
+  return listen("metrics", port, () =>
+    Bun.serve({
+      port,
+      hostname,
+      reusePort: true,
+      development: false,
+      fetch: async (req) =>
+        new URL(req.url).pathname === "/metrics"
+          ? new Response(await traffic.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
+          : new Response("Not Found\n", { status: 404 }),
+    }),
+  );
+}
+
+/**
+ * A server once its traffic runs: its admin and metrics listeners, and the
+ * two ways it ends, a shutdown (signal) or an upgrade (handing over to a
+ * successor, then draining).
+ */
+class RunningServer {
+  private stopping = false;
+  private upgrading = false;
+  private metricsServer: Server<unknown> | undefined;
+  private adminServer!: Server<unknown>;
+  readonly adminPath: string;
+  /** The pid of the server serving now (the anchor follows it). */
+  private readonly pidFile: string;
+
+  constructor(
+    private readonly options: RunOptions,
+    private readonly handover: Handover | undefined,
+    private readonly registry: Registry,
+    private readonly traffic: Traffic,
+    private readonly certificates: CertificateManager,
+  ) {
+    this.adminPath = privateSocketPath(options.socket);
+    this.pidFile = path.join(options.stateDir, "parachute.pid");
+  }
+
+  get metricsPort(): number {
+    return this.metricsServer?.port ?? 0;
+  }
+
+  /** Opens the metrics listener and the admin socket; on failure, stops the traffic too. */
+  open(metricsPort: number) {
+    try {
+      this.metricsServer = metricsPort > 0 ? serveMetrics(metricsPort, this.options.bind, this.traffic) : undefined;
+    } catch (error) {
+      this.traffic.abort();
+      throw error;
+    }
+    const admin = createAdminApp(this.registry, { upgrade: (request, progress) => this.upgrade(request, progress) });
+    try {
+      // idleTimeout 0: a deploy may wait minutes between two progress lines
+      // (a failing health check, a long drain); Bun's 10 s default would cut it.
+      // Bun honours it on unix sockets, but its types omit it there, hence the cast.
+      const adminOptions = { unix: this.adminPath, development: false, idleTimeout: 0, fetch: admin.fetch };
+      this.adminServer = Bun.serve(adminOptions as never);
+      fs.chmodSync(this.adminPath, 0o600);
+      // A successor's socket is moved into place by its predecessor, once it is ready.
+      if (!this.handover) fs.renameSync(this.adminPath, this.options.socket);
+    } catch (error) {
+      this.traffic.abort();
+      this.metricsServer?.stop(true);
+      throw new StartupError(`cannot open admin socket ${this.options.socket}: ${(error as Error).message}`);
+    }
+    if (!this.handover) writePidFile(this.pidFile, process.pid);
+  }
+
+  /** Lets what is in flight finish (WebSockets get 1001 at once), within `graceMs`, then cuts the rest. */
+  private async drain(graceMs: number): Promise<boolean> {
+    this.certificates.stop();
+    const graceful = await this.traffic.drain(graceMs);
+    this.registry.dispose();
+    return graceful;
+  }
+
+  async shutdown(signal: string) {
+    if (this.stopping) return;
+    this.stopping = true;
+    log.info("Shutting down", { signal });
+    this.adminServer.stop(true);
+    this.metricsServer?.stop(true);
+    this.exit({ graceful: await this.drain(SHUTDOWN_GRACE_MS) });
+  }
+
+  private exit(fields: Record<string, unknown>): never {
+    // The first process, stopping for good, leaves no pid behind. (A successor
+    // leaves it: after an upgrade it names the next one, and at the end the
+    // anchor reads it to know this server has ended, then removes it.)
+    if (!this.handover && !("upgraded_to" in fields)) fs.rmSync(this.pidFile, { force: true });
+    log.info("Server stopped", fields);
+    log.flush();
+    process.exit(0);
+  }
+
+  /** `parachute upgrade`: a successor starts on these sockets, takes over, and this server drains (README "Upgrading"). */
+  private async upgrade(request: UpgradeRequest, progress: Progress) {
+    if (this.upgrading || this.stopping) throw new CommandError(this.upgrading ? "an upgrade is already running" : "parachute is shutting down", 409);
+    this.upgrading = true;
+    await this.registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
+    const successor = await this.handOver(request, progress);
+    log.info("Handing over", { to_pid: successor.pid });
+    progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
+    this.stopping = true;
+    this.metricsServer?.stop(true);
+    const adminClosed = this.adminServer.stop(false);
+    const following = setInterval(() => void this.registry.followSaved(), FOLLOW_SAVED_MS);
+    const graceful = await this.drain(request.drainTimeout);
+    clearInterval(following);
+    progress(graceful ? "The old parachute has finished its requests" : `The old parachute cut what was still in flight after ${request.drainTimeout / 1000}s`);
+    // This command's own answer is the last thing the old server sends. The
+    // process that was started stays, as the anchor; a successor exits.
+    void Promise.race([adminClosed, Bun.sleep(SHUTDOWN_GRACE_MS)]).then(() => {
+      const fields = { graceful, upgraded_to: successor.pid };
+      if (this.handover) return this.exit(fields);
+      log.info("Server stopped", fields);
+      becomeAnchor({ pidFile: this.pidFile, successor });
+    });
+  }
+
+  /**
+   * Saves the state, starts the successor on this server's sockets and waits
+   * until it serves; then it owns the admin socket and the state. If any step
+   * fails, nothing changed: commands are accepted again and the upgrade
+   * fails with the reason.
+   */
+  private async handOver(request: UpgradeRequest, progress: Progress): Promise<Successor> {
+    const abandon = (reason: string) => {
+      log.error("Upgrade failed", { reason });
+      this.registry.thaw();
+      this.upgrading = false;
+      return new CommandError(reason, 500);
+    };
+    try {
+      this.registry.save();
+    } catch (error) {
+      throw abandon(`cannot save the state before the upgrade, nothing changed: ${(error as Error).message}`);
+    }
+    let successor: Successor | undefined;
+    try {
+      const { httpPort, httpsPort, fds } = this.traffic;
+      successor = startSuccessor({ httpPort, httpsPort, metricsPort: this.metricsPort, ...fds }, request.readyTimeout);
+      log.info("Upgrading", { new_pid: successor.pid });
+      progress(`Starting the new parachute (pid ${successor.pid})`);
+      const socket = await successor.ready;
+      fs.renameSync(socket, this.options.socket);
+      writePidFile(this.pidFile, successor.pid);
+      return successor;
+    } catch (error) {
+      successor?.kill();
+      throw abandon(`upgrade failed, this parachute (pid ${process.pid}) goes on serving: ${(error as Error).message}`);
+    }
+  }
 }
 
 /** A successor checks its own admin socket answers, then tells its predecessor it is ready. */

@@ -3,8 +3,14 @@ import { DEPLOY_PARAMETERS, DeployRequest } from "../admin/requests.ts";
 import { SERVICE_OPTIONS } from "../service/options.ts";
 import { parachuteCommand, socketFlag } from "./command.ts";
 import { flagTable, type FlagTable } from "./flags.ts";
+import { markdownFlagTable } from "./help.ts";
 
 export const deployFlags: FlagTable = { ...flagTable(DEPLOY_PARAMETERS), ...flagTable(SERVICE_OPTIONS), ...socketFlag };
+
+/** The README's table of deploy flags (`--socket` is common to every command and described there). */
+export function deployTableMarkdown(): string {
+  return markdownFlagTable({ positionals: [], flags: { ...flagTable(DEPLOY_PARAMETERS), ...flagTable(SERVICE_OPTIONS) } });
+}
 
 export const deployCommand = parachuteCommand({
   name: "deploy",

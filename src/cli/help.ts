@@ -68,12 +68,15 @@ export function groupHelp(name: string, description: string, commands: [name: st
   return lines.join("\n");
 }
 
+/** Text as Markdown shows it literally: no table breaks, no emphasis, no HTML tags. */
+const markdownText = (text: string) => text.replace(/[|*_]/g, (c) => `\\${c}`).replaceAll("<", "&lt;");
+
 /** The README's table of a command's flags (checked against the code by help.test.ts). */
 export function markdownFlagTable(shape: CommandShape): string {
   const rows = Object.entries(shape.flags).map(([flag, spec]) => {
     const term = spec.type === "boolean" ? `--${flag}` : `--${flag} ${spec.valueHint ?? "VALUE"}`;
     const meaning = spec.type === "list" ? `${spec.description} (repeatable)` : spec.description;
-    return `| \`${term}\` | ${spec.required ? "required" : (spec.default ?? "")} | ${meaning.replaceAll("|", "\\|")} |`;
+    return `| \`${term}\` | ${spec.required ? "required" : (spec.default ?? "none")} | ${markdownText(meaning)} |`;
   });
   return ["| flag | default | meaning |", "|---|---|---|", ...rows].join("\n");
 }

@@ -12,7 +12,8 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { validator } from "hono/validator";
 import * as v from "valibot";
 import { log } from "../log.ts";
-import { CommandError, type Progress, type Registry } from "../service/registry.ts";
+import { CommandError, type Progress } from "../service/command-error.ts";
+import type { Registry } from "../service/registry.ts";
 import { describeIssues } from "../values.ts";
 import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest, UpgradeRequest } from "./requests.ts";
 

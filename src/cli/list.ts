@@ -1,4 +1,4 @@
-import type { ServiceView } from "../service/registry.ts";
+import type { ServiceView } from "../service/view.ts";
 import { parachuteCommand, socketFlag } from "./command.ts";
 
 /** Renders `list` as an aligned table, one row per service and target (README "Traffic control"). */

@@ -1,33 +1,26 @@
-// The registry owns every service, the routing table built from them and the
-// state file. Each admin command is one method here; `deploy` is the whole
-// zero-downtime sequence (README "How it works") in one readable function.
+// The registry owns every service and the routing table built from them, and
+// runs the admin commands on them, one at a time per service; `deploy` is the
+// whole zero-downtime sequence (README "How it works") in one readable
+// function. The health-check gate is admission.ts, the state file's form of a
+// service saved.ts, and what `list` shows view.ts.
 import { log } from "../log.ts";
 import { metrics, type GaugeSource } from "../metrics.ts";
 import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
 import { Router } from "../routing/router.ts";
-import type { SavedService, SavedState, StateStore } from "../state/store.ts";
+import type { SavedState, StateStore } from "../state/store.ts";
 import { CertificateError, loadCustomCertificate, type Certificate } from "../tls/certificates.ts";
 import type { CertificateManager } from "../tls/manager.ts";
 import { formatDuration } from "../values.ts";
 import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
-import { HealthCheck, type Checked, type HealthCheckConfig } from "./health-check.ts";
+import { admit } from "./admission.ts";
+import { CommandError, type Progress } from "./command-error.ts";
 import { RolloutSplit } from "./rollout.ts";
+import { restoredService, savedService } from "./saved.ts";
+import { serviceView, type ServiceView } from "./view.ts";
 import { routingState, type RoutingState } from "./routing-state.ts";
 import { resolveOptions, type ServiceOptions } from "./options.ts";
 import { drainHere, healthCheckOf, Service, type Drainer, type ServiceRuntime } from "./service.ts";
 import { Target } from "./target.ts";
-
-/** An error the user caused; its message is shown as `Error: <message>`. */
-export class CommandError extends Error {
-  constructor(
-    message: string,
-    readonly status = 400,
-  ) {
-    super(message);
-  }
-}
-
-export type Progress = (line: string) => void;
 
 /**
  * Where proxied traffic runs. In one process, here: a change is live as soon
@@ -41,18 +34,6 @@ export interface DataPlane {
 }
 
 const THIS_PROCESS: DataPlane = { publish: () => Promise.resolve(), drain: drainHere };
-
-export interface ServiceView {
-  name: string;
-  hosts: string[];
-  pathPrefixes: string[];
-  tls: boolean;
-  /** running, paused or stopped */
-  state: string;
-  message?: string;
-  targets: { address: string; state: string; role: "writer" | "reader" | "rollout" | "draining" | "adding" }[];
-  rollout?: { percent: number; list: string[] };
-}
 
 /** Targets that passed their checks (or were forced), marked as the command switches to them. */
 function markHealthy(targets: Target[]) {
@@ -199,7 +180,7 @@ export class Registry implements GaugeSource {
     // 2. Health-check every new target until each has passed once.
     const writers = this.targetsFor(existing, request.targets);
     const readers = this.targetsFor(existing, request.readTargets.filter((t) => !request.targets.includes(t)));
-    const admitted = await this.admit(name, [...writers, ...readers], existing, healthCheckOf(options), request.deployTimeout, request.force, progress);
+    const admitted = await admit([...writers, ...readers], { name, service: existing, config: healthCheckOf(options), timeoutMs: request.deployTimeout, force: request.force, progress });
 
     // Hosts may have been claimed by another service while we waited.
     this.checkConflicts(name, options);
@@ -288,72 +269,6 @@ export class Registry implements GaugeSource {
     return [...new Set(addresses)].map((address) => service?.find(address) ?? new Target(address));
   }
 
-  /**
-   * Health-checks the targets that are not already serving healthily (or
-   * trusts them with --force) and returns them. Nothing about them changes
-   * here: the caller marks them healthy as it switches to them, so a command
-   * that fails leaves every target as it was.
-   */
-  private async admit(name: string, targets: Target[], service: Service | undefined, config: HealthCheckConfig, timeoutMs: number, force: boolean, progress: Progress): Promise<Target[]> {
-    const live = service?.live ?? [];
-    const fresh = targets.filter((t) => !(live.includes(t) && t.health === "healthy"));
-    if (force) return fresh;
-    const shown = fresh.filter((t) => !live.includes(t));
-    for (const target of shown) service?.adding.add(target);
-    try {
-      await this.waitHealthy(name, fresh, config, timeoutMs, progress);
-    } finally {
-      for (const target of shown) service?.adding.delete(target);
-    }
-    return fresh;
-  }
-
-  /**
-   * Checks each target every interval until all have passed once, printing
-   * each change. Fails after `timeoutMs` naming every target still failing.
-   * The checks update a record of their own, not the target: a live target
-   * that is failing keeps its state (and its traffic) while it is re-checked.
-   */
-  private async waitHealthy(service: string, targets: Target[], config: HealthCheckConfig, timeoutMs: number, progress: Progress) {
-    if (targets.length === 0) return;
-    const probes: Checked[] = targets.map((t) => ({ address: t.address, health: "adding", lastCheck: "not checked yet" }));
-    for (const probe of probes) {
-      progress(`Target ${probe.address}: adding, checking GET ${config.path} every ${formatDuration(config.intervalMs)}`);
-    }
-    const checks: HealthCheck[] = [];
-    const lastReported = new Map<Checked, string>();
-    const allHealthy = new Promise<void>((resolve) => {
-      const pending = new Set(probes);
-      for (const probe of probes) {
-        const check = new HealthCheck(probe, config, (t, health, _previous, result) => {
-          if (health === "healthy") {
-            progress(`Target ${t.address}: healthy (${result.description})`);
-            log.info("Target health changed", { service, target: t.address, from: "adding", to: "healthy", check: result.description });
-            check.stop();
-            pending.delete(t);
-            if (pending.size === 0) resolve();
-          } else if (lastReported.get(t) !== result.description) {
-            lastReported.set(t, result.description);
-            progress(`Target ${t.address}: not healthy yet (${result.description})`);
-          }
-        });
-        checks.push(check.start());
-      }
-    });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), timeoutMs)));
-    const outcome = await Promise.race([allHealthy, timedOut]);
-    clearTimeout(timer);
-    for (const check of checks) check.stop();
-    if (outcome !== "timeout") return;
-    const failing = probes.filter((t) => t.health !== "healthy");
-    const lines = failing.map(
-      (t) => `target ${t.address} failed to become healthy within ${formatDuration(timeoutMs)} (last check: ${t.lastCheck})`,
-    );
-    log.warn("Deploy failed", { service, reason: lines.join("; ") });
-    throw new CommandError(lines.join("\nError: "), 422);
-  }
-
   // ---------------------------------------------------------------- remove
 
   remove(request: ServiceRequest, progress: Progress): Promise<void> {
@@ -388,7 +303,7 @@ export class Registry implements GaugeSource {
       const present = request.targets.filter((a) => service.targets.some((t) => t.address === a));
       if (present.length) throw new CommandError(`target ${present.join(", ")} is already in service ${service.name}`);
       const added = this.targetsFor(service, request.targets);
-      const admitted = await this.admit(service.name, added, service, service.healthCheck, request.deployTimeout, false, progress);
+      const admitted = await admit(added, { name: service.name, service, config: service.healthCheck, timeoutMs: request.deployTimeout, force: false, progress });
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       markHealthy(admitted);
       const old = service.cutover({ writers: [...service.targets, ...added] });
@@ -460,7 +375,7 @@ export class Registry implements GaugeSource {
     return this.serialized(request.service, async () => {
       const service = this.mustGet(request.service);
       const targets = this.targetsFor(service, request.targets);
-      const admitted = await this.admit(service.name, targets, service, service.healthCheck, request.deployTimeout, false, progress);
+      const admitted = await admit(targets, { name: service.name, service, config: service.healthCheck, timeoutMs: request.deployTimeout, force: false, progress });
       if (this.services.get(service.name) !== service) throw new CommandError("service was removed while its targets were checked", 409);
       markHealthy(admitted);
       const old = service.cutover({ rollout: targets });
@@ -500,22 +415,7 @@ export class Registry implements GaugeSource {
   // ---------------------------------------------------------------- list
 
   list(): ServiceView[] {
-    return [...this.services.values()]
-      .sort((a, b) => a.name.localeCompare(b.name))
-      .map((s) => ({
-        name: s.name,
-        hosts: s.options.hosts,
-        pathPrefixes: s.options.pathPrefixes,
-        tls: s.options.tls,
-        state: s.pause.mode,
-        ...(s.pause.mode === "stopped" && s.pause.message ? { message: s.pause.message } : {}),
-        targets: [
-          ...s.live.map((t) => ({ address: t.address, state: t.health as string, role: s.role(t) })),
-          ...[...s.draining].map((t) => ({ address: t.address, state: "draining", role: "draining" as const })),
-          ...[...s.adding].filter((t) => !s.live.includes(t)).map((t) => ({ address: t.address, state: "adding", role: "adding" as const })),
-        ],
-        ...(s.rolloutTargets ? { rollout: { percent: s.split.percent, list: [...s.split.list] } } : {}),
-      }));
+    return [...this.services.values()].sort((a, b) => a.name.localeCompare(b.name)).map(serviceView);
   }
 
   // ---------------------------------------------------------------- metrics
@@ -535,23 +435,7 @@ export class Registry implements GaugeSource {
   // ---------------------------------------------------------------- state
 
   private snapshot(): SavedState {
-    return {
-      version: 1,
-      services: [...this.services.values()].map(
-        (s): SavedService => ({
-          name: s.name,
-          options: s.options,
-          targets: s.targets.map((t) => t.address),
-          readTargets: s.readTargets.map((t) => t.address),
-          mode: s.pause.mode,
-          stopMessage: s.pause.message,
-          maxPauseMs: s.pause.maxPauseMs,
-          ...(s.rolloutTargets
-            ? { rollout: { targets: s.rolloutTargets.map((t) => t.address), percent: s.split.percent, list: [...s.split.list] } }
-            : {}),
-        }),
-      ),
-    };
+    return { version: 1, services: [...this.services.values()].map(savedService) };
   }
 
   /**
@@ -582,17 +466,7 @@ export class Registry implements GaugeSource {
         log.error("Saved service skipped: its host is used by another service", { service: saved.name, owner: owner.name });
         continue;
       }
-      const restored = (addresses: string[]) =>
-        addresses.map((address) => {
-          const target = new Target(address);
-          target.health = "healthy";
-          return target;
-        });
-      const service = new Service(saved.name, options, restored(saved.targets), this.runtime);
-      service.cutover({ readers: restored(saved.readTargets), ...(saved.rollout ? { rollout: restored(saved.rollout.targets) } : {}) });
-      if (saved.rollout) service.split = new RolloutSplit(saved.rollout.percent, saved.rollout.list);
-      if (saved.mode === "paused") service.pause.pause(saved.maxPauseMs);
-      if (saved.mode === "stopped") service.pause.stop(saved.stopMessage);
+      const service = restoredService(saved, this.runtime);
       if (options.errorPages) {
         try {
           this.pages.set(saved.name, loadCustomPages(options.errorPages));
@@ -608,7 +482,6 @@ export class Registry implements GaugeSource {
           log.error("Custom certificate unavailable; HTTPS for this service has no certificate", { service: saved.name, error: (error as Error).message });
         }
       }
-      // Its monitors (started by cutover) re-check every target in the background.
       this.services.set(saved.name, service);
     }
     this.rebuildRouter();

@@ -117,3 +117,13 @@ export const log = {
   /** Writes everything queued now; used before exit. */
   flush: flushNow,
 };
+
+/**
+ * A stray error in one request or command must not take every service down
+ * with it: it is logged, and the process keeps serving.
+ */
+export function surviveStrayErrors() {
+  const survive = (kind: string) => (error: unknown) => log.error("Unhandled error", { kind, error: (error as Error)?.message ?? String(error) });
+  process.on("unhandledRejection", survive("rejection"));
+  process.on("uncaughtException", survive("exception"));
+}

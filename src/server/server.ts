@@ -9,7 +9,7 @@ import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
 import type { RunOptions } from "../config.ts";
-import { log } from "../log.ts";
+import { log, surviveStrayErrors } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { CommandError, type Progress } from "../service/command-error.ts";
 import { Registry } from "../service/registry.ts";
@@ -203,12 +203,7 @@ export async function runServer(options: RunOptions): Promise<void> {
   });
   process.on("SIGTERM", () => void server.shutdown("SIGTERM"));
   process.on("SIGINT", () => void server.shutdown("SIGINT"));
-  // A stray error in one request or command must not take every service
-  // down with it: it is logged, and the proxy keeps serving.
-  const survive = (kind: string) => (error: unknown) =>
-    log.error("Unhandled error", { kind, error: (error as Error)?.message ?? String(error) });
-  process.on("unhandledRejection", survive("rejection"));
-  process.on("uncaughtException", survive("exception"));
+  surviveStrayErrors();
   if (handover) await announceWhenServing(server.adminPath);
 }
 

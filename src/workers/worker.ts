@@ -3,7 +3,7 @@
 // and answers its drain and metrics requests. It never touches the state
 // file, the admin socket, health checks or ACME. It exits when told to, and
 // when the control plane is gone.
-import { log } from "../log.ts";
+import { log, surviveStrayErrors } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { DataPlaneListeners } from "../server/data-plane.ts";
 import { CUT_EXIT_CODE, type FromWorker, type ToWorker, type WorkerSettings } from "./protocol.ts";
@@ -97,10 +97,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
   // signal sent to the whole process group must not cut them short.
   process.on("SIGTERM", () => {});
   process.on("SIGINT", () => {});
-  const survive = (kind: string) => (error: unknown) =>
-    log.error("Unhandled error", { kind, error: (error as Error)?.message ?? String(error) });
-  process.on("unhandledRejection", survive("rejection"));
-  process.on("uncaughtException", survive("exception"));
+  surviveStrayErrors();
   send({ type: "hello" });
 }
 

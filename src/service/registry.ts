@@ -16,6 +16,7 @@ import { admit } from "./admission.ts";
 import { CommandError, type Progress } from "./command-error.ts";
 import { RolloutSplit } from "./rollout.ts";
 import { restoredService, savedService } from "./saved.ts";
+import { ServiceTable } from "./service-table.ts";
 import { serviceView, type ServiceView } from "./view.ts";
 import { routingState, type RoutingState } from "./routing-state.ts";
 import { resolveOptions, type ServiceOptions } from "./options.ts";
@@ -40,12 +41,9 @@ function markHealthy(targets: Target[]) {
   for (const target of targets) target.health = "healthy";
 }
 
-export class Registry implements GaugeSource {
-  private readonly services = new Map<string, Service>();
-  private readonly pages = new Map<string, CustomPages>();
+export class Registry extends ServiceTable implements GaugeSource {
   /** Custom certificates by service, validated at deploy. */
   private readonly customCertificates = new Map<string, Certificate>();
-  router = new Router<Service>([]);
   /** Changes to one service run one after another; different services do not wait for each other. */
   private readonly locks = new Map<string, Promise<unknown>>();
 
@@ -53,7 +51,9 @@ export class Registry implements GaugeSource {
     private readonly store: StateStore,
     readonly certificates?: CertificateManager,
     private readonly dataPlane: DataPlane = THIS_PROCESS,
-  ) {}
+  ) {
+    super();
+  }
 
   /** How each service drains and reports health changes: through the data plane. */
   private readonly runtime: ServiceRuntime = {
@@ -70,18 +70,6 @@ export class Registry implements GaugeSource {
   /** Makes the current routing live everywhere traffic runs. */
   private publish(): Promise<void> {
     return this.dataPlane.publish(this.routingState());
-  }
-
-  service(name: string): Service | undefined {
-    return this.services.get(name);
-  }
-
-  all(): Iterable<Service> {
-    return this.services.values();
-  }
-
-  errorPages(service: Service): CustomPages | undefined {
-    return this.pages.get(service.name);
   }
 
   /** Set while this process hands its state to a successor: no command may change it. */

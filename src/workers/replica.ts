@@ -3,36 +3,21 @@
 // keeps its Target objects across changes, since they count this worker's
 // requests in flight (which drains wait for). It runs no health checks: the
 // control plane's verdicts arrive with the state.
-import type { CustomPages } from "../proxy/error-pages.ts";
 import { Router } from "../routing/router.ts";
-import type { CertificateView, Routes } from "../data/pipeline.ts";
+import type { CertificateView } from "../data/pipeline.ts";
 import type { ServiceLoad } from "../metrics.ts";
 import { RolloutSplit } from "../service/rollout.ts";
 import type { RoutingState, ServiceState, TargetState } from "../service/routing-state.ts";
 import { drainHere, Service } from "../service/service.ts";
+import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
 import type { TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
 
-export class ReplicaRoutes implements Routes {
-  router = new Router<Service>([]);
-  private readonly services = new Map<string, Service>();
+export class ReplicaRoutes extends ServiceTable {
   /** Services the control plane removed, kept while it drains them. */
   private readonly removed = new Map<string, Service>();
-  private readonly pages = new Map<string, CustomPages>();
-
-  service(name: string): Service | undefined {
-    return this.services.get(name);
-  }
-
-  all(): Iterable<Service> {
-    return this.services.values();
-  }
-
-  errorPages(service: Service): CustomPages | undefined {
-    return this.pages.get(service.name);
-  }
 
   apply(state: RoutingState) {
     const names = new Set(state.services.map((s) => s.name));

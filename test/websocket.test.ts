@@ -475,12 +475,11 @@ test(
       expect(await client.ask("whoami")).toBe("ws-term");
 
       const mark = own.logMark();
-      const killedAt = performance.now();
       const exited = own.kill("SIGTERM");
       expect((await client.closed).code).toBe(1001);
       expect(await exited).toBe(0);
-      // Not held open until the 10 s grace period ends.
-      expect(performance.now() - killedAt).toBeLessThan(5000);
+      // Not held open until the 10 s grace period ends: a drain that reached
+      // it cuts what is left and logs graceful: false.
       expect((await own.waitForLog((l) => l.msg === "Server stopped", 1000, mark)).graceful).toBe(true);
       const backendSaw = await until("the backend to see its socket closed", () => backend.closes[0]);
       expect(backendSaw.code).toBe(1001);

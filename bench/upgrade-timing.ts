@@ -96,4 +96,5 @@ try {
 } finally {
   server.kill();
   backend.kill();
+  fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -44,13 +44,13 @@ test("a target that never becomes healthy fails the deploy; the old target keeps
   expect(result.stderr).toContain(
     `Error: target ${bad.address} failed to become healthy within 1s (last check: GET /up returned 500)`,
   );
-  // It waited for the deploy timeout, not much more.
+  // It waited for the deploy timeout ...
   expect(elapsed).toBeGreaterThanOrEqual(950);
-  expect(elapsed).toBeLessThan(5000);
   // Progress on stderr showed the failing check while it waited.
   expect(result.stderr).toMatch(new RegExp(`${bad.address}.*adding`));
   expect(result.stderr).toMatch(new RegExp(`${bad.address}.*GET /up returned 500`));
-  // It kept checking at the requested interval (100ms over 1s), not just once.
+  // ... checking at the requested interval (100ms over 1s), not just once,
+  // and not much longer (20 checks would be 2 s).
   expect(bad.healthChecks).toBeGreaterThanOrEqual(4);
   expect(bad.healthChecks).toBeLessThanOrEqual(20);
 
@@ -227,10 +227,11 @@ test("--force skips the health checks", async () => {
   const host = "force.test";
   const unhealthy = backend("forced");
   unhealthy.setHealth(500);
-  const started = performance.now();
   const result = await proxy.cli(["deploy", "force", "--host", host, "--target", unhealthy.address, "--force", "--deploy-timeout", "5s", ...fast]);
+  // The target only ever answers its checks with 500: a deploy that waited for
+  // a passing check would have failed at the deploy timeout instead.
   expect(result.code).toBe(0);
-  expect(performance.now() - started).toBeLessThan(4000);
+  expect(result.stderr).not.toContain("GET /up returned 500");
   expect(await get("/echo", host)).toMatchObject({ status: 200, backend: "forced" });
   expect((await proxy.listJson()).find((s) => s.name === "force")?.targets.map((t) => t.address)).toEqual([unhealthy.address]);
 }, SLOW_TEST);
@@ -318,13 +319,12 @@ test("--target-timeout cuts a target that is slow to answer (504) but not a long
   const app = backend("tt");
   await deployOk("tt", ["--host", host, "--target", app.address, "--target-timeout", "500ms"]);
 
-  let started = performance.now();
   const slow = await get("/slow?ms=3000", host);
+  // Cut before the app's answer at 3 s, which would have been its 200.
   expect(slow.status).toBe(504);
-  expect(performance.now() - started).toBeLessThan(2500);
   expect(slow.backend).toBeNull(); // the proxy's own error page, not the app
 
-  started = performance.now();
+  const started = performance.now();
   const stream = await get("/stream?chunks=10&interval=200", host);
   const elapsed = performance.now() - started;
   expect(stream.status).toBe(200);

@@ -84,12 +84,14 @@ test("a request still running at --drain-timeout is cancelled with 504, and depl
 
   const deploy = await timedCli(["deploy", "draintimeout", "--host", host, "--target", newTarget.address, "--drain-timeout", "500ms", ...fast]);
   expect(deploy.code).toBe(0);
+  // deploy waited for the drain deadline ...
+  expect(deploy.at - started).toBeGreaterThanOrEqual(450);
+  // ... and not for the target, which is still working on its 5 s answer.
+  expect(oldTarget.inflight).toBe(1);
   const result = await slow;
   expect(result.status).toBe(504);
-  // Cancelled around the drain deadline, far before the target would have answered.
-  expect(result.at - started).toBeLessThan(3500);
-  expect(deploy.at - started).toBeLessThan(3500);
-  expect(deploy.at - started).toBeGreaterThanOrEqual(450);
+  // The client was answered before the target would have answered.
+  expect(oldTarget.inflight).toBe(1);
 
   const after = await proxy.fetch("/echo", { host });
   expect(after.status).toBe(200);
@@ -165,15 +167,16 @@ test("remove --drain-timeout cancels what is still running with 504", async () =
   const host = "remove-timeout.test";
   const app = backend("rt");
   await deployOk("rmtimeout", host, app);
-  const started = performance.now();
   const slow = slowRequest(host, 5000);
   await waitFor("slow request at the target", () => app.inflight === 1, { timeoutMs: 5000 });
   const removed = await timedCli(["remove", "rmtimeout", "--drain-timeout", "300ms"]);
   expect(removed.code).toBe(0);
-  expect(removed.at - started).toBeLessThan(3500);
+  // remove did not wait for the target, which is still working on its 5 s answer ...
+  expect(app.inflight).toBe(1);
   const result = await slow;
   expect(result.status).toBe(504);
-  expect(result.at - started).toBeLessThan(3500);
+  // ... nor did the client.
+  expect(app.inflight).toBe(1);
 }, SLOW_TEST);
 
 test("list shows the old target as draining while deploy waits for it", async () => {

@@ -103,10 +103,9 @@ describe("built-in error pages", () => {
   });
 
   test("504 when the target does not answer within --target-timeout", async () => {
-    const started = performance.now();
+    // The app would answer 200 at 3 s: the 504 came before.
     const p = await page("/slow?ms=3000", "plain.test");
     expectBuiltin(p, 504);
-    expect(performance.now() - started).toBeLessThan(2500);
   });
 
   test("413 when the body is over --max-request-body", async () => {

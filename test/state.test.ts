@@ -148,7 +148,6 @@ test("SIGTERM lets an in-flight request finish and exits 0; the state survives",
   await waitFor("the slow requests to reach the target", () => app.inflight === 2, { timeoutMs: 5000 });
 
   const mark = proxy.logMark();
-  const killedAt = performance.now();
   const exited = proxy.kill("SIGTERM");
   await proxy.waitForLog((l) => l.msg === "Shutting down", 5000, mark);
   // It stops accepting: a new connection is refused while the slow request is still running.
@@ -166,8 +165,8 @@ test("SIGTERM lets an in-flight request finish and exits 0; the state survives",
   expect([rawHead.status, headerValue(rawHead, "connection")]).toEqual([200, "close"]);
   raw.close();
   // It exits once that request is done (its keep-alive connection is closed
-  // after the answer), not at the end of the 10 s grace period.
-  expect(performance.now() - killedAt).toBeLessThan(6000);
+  // after the answer), not at the end of the 10 s grace period (which cuts
+  // what is left and logs graceful: false).
   expect((await proxy.waitForLog((l) => l.msg === "Server stopped", 1000, mark)).graceful).toBe(true);
 
   await proxy.spawn();

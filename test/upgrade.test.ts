@@ -360,14 +360,12 @@ for (const workers of ["1", "2"]) {
       const mark = own.logMark();
       const upgrading = upgrade([], own);
       await own.waitForLog((l) => l.msg === "Handing over", 10_000, mark);
-      const resumedAt = performance.now();
       await mustRun(own, ["resume", "app"]);
       const answers = await Promise.all(held);
       expect((await upgrading).code).toBe(0);
       expect(answers.map((r) => r.status)).toEqual([200, 200, 200]);
+      // Released by the resume: max-pause would have answered 504, the drain timeout 503.
       expect(app.requests).toBe(3);
-      // Released by the resume, not by max-pause (30 s) or the drain timeout (30 s).
-      expect(performance.now() - resumedAt).toBeLessThan(5_000);
     } finally {
       await stop();
     }

@@ -4,10 +4,9 @@
 // them all without a failed request.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
-import { freePort, processAlive, Proxy, runCli, waitFor } from "./support/proxy.ts";
+import { freePort, processAlive, Proxy, runCli, tempDir, waitFor } from "./support/proxy.ts";
 import { isPending, mustRun } from "./support/traffic.ts";
 
 const HOST = "app.test";
@@ -208,7 +207,7 @@ test("a bad worker count is refused, naming the value", async () => {
 
 test("every worker answers with the error pages as read at the last deploy, also after editing them and redeploying", async () => {
   const app = backend("paged");
-  const pages = fs.mkdtempSync(path.join(os.tmpdir(), "parachute-pages-"));
+  const pages = tempDir("parachute-pages-");
   fs.writeFileSync(path.join(pages, "503.html"), "<p>first {{message}}</p>");
   const deploy = ["deploy", "app", "--host", HOST, "--target", app.address, "--error-pages", pages, ...fast];
   await mustRun(proxy, deploy);

@@ -21,8 +21,31 @@ export function parachuteCommand(): string[] {
 export const SLOW_TEST = 20_000;
 export const HOOK_TIMEOUT = 20_000;
 
+let tempRoot: string | undefined;
+
+/**
+ * The directory that holds every `tempDir` of this test process, removed with
+ * all in it once the process has exited, whatever the tests' outcome (a failed
+ * test, a hook that threw, Ctrl-C, a kill -9). `bun test` runs no exit hooks,
+ * so a small watcher process does it: detached, ignoring the terminal's
+ * signals, it waits for this process to end, then removes the directory.
+ */
+function testRoot(): string {
+  if (tempRoot) return tempRoot;
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "parachute-tests-"));
+  const script =
+    'trap "" INT TERM HUP; tail --pid="$1" -f /dev/null 2>/dev/null || while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -rf "$2"';
+  Bun.spawn(["sh", "-c", script, "parachute-test-janitor", String(process.pid), root], {
+    stdio: ["ignore", "ignore", "ignore"],
+    detached: true,
+  }).unref();
+  tempRoot = root;
+  return root;
+}
+
+/** A new directory, removed when this test process has exited (see `testRoot`). */
 export function tempDir(prefix = "parachute-test-"): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return fs.mkdtempSync(path.join(testRoot(), prefix));
 }
 
 export interface CliResult {

@@ -238,14 +238,31 @@ ok "base images ready ($((SECONDS - t0)) s)"
 step "project images: Dockerfile and sample/Dockerfile, unchanged"
 t0=$SECONDS
 # The images this run rebuilds; those it leaves untagged are removed at the end.
-old_images=$(for tag in parachute parachute-sample parachute_web-1 parachute_web-2 parachute_web-3 parachute_web-4; do
+old_images=$(for tag in parachute parachute-build-stage parachute-sample parachute_web-1 parachute_web-2 parachute_web-3 parachute_web-4; do
   podman image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true
 done | sort -u)
-podman build --pull=never -t parachute "$ROOT" 2>&1 | tail -5
-podman image exists parachute || fail "the parachute image was not built"
-podman build --pull=never -t parachute-sample "$ROOT/sample" 2>&1 | tail -2
-podman image exists parachute-sample || fail "the parachute-sample image was not built"
-ok "images built ($((SECONDS - t0)) s): $(podman run --rm parachute parachute --version)"
+build_log=/tmp/container-check-build.log
+build() {  # podman build ARGS...: the log's tail on failure
+  podman build --pull=never "$@" >"$build_log" 2>&1 || { tail -30 "$build_log" >&2; fail "podman build $* failed"; }
+}
+digest() { podman run --rm --entrypoint sha256sum "$1" "$2" | cut -d' ' -f1; }  # IMAGE FILE
+build -t parachute "$ROOT"
+# buildah 1.28 (Debian 12) reuses a cached `RUN --mount=type=bind,from=build`
+# layer even when the build stage it mounts has changed, so an edit of src/
+# could leave the previous binary in the image (BuildKit keys that cache on
+# the mounted files). The build stage itself is cached correctly (COPY src):
+# when its binary is not the image's, the image is built again without cache.
+build --target build -t parachute-build-stage "$ROOT"
+if [ "$(digest parachute-build-stage /src/dist/parachute)" != "$(digest parachute /usr/local/bin/parachute)" ]; then
+  echo "the image holds a stale binary from buildah's layer cache: building it again with --no-cache"
+  build --no-cache -t parachute "$ROOT"
+  build --target build -t parachute-build-stage "$ROOT"
+  [ "$(digest parachute-build-stage /src/dist/parachute)" = "$(digest parachute /usr/local/bin/parachute)" ] ||
+    fail "the binary in the parachute image is not the one its build stage made"
+fi
+build -t parachute-sample "$ROOT/sample"
+rm -f "$build_log"
+ok "images built ($((SECONDS - t0)) s), the image's binary is its build stage's: parachute $(podman run --rm parachute parachute --version)"
 
 # ------------------------------------------------------------ single containers
 # A network of their own: the proxy reaches the sample containers by name, and
@@ -332,6 +349,9 @@ for i in 1 2 3 4; do
   wait_for 20 "\"listening\" in parachute-web-$i's log" logged "parachute-web-$i" '"msg":"listening"'
 done
 wait_for 15 "HTTP answer on $cbase" curl -sS --max-time 2 -o /dev/null "$cbase/"
+# `up --build` built the proxy's image again: it must still be the checked binary.
+[ "$(digest "$(podman inspect -f '{{.Image}}' parachute_proxy_1)" /usr/local/bin/parachute)" = "$(digest parachute-build-stage /src/dist/parachute)" ] ||
+  fail "the compose proxy runs another binary than the one built from this source"
 ok "podman-compose up -d --build: the proxy and web-1 … web-4 running ($((SECONDS - t0)) s)"
 compose_exec parachute deploy web --target web-1:3000 || fail "compose exec proxy parachute deploy web --target web-1:3000 failed"
 answers "$cbase/whoami" '"instance":"web-1"' || fail "$cbase/whoami is not served by web-1"

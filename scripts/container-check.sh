@@ -112,11 +112,16 @@ cleanup() {
   podman volume rm -f pcc-state parachute_state >/dev/null 2>&1
   podman network rm -f pcc-net parachute_default >/dev/null 2>&1
   rm -rf "${ctx:-}"
-  if [ -n "${drop_replaced:-}" ]; then
-    for id in ${old_images:-}; do
+  # Images this run made or replaced that no tag names any more: a previous
+  # build, or a stage the stale-layer rebuild superseded. `podman rmi` without
+  # -f keeps any that a tagged image still builds on (the layer cache).
+  if [ -n "${drop_replaced:-}" ] || [ -s "${built_ids:-/nonexistent}" ]; then
+    [ -f /tmp/container-check-compose-up.log ] && grep -oE '^--> (Using cache )?[0-9a-f]{11,}' /tmp/container-check-compose-up.log | awk '{ print $NF }' >>"$built_ids"
+    for id in ${drop_replaced:+${old_images:-}} $(tac "$built_ids" 2>/dev/null); do
       [ -z "$(podman image inspect -f '{{join .RepoTags ","}}' "$id" 2>/dev/null)" ] && podman rmi "$id" >/dev/null 2>&1
     done
   fi
+  rm -f "${built_ids:-}" "${build_log:-}" /tmp/container-check-compose-up.log
   echo
   if [ "$status" = 0 ]; then
     echo "$NAME: $passed passed, 0 failed ($((SECONDS - began)) s)"
@@ -242,8 +247,12 @@ old_images=$(for tag in parachute parachute-build-stage parachute-sample parachu
   podman image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true
 done | sort -u)
 build_log=/tmp/container-check-build.log
+built_ids=/tmp/container-check-built-ids
+: >"$built_ids"
+note_images() { grep -oE '^--> (Using cache )?[0-9a-f]{11,}' "$1" | awk '{ print $NF }' >>"$built_ids" || true; }
 build() {  # podman build ARGS...: the log's tail on failure
-  podman build --pull=never "$@" >"$build_log" 2>&1 || { tail -30 "$build_log" >&2; fail "podman build $* failed"; }
+  podman build --pull=never "$@" >"$build_log" 2>&1 || { tail -30 "$build_log" >&2; note_images "$build_log"; fail "podman build $* failed"; }
+  note_images "$build_log"
 }
 digest() { podman run --rm --entrypoint sha256sum "$1" "$2" | cut -d' ' -f1; }  # IMAGE FILE
 build -t parachute "$ROOT"

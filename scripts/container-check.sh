@@ -112,13 +112,23 @@ cleanup() {
   podman volume rm -f pcc-state parachute_state >/dev/null 2>&1
   podman network rm -f pcc-net parachute_default >/dev/null 2>&1
   rm -rf "${ctx:-}"
-  # Images this run made or replaced that no tag names any more: a previous
-  # build, or a stage the stale-layer rebuild superseded. `podman rmi` without
-  # -f keeps any that a tagged image still builds on (the layer cache).
+  # Images this run made or replaced that nothing uses any more: a previous
+  # build, or a stage the stale-layer rebuild superseded. Only dangling ones
+  # (no tag, and no image built on them) go, so the layer cache, whose
+  # intermediate images have children, stays whole. Removing one can leave
+  # its parent dangling: a few passes.
   if [ -n "${drop_replaced:-}" ] || [ -s "${built_ids:-/nonexistent}" ]; then
     [ -f /tmp/container-check-compose-up.log ] && grep -oE '^--> (Using cache )?[0-9a-f]{11,}' /tmp/container-check-compose-up.log | awk '{ print $NF }' >>"$built_ids"
-    for id in ${drop_replaced:+${old_images:-}} $(tac "$built_ids" 2>/dev/null); do
-      [ -z "$(podman image inspect -f '{{join .RepoTags ","}}' "$id" 2>/dev/null)" ] && podman rmi "$id" >/dev/null 2>&1
+    local candidates id dangling pass removed
+    candidates=$(for id in ${drop_replaced:+${old_images:-}} $(cat "$built_ids" 2>/dev/null); do
+      podman image inspect -f '{{.Id}}' "$id" 2>/dev/null; done | sort -u)
+    for pass in 1 2 3 4 5 6; do
+      dangling=$(podman images -q --no-trunc --filter dangling=true | sed 's/^sha256://')
+      removed=0
+      for id in $candidates; do
+        if grep -qx "$id" <<<"$dangling" && podman rmi "$id" >/dev/null 2>&1; then removed=1; fi
+      done
+      [ "$removed" = 1 ] || break
     done
   fi
   rm -f "${built_ids:-}" "${build_log:-}" /tmp/container-check-compose-up.log

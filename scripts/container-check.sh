@@ -14,6 +14,8 @@
 #
 # Checks, all traffic to 127.0.0.1 only, every wait bounded and on an event
 # (a port answering, a log line), never a fixed sleep:
+#   build    the image's binary is the one its build stage compiled (buildah
+#            1.28 can reuse a stale cached layer; it is then rebuilt)
 #   image    the proxy runs as uid 10001 and binds 80/443 with every capability
 #            but NET_BIND_SERVICE dropped; `exec parachute deploy` routes
 #   load     a redeploy from one sample container to another, and stopping the
@@ -118,7 +120,6 @@ cleanup() {
   # intermediate images have children, stays whole. Removing one can leave
   # its parent dangling: a few passes.
   if [ -n "${drop_replaced:-}" ] || [ -s "${built_ids:-/nonexistent}" ]; then
-    [ -f /tmp/container-check-compose-up.log ] && grep -oE '^--> (Using cache )?[0-9a-f]{11,}' /tmp/container-check-compose-up.log | awk '{ print $NF }' >>"$built_ids"
     local candidates id dangling pass removed
     candidates=$(for id in ${drop_replaced:+${old_images:-}} $(cat "$built_ids" 2>/dev/null); do
       podman image inspect -f '{{.Id}}' "$id" 2>/dev/null; done | sort -u)
@@ -364,6 +365,7 @@ t0=$SECONDS
 # binary). The proxy's image is the `parachute` checked above, the image name
 # the compose file gives it; compose builds the four web images itself.
 compose build web-1 web-2 web-3 web-4 >/tmp/container-check-compose-up.log 2>&1 || { tail -20 /tmp/container-check-compose-up.log; fail "podman-compose build failed"; }
+note_images /tmp/container-check-compose-up.log
 compose up -d --no-build >>/tmp/container-check-compose-up.log 2>&1 || { tail -20 /tmp/container-check-compose-up.log; fail "podman-compose up failed"; }
 for c in parachute_proxy_1 parachute-web-1 parachute-web-2 parachute-web-3 parachute-web-4; do
   wait_for 20 "running container $c" running "$c"

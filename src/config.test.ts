@@ -1,5 +1,7 @@
 import { expect, test } from "bun:test";
-import { availableCores } from "./config.ts";
+import * as os from "node:os";
+import * as path from "node:path";
+import { availableCores, ConfigError, resolveAcmeOptions, resolveRunOptions, resolveSocketPath } from "./config.ts";
 
 const files = (contents: Record<string, string>) => (file: string) => contents[file];
 
@@ -15,4 +17,112 @@ test("a cgroup CPU quota (a container's --cpus) lowers it, rounded up, never bel
   expect(availableCores(64, files({ "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "50000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n" }))).toBe(1);
   // A quota above the CPUs it may run on does not raise it.
   expect(availableCores(2, files({ "/sys/fs/cgroup/cpu.max": "800000 100000\n" }))).toBe(2);
+});
+
+// Run options: flag > PARACHUTE_<NAME> > <NAME> > default.
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+test("run options default as the README's table says", () => {
+  const options = resolveRunOptions({}, {});
+  expect(options.httpPort).toBe(80);
+  expect(options.httpsPort).toBe(443);
+  expect(options.bind).toBeUndefined();
+  expect(options.metricsPort).toBe(0);
+  expect(options.stateDir).toBe(path.join(os.homedir(), ".config", "parachute"));
+  expect(options.debug).toBe(false);
+  expect(options.socket).toBe(path.join(os.tmpdir(), "parachute.sock"));
+  expect(options.workers).toBe(availableCores());
+});
+
+test("an explicit flag beats PARACHUTE_<NAME>, which beats <NAME>", () => {
+  const env = { PARACHUTE_HTTP_PORT: "8080", HTTP_PORT: "9090", HTTPS_PORT: "0", PARACHUTE_DEBUG: "true", DEBUG: "false", WORKERS: "3" };
+  const fromEnv = resolveRunOptions({}, env);
+  expect(fromEnv.httpPort).toBe(8080);
+  expect(fromEnv.httpsPort).toBe(0);
+  expect(fromEnv.debug).toBe(true);
+  expect(fromEnv.workers).toBe(3);
+  const fromFlags = resolveRunOptions({ "http-port": "7070", debug: false, workers: "1" }, env);
+  expect(fromFlags.httpPort).toBe(7070);
+  expect(fromFlags.debug).toBe(false);
+  expect(fromFlags.workers).toBe(1);
+});
+
+test("a bad value stops with an error naming where it came from, never a fallback", () => {
+  expect(configError(() => resolveRunOptions({}, { HTTP_PORT: "abc" }))).toBe('invalid value for HTTP_PORT: invalid port "abc"');
+  expect(configError(() => resolveRunOptions({}, { PARACHUTE_HTTPS_PORT: "70000" }))).toBe('invalid value for PARACHUTE_HTTPS_PORT: invalid port "70000"');
+  expect(configError(() => resolveRunOptions({ "metrics-port": "-1" }, {}))).toBe('invalid value for --metrics-port: invalid port "-1"');
+  expect(configError(() => resolveRunOptions({}, { WORKERS: "0" }))).toBe('invalid value for WORKERS: invalid worker count "0" (expected 1-256)');
+  expect(configError(() => resolveRunOptions({}, { DEBUG: "maybe" }))).toBe('invalid value for DEBUG: invalid boolean "maybe" (expected true or false)');
+  expect(configError(() => resolveRunOptions({}, { HTTP_PORT: "" }))).toBe('invalid value for HTTP_PORT: invalid port ""');
+  expect(configError(() => resolveRunOptions({ "state-dir": "" }, {}))).toBe("invalid value for --state-dir: empty directory");
+  // A valid flag wins before a bad variable is ever read.
+  expect(resolveRunOptions({ "http-port": "81" }, { HTTP_PORT: "abc" }).httpPort).toBe(81);
+});
+
+test("--bind takes an IPv4 or IPv6 address (brackets dropped) or localhost", () => {
+  expect(resolveRunOptions({ bind: "127.0.0.1" }, {}).bind).toBe("127.0.0.1");
+  expect(resolveRunOptions({ bind: "[::1]" }, {}).bind).toBe("::1");
+  expect(resolveRunOptions({}, { BIND: "::" }).bind).toBe("::");
+  expect(resolveRunOptions({ bind: "localhost" }, {}).bind).toBe("localhost");
+  expect(configError(() => resolveRunOptions({ bind: "example.com" }, {}))).toBe('invalid value for --bind: invalid address "example.com" (expected an IPv4 or IPv6 address)');
+  expect(configError(() => resolveRunOptions({}, { BIND: "300.1.1.1" }))).toBe('invalid value for BIND: invalid address "300.1.1.1" (expected an IPv4 or IPv6 address)');
+});
+
+test("the state directory is made absolute", () => {
+  expect(resolveRunOptions({ "state-dir": "rel/state" }, {}).stateDir).toBe(path.resolve("rel/state"));
+  expect(resolveRunOptions({}, { STATE_DIR: "/srv/parachute" }).stateDir).toBe("/srv/parachute");
+});
+
+test("the admin socket: --socket, then PARACHUTE_SOCKET, then $XDG_RUNTIME_DIR, then the temp dir", () => {
+  const env = { PARACHUTE_SOCKET: "/run/p.sock", XDG_RUNTIME_DIR: "/run/user/1000" };
+  expect(resolveSocketPath("my.sock", env)).toBe(path.resolve("my.sock"));
+  expect(resolveSocketPath(undefined, env)).toBe("/run/p.sock");
+  expect(resolveSocketPath(undefined, { XDG_RUNTIME_DIR: "/run/user/1000" })).toBe("/run/user/1000/parachute.sock");
+  expect(resolveSocketPath(undefined, {})).toBe(path.join(os.tmpdir(), "parachute.sock"));
+  expect(resolveSocketPath("", { PARACHUTE_SOCKET: "rel.sock" })).toBe(path.resolve("rel.sock"));
+  expect(resolveRunOptions({ socket: "/tmp/x.sock" }, env).socket).toBe("/tmp/x.sock");
+});
+
+test("ACME settings come from the environment, with floors on the check and retry intervals", () => {
+  expect(resolveAcmeOptions({})).toEqual({
+    directoryUrl: undefined,
+    stagingDirectoryUrl: undefined,
+    caFile: undefined,
+    email: undefined,
+    renewBeforeMs: 30 * 86_400_000,
+    checkIntervalMs: 12 * 3_600_000,
+    retryBackoffMs: 30_000,
+  });
+  const acme = resolveAcmeOptions({
+    PARACHUTE_ACME_DIRECTORY: "https://ca.test/dir",
+    PARACHUTE_ACME_STAGING_DIRECTORY: "https://ca.test/staging",
+    PARACHUTE_ACME_CA: "/etc/ca.pem",
+    PARACHUTE_ACME_EMAIL: "ops@example.com",
+    PARACHUTE_ACME_RENEW_BEFORE: "1h",
+    PARACHUTE_ACME_CHECK_INTERVAL: "1ms",
+    PARACHUTE_ACME_RETRY: "0",
+  });
+  expect(acme).toEqual({
+    directoryUrl: "https://ca.test/dir",
+    stagingDirectoryUrl: "https://ca.test/staging",
+    caFile: "/etc/ca.pem",
+    email: "ops@example.com",
+    renewBeforeMs: 3_600_000,
+    checkIntervalMs: 100,
+    retryBackoffMs: 100,
+  });
+  expect(resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "" }).directoryUrl).toBeUndefined();
+  expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "not a url" }))).toBe('invalid value for PARACHUTE_ACME_DIRECTORY: invalid URL "not a url"');
+  expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_RETRY: "soon" }))).toBe(
+    'invalid value for PARACHUTE_ACME_RETRY: invalid duration "soon" (use e.g. 500ms, 30s, 2m, 1h, 1m30s)',
+  );
 });

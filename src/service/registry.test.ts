@@ -1,0 +1,203 @@
+import { afterAll, afterEach, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as v from "valibot";
+import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
+import { StateStore } from "../state/store.ts";
+import { CommandError } from "./command-error.ts";
+import { Registry } from "./registry.ts";
+
+const app = { hostname: "127.0.0.1", port: 0, fetch: (req: Request) => new Response("", { status: new URL(req.url).pathname === "/up" ? 200 : 500 }) };
+const backends = [Bun.serve(app), Bun.serve(app)];
+const [A, B] = backends.map((b) => `127.0.0.1:${b.port}`) as [string, string];
+
+const dirs: string[] = [];
+const registries: Registry[] = [];
+function registry(dir = fs.mkdtempSync(path.join(os.tmpdir(), "parachute-registry-"))) {
+  dirs.push(dir);
+  const store = new StateStore(dir);
+  const r = new Registry(store);
+  registries.push(r);
+  return { r, store, dir };
+}
+afterEach(() => {
+  for (const r of registries.splice(0)) r.dispose();
+});
+afterAll(() => {
+  for (const b of backends) b.stop(true);
+  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const lines: string[] = [];
+const progress = (line: string) => void lines.push(line);
+const deploy = (body: Record<string, unknown>) => v.parse(DeployRequest, { force: true, ...body });
+
+async function refused(promise: Promise<unknown>): Promise<CommandError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(CommandError);
+  return error as CommandError;
+}
+
+test("deploy creates a service, routes its hosts to it and saves it", async () => {
+  const { r, store } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A], hosts: ["app.test"] }), progress);
+  expect(r.router.match("app.test", "/")?.service.name).toBe("web");
+  expect(r.router.match("other.test", "/")).toBeUndefined();
+  expect(r.list()).toEqual([
+    { name: "web", hosts: ["app.test"], pathPrefixes: ["/"], tls: false, state: "running", targets: [{ address: A, state: "healthy", role: "writer" }] },
+  ]);
+  const saved = store.load().state.services;
+  expect(saved.map((s) => [s.name, s.targets, s.mode])).toEqual([["web", [A], "running"]]);
+});
+
+test("a deploy health-checks new targets unless forced, and fails naming one that does not pass", async () => {
+  const { r } = registry();
+  lines.length = 0;
+  await r.deploy(deploy({ service: "web", targets: [A], force: false }), progress);
+  expect(lines).toContain(`Target ${A}: healthy (GET /up returned 200)`);
+  const error = await refused(r.deploy(deploy({ service: "web", targets: [B], force: false, healthCheckPath: "/broken", deployTimeout: "50ms" }), progress));
+  expect(error.status).toBe(422);
+  expect(error.message).toBe(`target ${B} failed to become healthy within 50ms (last check: GET /broken returned 500)`);
+  expect(r.service("web")!.targets.map((t) => t.address)).toEqual([A]); // nothing changed
+});
+
+test("a redeploy replaces the targets and drains the old ones", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  lines.length = 0;
+  await r.deploy(deploy({ service: "web", targets: [B], drainTimeout: "5s" }), progress);
+  expect(r.service("web")!.targets.map((t) => t.address)).toEqual([B]);
+  expect(lines).toEqual([`Draining ${A} (up to 5s)`]);
+  expect(r.service("web")!.draining.size).toBe(0);
+});
+
+test("deploy refuses bad combinations before changing anything", async () => {
+  const { r } = registry();
+  const cases: [Record<string, unknown>, string][] = [
+    [{ tls: true }, "--tls needs at least one --host"],
+    [{ tls: true, hosts: ["*.example.com"] }, "wildcard host *.example.com needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards"],
+    [{ hosts: ["a.test"], canonicalHost: "b.test" }, 'canonical host "b.test" must be one of the service\'s hosts'],
+    [{ hosts: ["a.test"], tlsCertificatePath: "/x.pem" }, "--tls-certificate-path and --tls-private-key-path go together (both or neither)"],
+    [{ errorPages: "/nonexistent/pages" }, 'error pages directory "/nonexistent/pages" cannot be used: no such directory'],
+    [{ hosts: ["a.test"], tlsCertificatePath: "/nonexistent/c.pem", tlsPrivateKeyPath: "/nonexistent/k.pem" }, "cannot read certificate /nonexistent/c.pem: ENOENT"],
+  ];
+  for (const [body, message] of cases) {
+    const error = await refused(r.deploy(deploy({ service: "web", targets: [A], ...body }), progress));
+    expect(error.message).toBe(message);
+    expect(error.status).toBe(400);
+  }
+  expect(r.list()).toEqual([]);
+});
+
+test("a (host, path prefix) pair belongs to one service: another gets 409", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A], hosts: ["app.test"], pathPrefixes: ["/", "/api"] }), progress);
+  const error = await refused(r.deploy(deploy({ service: "api", targets: [B], hosts: ["app.test"], pathPrefixes: ["/api"] }), progress));
+  expect(error.status).toBe(409);
+  expect(error.message).toBe("host is used by another service");
+  await r.deploy(deploy({ service: "admin", targets: [B], hosts: ["app.test"], pathPrefixes: ["/admin"] }), progress);
+  expect(r.router.match("app.test", "/admin/x")?.service.name).toBe("admin");
+  await r.remove(v.parse(ServiceRequest, { service: "web" }), progress);
+  await r.deploy(deploy({ service: "api", targets: [B], hosts: ["app.test"], pathPrefixes: ["/api"] }), progress); // freed
+  expect(r.router.match("app.test", "/api")?.service.name).toBe("api");
+});
+
+test("commands on a missing service are 404", async () => {
+  const { r } = registry();
+  const name = { service: "ghost" };
+  for (const command of [
+    r.remove(v.parse(ServiceRequest, name), progress),
+    r.add(v.parse(TargetsRequest, { ...name, targets: [A] }), progress),
+    r.pause(v.parse(PauseRequest, name), progress),
+    r.resume(v.parse(ServiceRequest, name), progress),
+  ]) {
+    const error = await refused(command);
+    expect([error.status, error.message]).toEqual([404, "service not found"]);
+  }
+});
+
+test("add and rm: named refusals for present, unknown and last targets", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  expect((await refused(r.add(v.parse(TargetsRequest, { service: "web", targets: [A] }), progress))).message).toBe(`target ${A} is already in service web`);
+  expect((await refused(r.rm(v.parse(TargetsRequest, { service: "web", targets: [B] }), progress))).message).toBe(`target ${B} is not in service web`);
+  expect((await refused(r.rm(v.parse(TargetsRequest, { service: "web", targets: [A] }), progress))).message).toBe(
+    'cannot remove the last target of service web (use "parachute remove web")',
+  );
+  await r.add(v.parse(TargetsRequest, { service: "web", targets: [B] }), progress);
+  expect(r.service("web")!.targets.map((t) => t.address)).toEqual([A, B]);
+  lines.length = 0;
+  await r.rm(v.parse(TargetsRequest, { service: "web", targets: [A], drainTimeout: "2s" }), progress);
+  expect(r.service("web")!.targets.map((t) => t.address)).toEqual([B]);
+  expect(lines).toEqual([`Draining ${A} (up to 2s)`]);
+});
+
+test("pause, stop and resume change the mode and are saved", async () => {
+  const { r, store } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  await r.pause(v.parse(PauseRequest, { service: "web", maxPause: "10s" }), progress);
+  expect([r.service("web")!.pause.mode, r.service("web")!.pause.maxPauseMs]).toEqual(["paused", 10_000]);
+  await r.stop(v.parse(StopRequest, { service: "web", message: "back soon" }), progress);
+  expect(r.list()[0]).toMatchObject({ state: "stopped", message: "back soon" });
+  expect(store.load().state.services[0]).toMatchObject({ mode: "stopped", stopMessage: "back soon" });
+  await r.resume(v.parse(ServiceRequest, { service: "web" }), progress);
+  expect(r.service("web")!.pause.mode).toBe("running");
+  expect(store.load().state.services[0]!.mode).toBe("running");
+});
+
+test("rollout: set and stop need rollout targets; a split is set and cleared", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  const set = v.parse(RolloutSetRequest, { service: "web", percent: "20", list: ["beta", "beta"] });
+  expect((await refused(r.rolloutSet(set, progress))).message).toBe('service web has no rollout targets (run "parachute rollout deploy" first)');
+  expect((await refused(r.rolloutStop(v.parse(ServiceRequest, { service: "web" }), progress))).message).toBe("service web has no rollout in progress");
+  await r.rolloutDeploy(v.parse(TargetsRequest, { service: "web", targets: [B] }), progress);
+  await r.rolloutSet(set, progress);
+  expect(r.list()[0]!.rollout).toEqual({ percent: 20, list: ["beta"] });
+  expect(r.list()[0]!.targets).toEqual([
+    { address: A, state: "healthy", role: "writer" },
+    { address: B, state: "healthy", role: "rollout" },
+  ]);
+  await r.rolloutStop(v.parse(ServiceRequest, { service: "web" }), progress);
+  expect(r.list()[0]!.rollout).toBeUndefined();
+  expect(r.service("web")!.split.percent).toBe(0);
+});
+
+test("a frozen registry refuses changes with 503 until thawed", async () => {
+  const { r } = registry();
+  await r.freeze("an upgrade is in progress");
+  const error = await refused(r.deploy(deploy({ service: "web", targets: [A] }), progress));
+  expect([error.status, error.message]).toEqual([503, "an upgrade is in progress"]);
+  r.thaw();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  expect(r.list()).toHaveLength(1);
+});
+
+test("restore brings saved services back as they were", async () => {
+  const { r, dir } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A], hosts: ["app.test"], pathPrefixes: ["/api"] }), progress);
+  await r.stop(v.parse(StopRequest, { service: "web", message: "later" }), progress);
+  const { r: again } = registry(dir);
+  again.restore();
+  expect(again.list()).toEqual(r.list());
+  expect(again.router.match("app.test", "/api/x")?.service.name).toBe("web");
+});
+
+test("list is sorted by name; metrics see every target", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "zeta", targets: [A], hosts: ["z.test"] }), progress);
+  await r.deploy(deploy({ service: "alpha", targets: [B], hosts: ["a.test"] }), progress);
+  expect(r.list().map((s) => s.name)).toEqual(["alpha", "zeta"]);
+  expect(r.targetHealth()).toEqual([
+    { service: "alpha", target: B, state: "healthy" },
+    { service: "zeta", target: A, state: "healthy" },
+  ]);
+  expect(r.inFlight()).toEqual([
+    { service: "zeta", value: 0, paused: 0 },
+    { service: "alpha", value: 0, paused: 0 },
+  ]);
+});

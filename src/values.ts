@@ -153,6 +153,13 @@ function parsed<I, O>(base: v.GenericSchema<unknown, I>, parse: (input: I) => O)
 
 const stringOrNumber = v.union([v.string(), v.number()], "expected a string or a number");
 export const durationSchema = parsed(stringOrNumber, parseDuration);
+/** A duration that must be more than 0; `why` ends the error message. */
+export const positiveDurationSchema = (why: string) =>
+  parsed(stringOrNumber, (input) => {
+    const ms = parseDuration(input);
+    if (ms === 0) throw new ValueError(`invalid duration "${input}" (${why})`);
+    return ms;
+  });
 export const sizeSchema = parsed(stringOrNumber, parseSize);
 export const targetSchema = parsed(v.string("expected a target string"), parseTarget);
 export const hostSchema = parsed(v.string("expected a host string"), parseHost);

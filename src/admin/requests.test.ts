@@ -58,4 +58,6 @@ test("upgrade: the new server needs more than 0s to start", () => {
   expect(v.parse(UpgradeRequest, { readyTimeout: "1ms" }).readyTimeout).toBe(1);
   expect(problem(UpgradeRequest, { readyTimeout: "0" })).toBe('readyTimeout: invalid duration "0" (the new server needs more than 0s to start)');
   expect(problem(UpgradeRequest, { readyTimeout: 0 })).toBe('readyTimeout: invalid duration "0" (the new server needs more than 0s to start)');
+  expect(problem(UpgradeRequest, { readyTimeout: "0s" })).toBe('readyTimeout: invalid duration "0s" (the new server needs more than 0s to start)');
+  expect(problem(UpgradeRequest, { readyTimeout: "0ms" })).toBe('readyTimeout: invalid duration "0ms" (the new server needs more than 0s to start)');
 });

@@ -3,7 +3,7 @@
 // so a bad value is named the same way wherever it comes from.
 import * as v from "valibot";
 import { duration, field, requestEntries, SERVICE_OPTIONS } from "../service/options.ts";
-import { booleanSchema, durationSchema, targetSchema } from "../values.ts";
+import { booleanSchema, durationSchema, positiveDurationSchema, targetSchema } from "../values.ts";
 
 export const serviceNameSchema = v.pipe(
   v.string("expected a service name"),
@@ -79,7 +79,7 @@ export type RolloutSetRequest = v.InferOutput<typeof RolloutSetRequest>;
 
 export const UpgradeRequest = v.object({
   // 0 would make every upgrade fail: the new server can never be ready in no time.
-  readyTimeout: v.optional(v.pipe(durationSchema, v.minValue(1, (i) => `invalid duration "${i.input}" (the new server needs more than 0s to start)`)), "30s"),
+  readyTimeout: v.optional(positiveDurationSchema("the new server needs more than 0s to start"), "30s"),
   drainTimeout: v.optional(durationSchema, "30s"),
 });
 export type UpgradeRequest = v.InferOutput<typeof UpgradeRequest>;

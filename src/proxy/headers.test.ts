@@ -231,3 +231,13 @@ test("normalizeClientIp unwraps IPv4-mapped IPv6 addresses only", () => {
   expect(normalizeClientIp(undefined)).toBe("");
   expect(normalizeClientIp("")).toBe("");
 });
+
+test("with forwardHeaders every inbound X-Forwarded-For line is extended, not only the first (RFC 9110 §5.3)", () => {
+  const f = new Fields();
+  f.append("Host", "h");
+  f.append("X-Forwarded-For", "198.51.100.1");
+  f.append("X-Forwarded-For", "10.0.0.2");
+  const out = upstreamHeaders(f, { ip: "203.0.113.7", scheme: "http" }, true, false, "t:1");
+  expect(out.lines).toContain("X-Forwarded-For: 198.51.100.1, 10.0.0.2, 203.0.113.7\r\n");
+  expect(out.clientAddr).toBe("198.51.100.1");
+});

@@ -106,7 +106,8 @@ export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHead
   }
   if (!host) lines += `Host: ${targetAddress}\r\n`;
   if (websocket) lines += "Connection: Upgrade\r\nUpgrade: websocket\r\n";
-  const priorFor = forwardHeaders ? inbound.get("x-forwarded-for") : undefined;
+  // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 §5.3).
+  const priorFor = forwardHeaders ? inbound.getAll("x-forwarded-for").join(", ") : "";
   const forwardedFor = priorFor ? `${priorFor}, ${client.ip}` : client.ip;
   const proto = (forwardHeaders && inbound.get("x-forwarded-proto")) || client.scheme;
   const forwardedHost = (forwardHeaders && inbound.get("x-forwarded-host")) || host;

@@ -264,6 +264,21 @@ describe("with a server", () => {
     ]);
   }, SLOW_TEST);
 
+  test("kamal-proxy's names: `ls` is `list`; `rm SERVICE` without --target points to `remove`, and removes nothing", async () => {
+    const a = backend("alias-a");
+    expect((await proxy.cli(["deploy", "aliased", "--host", "alias.cli.test", "--target", a.address, ...fast])).code).toBe(0);
+    const ls = await proxy.cli(["ls", "--json"]);
+    const list = await proxy.cli(["list", "--json"]);
+    expect(ls.code).toBe(0);
+    expect(JSON.parse(ls.stdout)).toEqual(JSON.parse(list.stdout));
+    expect((JSON.parse(ls.stdout) as { services: { name: string }[] }).services.map((s) => s.name)).toContain("aliased");
+
+    const rm = await proxy.cli(["rm", "aliased"]);
+    expect(rm.code).toBe(1);
+    expect(rm.stderr).toMatch(/^Error: --target is required\nTo remove the whole service aliased and free its hosts, use: parachute remove aliased\n\n[\s\S]*USAGE parachute rm/);
+    expect((await proxy.fetch("/echo", { host: "alias.cli.test" })).status).toBe(200);
+  }, SLOW_TEST);
+
   test("boolean flags: --flag, --flag=true, --flag=false, --no-flag", async () => {
     const app = backend("bools");
     const host = "bools.cli.test";

@@ -31,7 +31,10 @@ export function helpText(command: CommandDef): string {
   const meta = command.meta as Meta;
   const name = meta.name === "parachute" ? "parachute" : `parachute ${meta.name}`;
   if (command.subCommands) {
-    const commands = Object.entries(command.subCommands as Record<string, CommandDef>).map(([sub, c]): [string, string] => [sub, (c.meta as Meta).description]);
+    // An alias (`ls` for `list`) is the same command: one entry, both names.
+    const names = new Map<CommandDef, string[]>();
+    for (const [sub, c] of Object.entries(command.subCommands as Record<string, CommandDef>)) names.set(c, [...(names.get(c) ?? []), sub]);
+    const commands = [...names].map(([c, aliases]): [string, string] => [aliases.join(", "), (c.meta as Meta).description]);
     return groupHelp(name, meta.description, commands);
   }
   return commandHelp(name, meta.description, shapes.get(command) ?? { positionals: [], flags: {} });
@@ -69,7 +72,7 @@ export function parachuteCommand(def: {
         });
       } catch (error) {
         if (error instanceof UsageError) {
-          console.error(`Error: ${error.message}\n`);
+          console.error(`Error: ${error.message}${error.hint ? `\n${error.hint}` : ""}\n`);
           console.error(helpText(command));
           process.exit(1);
         }
@@ -93,13 +96,21 @@ export function serviceCommand<S extends v.GenericSchema>(def: {
   schema: S;
   path: string;
   done: (request: v.InferOutput<S>) => string;
+  /** Shown under a usage error of a command naming its service (`rm web` without `--target`). */
+  usageHint?: (service: string) => string;
 }): CommandDef {
   return parachuteCommand({
     name: def.name,
     description: def.description,
     shape: { positionals: [{ name: "SERVICE", description: "service name" }], flags: { ...def.flags, ...socketFlag } },
     async run(ctx) {
-      const request = ctx.request(def.schema, { service: ctx.positionals[0] });
+      let request: v.InferOutput<S>;
+      try {
+        request = ctx.request(def.schema, { service: ctx.positionals[0] });
+      } catch (error) {
+        if (error instanceof UsageError && def.usageHint) error.hint = def.usageHint(ctx.positionals[0]!);
+        throw error;
+      }
       await ctx.client().command(def.path, { ...ctx.values, service: ctx.positionals[0] });
       console.log(def.done(request));
     },

@@ -33,7 +33,10 @@ export interface CommandShape {
   flags: FlagTable;
 }
 
-export class UsageError extends Error {}
+export class UsageError extends Error {
+  /** A line after the error, before the usage: what the user may have meant. */
+  hint?: string;
+}
 
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 

@@ -29,4 +29,6 @@ export const rmCommand = serviceCommand({
   schema: TargetsRequest,
   path: "/rm",
   done: (r) => `Removed ${r.targets.join(", ")} from ${r.service}`,
+  // kamal-proxy's `rm` removes a whole service; parachute's takes targets out (README "Coming from kamal-proxy").
+  usageHint: (service) => `To remove the whole service ${service} and free its hosts, use: parachute remove ${service}`,
 });

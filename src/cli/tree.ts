@@ -18,6 +18,7 @@ const subCommands: Record<string, CommandDef> = {
   rm: rmCommand,
   remove: removeCommand,
   list: listCommand,
+  ls: listCommand,
   pause: pauseCommand,
   stop: stopCommand,
   resume: resumeCommand,

@@ -317,6 +317,25 @@ describe("read targets and writer affinity", () => {
     expect(new Set(later)).toEqual(new Set(["reader-1", "reader-2"]));
   }, TIMEOUT);
 
+  test("a write whose response says X-Writer-Affinity: false pins nothing; the header stays with the proxy", async () => {
+    const host = "rw-opt-out.test";
+    const writer = backend("writer-opt");
+    const reader = backend("reader-opt");
+    await mustRun(proxy, ["deploy", "rwopt", "--host", host, "--target", writer.address, "--read-target", reader.address, "--health-check-interval", "200ms"]);
+    const optOut = await proxy.fetch("/no-affinity", { host, method: "POST", body: "x" });
+    expect([optOut.status, optOut.headers.get("x-backend"), await optOut.text()]).toEqual([200, "writer-opt", "no pin"]);
+    expect(writerCookie(optOut)).toBeUndefined();
+    expect(optOut.headers.get("x-writer-affinity")).toBeNull();
+    // Any other value (or none) keeps the usual affinity.
+    const kept = await proxy.fetch("/no-affinity?value=true", { host, method: "POST", body: "x" });
+    await kept.arrayBuffer();
+    expect(writerCookie(kept)).toBeDefined();
+    expect(kept.headers.get("x-writer-affinity")).toBeNull();
+    const plain = await proxy.fetch("/echo", { host, method: "POST", body: "x" });
+    await plain.arrayBuffer();
+    expect(writerCookie(plain)).toBeDefined();
+  }, TIMEOUT);
+
   test("an unhealthy read target gets no reads until it is healthy again", async () => {
     const host = "rw2.test";
     const writer = backend("writer2");

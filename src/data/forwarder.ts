@@ -194,6 +194,18 @@ class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
     this.responder.respond(new Answer(status, ERROR_PAGE_HEADERS, errorPage(status, { pages: this.f.pages }), this.f.entry, reason));
   }
 
+  /**
+   * After a write the client's reads go to the writers for a while (README
+   * "Routing"), unless the app says this write needs none:
+   * `X-Writer-Affinity: false` on its response. That header is for the proxy
+   * and is not passed on.
+   */
+  private pinToWriters(headers: Fields, cookie: string) {
+    const affinity = headers.get("x-writer-affinity");
+    if (affinity !== undefined) headers.delete("x-writer-affinity");
+    if (affinity?.trim().toLowerCase() !== "false") headers.append("Set-Cookie", cookie);
+  }
+
   /** The target answered: its head is in, its body follows. */
   response(response: UpstreamResponse) {
     this.bufferedRequest?.dispose();
@@ -204,7 +216,7 @@ class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
     const headers = (this.headers = stripHopByHop(head.fields));
     const body = response.body;
     this.phase = { kind: "body", body };
-    if (this.f.setCookie) headers.append("Set-Cookie", this.f.setCookie);
+    if (this.f.setCookie) this.pinToWriters(headers, this.f.setCookie);
     const buffering = this.f.buffering;
     // Event streams are never buffered: they are meant to arrive as produced.
     if (!buffering?.responses || !body || headers.get("content-type")?.startsWith("text/event-stream")) {

@@ -80,6 +80,8 @@ export function startBackend(name: string, options: { port?: number } = {}): Bac
         if (path === "/gzip") {
           return new Response(GZIP_BYTES, { headers: { ...headers, "content-encoding": "gzip", "content-type": "text/plain" } });
         }
+        // An app telling the proxy that this write needs no writer affinity.
+        if (path === "/no-affinity") return new Response("no pin", { headers: { ...headers, "x-writer-affinity": url.searchParams.get("value") ?? "false" } });
         if (path === "/redirect") return new Response(null, { status: 302, headers: { ...headers, location: "/echo?from=redirect" } });
         if (path === "/stream") {
           const chunks = Number(url.searchParams.get("chunks") ?? 5);

@@ -132,6 +132,15 @@ describe("target selection", () => {
     // Strict alternation.
     for (let i = 1; i < answered.length; i++) expect(answered[i]).not.toBe(answered[i - 1]);
   });
+
+  test("X-Parachute-Target tells the app which target the request was routed to; a client cannot set it", async () => {
+    const byBackend = new Map<string, string>();
+    for (let i = 0; i < 4; i++) {
+      const echo = await echoVia(proxy, "/", "rr.test", { headers: { "X-Parachute-Target": "spoofed:1" } });
+      byBackend.set(echo.backend, echo.headers["x-parachute-target"]!);
+    }
+    expect(Object.fromEntries(byBackend)).toEqual({ "rr-1": rr1.address, "rr-2": rr2.address });
+  });
 });
 
 describe("request line and Host", () => {

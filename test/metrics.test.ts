@@ -86,3 +86,25 @@ test("the metrics listener serves only /metrics, never proxied traffic", async (
   expect(await res.text()).not.toContain("metrics");
   expect(backend.seen.some((s) => s.url.includes(String(metricsPort)))).toBe(false);
 });
+
+test("--exclude-metrics-path: requests below it are logged and proxied but not counted; others are", async () => {
+  const excluded = startBackend("metrics-excluded");
+  try {
+    const deploy = await proxy.cli(["deploy", "quiet", "--target", excluded.address, "--host", "q.test", "--exclude-metrics-path", "/internal,/up"]);
+    expect(deploy.code).toBe(0);
+    for (const path of ["/internal", "/internal/ping", "/up", "/internals", "/echo"]) {
+      const res = await proxy.fetch(path, { host: "q.test" });
+      await res.arrayBuffer();
+      expect([path, res.headers.get("x-backend")]).toEqual([path, "metrics-excluded"]);
+    }
+    await proxy.waitForLog((l) => l.msg === "Request" && l.host === "q.test" && l.path === "/echo");
+    const logged = proxy.logs.filter((l) => l.msg === "Request" && l.service === "quiet").map((l) => l.path);
+    expect(logged).toEqual(["/internal", "/internal/ping", "/up", "/internals", "/echo"]);
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const counted = parsePrometheus(text).samples.filter((s) => s.name === "parachute_requests_total" && s.labels.service === "quiet");
+    // /internals is not below /internal: a path prefix ends at a segment boundary.
+    expect(counted.map((s) => [s.labels.method, s.labels.status, s.value])).toEqual([["GET", "200", 2]]);
+  } finally {
+    await excluded.stop();
+  }
+});

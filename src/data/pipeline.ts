@@ -9,7 +9,7 @@ import { parse as parseCookies } from "hono/utils/cookie";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
 import { upstreamHeaders } from "../proxy/headers.ts";
 import { startRequestLog, type RequestLog } from "../proxy/request-log.ts";
-import { validHostHeader, type Route, type Router } from "../routing/router.ts";
+import { prefixMatches, validHostHeader, type Route, type Router } from "../routing/router.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
 import { log } from "../log.ts";
@@ -90,6 +90,7 @@ export class Pipeline {
     entry.service = service.name;
     entry.logRequestHeaders = options.logRequestHeaders;
     entry.logResponseHeaders = options.logResponseHeaders;
+    if (options.excludeMetricsPaths.length) entry.uncounted = options.excludeMetricsPaths.some((prefix) => prefixMatches(prefix, path));
     const passage: Passage = {
       req,
       entry,

@@ -23,8 +23,8 @@ function lines(text: string): [string, string][] {
     });
 }
 
-/** The lines without the generated X-Request-ID / X-Request-Start, which are checked on their own. */
-const fixed = (text: string) => lines(text).filter(([name]) => name !== "X-Request-ID" && name !== "X-Request-Start");
+/** The lines without the generated X-Request-ID / X-Request-Start and X-Parachute-Target, which are checked on their own. */
+const fixed = (text: string) => lines(text).filter(([name]) => name !== "X-Request-ID" && name !== "X-Request-Start" && name !== "X-Parachute-Target");
 
 test("a plain request: headers kept in order and case, X-Forwarded-* and X-Request-* added", () => {
   const before = Date.now();
@@ -240,4 +240,11 @@ test("with forwardHeaders every inbound X-Forwarded-For line is extended, not on
   const out = upstreamHeaders(f, { ip: "203.0.113.7", scheme: "http" }, true, false, "t:1");
   expect(out.lines).toContain("X-Forwarded-For: 198.51.100.1, 10.0.0.2, 203.0.113.7\r\n");
   expect(out.clientAddr).toBe("198.51.100.1");
+});
+
+test("X-Parachute-Target names the target the request was routed to; a client's own value is dropped", () => {
+  for (const forwardHeaders of [false, true]) {
+    const out = upstreamHeaders(fields(["Host", "h"], ["X-Parachute-Target", "evil:1"]), CLIENT, forwardHeaders, false, "web-2:3000");
+    expect(lines(out.lines).filter(([name]) => name.toLowerCase() === "x-parachute-target")).toEqual([["X-Parachute-Target", "web-2:3000"]]);
+  }
 });

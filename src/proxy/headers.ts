@@ -19,7 +19,7 @@ const HOP_BY_HOP = new Set([
  * framing (from the body as it was read, never from the client's lines), the
  * forwarded-for trio, and `Expect`, which it answers itself.
  */
-const REPLACED = new Set(["content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect"]);
+const REPLACED = new Set(["content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-parachute-target", "expect"]);
 
 /**
  * Fields a `Connection` header may not remove (RFC 9110 §7.6.1): naming
@@ -112,6 +112,8 @@ export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHead
   const proto = (forwardHeaders && inbound.get("x-forwarded-proto")) || client.scheme;
   const forwardedHost = (forwardHeaders && inbound.get("x-forwarded-host")) || host;
   lines += `X-Forwarded-For: ${forwardedFor}\r\nX-Forwarded-Proto: ${proto}\r\nX-Forwarded-Host: ${forwardedHost}\r\n`;
+  // Which instance the request was routed to, for the app (never the client's own value).
+  lines += `X-Parachute-Target: ${targetAddress}\r\n`;
   if (!requestId) {
     requestId = crypto.randomUUID();
     lines += `X-Request-ID: ${requestId}\r\n`;

@@ -27,6 +27,8 @@ export interface RequestLog {
   clientAddr: string;
   logRequestHeaders?: string[];
   logResponseHeaders?: string[];
+  /** Logged but not counted in the request metrics (`--exclude-metrics-path`). */
+  uncounted?: boolean;
 }
 
 export function startRequestLog(req: ProxyRequest): RequestLog {
@@ -56,7 +58,7 @@ function json(text: string): string {
 export function logRequest(entry: RequestLog, outcome: Outcome) {
   const { req } = entry;
   const seconds = (performance.now() - req.started) / 1000;
-  metrics.recordRequest(entry.service, req.method, outcome.status, seconds);
+  if (!entry.uncounted) metrics.recordRequest(entry.service, req.method, outcome.status, seconds);
   let line =
     `"service":"${entry.service}","target":"${entry.target}","host":${json(entry.host)},"method":"${req.method}",` +
     `"path":${json(req.path ?? "")},"query":${json(req.query.slice(1))},"status":${outcome.status},` +

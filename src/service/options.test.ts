@@ -41,6 +41,7 @@ test("defaultOptions: every option at its documented default, durations in ms an
     logRequestHeaders: [],
     logResponseHeaders: [],
     writerAffinityTimeout: 1000,
+    excludeMetricsPaths: [],
   });
 });
 

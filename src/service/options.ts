@@ -108,6 +108,14 @@ export const SERVICE_OPTIONS = {
   logRequestHeaders: field({ flag: "log-request-header", kind: "list", input: list(headerName), default: [], help: "request header(s) to add to the request log", hint: "NAME" }),
   logResponseHeaders: field({ flag: "log-response-header", kind: "list", input: list(headerName), default: [], help: "response header(s) to add to the request log", hint: "NAME" }),
   writerAffinityTimeout: duration("writer-affinity-timeout", "1s", "after a write, how long a client's reads go to the writers"),
+  excludeMetricsPaths: field({
+    flag: "exclude-metrics-path",
+    kind: "list",
+    input: list(pathPrefixSchema),
+    default: [],
+    help: "requests below these path(s) are not counted in the request metrics",
+    hint: "PATH",
+  }),
 };
 
 type Fields = Record<string, Field<v.GenericSchema, v.GenericSchema, unknown>>;

@@ -336,6 +336,22 @@ describe("read targets and writer affinity", () => {
     expect(writerCookie(plain)).toBeDefined();
   }, TIMEOUT);
 
+  test("--scope-cookie-paths: the writer cookie's Path is the path prefix the request matched; without it, /", async () => {
+    const writer = backend("writer-scoped");
+    const reader = backend("reader-scoped");
+    const common = ["--target", writer.address, "--read-target", reader.address, "--health-check-interval", "200ms"];
+    await mustRun(proxy, ["deploy", "scoped", "--host", "scoped.test", "--path-prefix", "/app,/admin", "--scope-cookie-paths", ...common]);
+    await mustRun(proxy, ["deploy", "unscoped", "--host", "unscoped.test", "--path-prefix", "/app", ...common]);
+    const setCookie = async (host: string, path: string) => {
+      const res = await proxy.fetch(path, { host, method: "POST", body: "x" });
+      await res.arrayBuffer();
+      return res.headers.getSetCookie().find((c) => c.startsWith("parachute-writer="));
+    };
+    expect(await setCookie("scoped.test", "/app/items")).toMatch(/; Path=\/app; HttpOnly/);
+    expect(await setCookie("scoped.test", "/admin")).toMatch(/; Path=\/admin; HttpOnly/);
+    expect(await setCookie("unscoped.test", "/app/items")).toMatch(/; Path=\/; HttpOnly/);
+  }, TIMEOUT);
+
   test("an unhealthy read target gets no reads until it is healthy again", async () => {
     const host = "rw2.test";
     const writer = backend("writer2");

@@ -107,6 +107,24 @@ describe("messages", () => {
   });
 });
 
+describe("read targets", () => {
+  test("WebSocket upgrades go to the writers, unless --read-target-websockets lets the read targets take them", async () => {
+    const reader = startWsBackend("ws-reader");
+    try {
+      await deploy("ws-rw", ["--target", app.address, "--read-target", reader.address, "--host", "rw.ws.test"]);
+      await deploy("ws-rw-readers", ["--target", app.address, "--read-target", reader.address, "--host", "rwr.ws.test", "--read-target-websockets"]);
+      for (const [host, backend] of [["rw.ws.test", "ws-app"], ["rwr.ws.test", "ws-reader"], ["rw.ws.test", "ws-app"], ["rwr.ws.test", "ws-reader"]]) {
+        const client = connect("/chat", host!);
+        await client.opened;
+        expect([host, await client.ask("whoami")]).toEqual([host, backend]);
+        client.close(1000);
+      }
+    } finally {
+      await reader.stop();
+    }
+  });
+});
+
 describe("subprotocols", () => {
   test("the subprotocol the backend picks is the one the client gets (not the client's first offer)", async () => {
     const client = connect("/proto", "ws.test", { protocols: ["chat.v1", "chat.v2"] });

@@ -206,7 +206,7 @@ export class Pipeline {
   }
 
   /** Picks a target, builds the upstream headers and forwards. */
-  private forward({ req, entry, service, pages, targetPath }: Passage, responder: Responder) {
+  private forward({ req, entry, service, pages, targetPath, route }: Passage, responder: Responder) {
     const options = service.options;
     const isRead = req.method === "GET" || req.method === "HEAD";
     let rolloutValue: string | undefined;
@@ -217,8 +217,10 @@ export class Pipeline {
       rolloutValue = cookies[ROLLOUT_COOKIE];
       pinnedToWriter = Number(cookies[WRITER_COOKIE] ?? 0) > Date.now();
     }
-    // A WebSocket is a long write-capable session: it goes to the writers.
-    const { target, pinWriter } = req.websocket ? service.pick(false, rolloutValue, true) : service.pick(isRead, rolloutValue, pinnedToWriter);
+    // A WebSocket is a long write-capable session: it goes to the writers,
+    // unless the service lets read targets take them (--read-target-websockets).
+    const { target, pinWriter } =
+      req.websocket && !options.readTargetWebsockets ? service.pick(false, rolloutValue, true) : service.pick(isRead, rolloutValue, pinnedToWriter);
     if (!target) return responder.respond(this.reject(entry, 503, "no healthy target", { pages }));
     entry.target = target.address;
 
@@ -229,7 +231,8 @@ export class Pipeline {
     let setCookie: string | undefined;
     if (pinWriter && !req.websocket) {
       const until = Date.now() + options.writerAffinityTimeout;
-      setCookie = `${WRITER_COOKIE}=${until}; Max-Age=${Math.ceil(options.writerAffinityTimeout / 1000)}; Path=/; HttpOnly; SameSite=Lax`;
+      const cookiePath = options.scopeCookiePaths ? route.prefix : "/";
+      setCookie = `${WRITER_COOKIE}=${until}; Max-Age=${Math.ceil(options.writerAffinityTimeout / 1000)}; Path=${cookiePath}; HttpOnly; SameSite=Lax`;
     }
     forward(
       this.pool,

@@ -41,6 +41,8 @@ test("defaultOptions: every option at its documented default, durations in ms an
     logRequestHeaders: [],
     logResponseHeaders: [],
     writerAffinityTimeout: 1000,
+    scopeCookiePaths: false,
+    readTargetWebsockets: false,
     excludeMetricsPaths: [],
   });
 });

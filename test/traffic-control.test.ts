@@ -336,7 +336,7 @@ describe("read targets and writer affinity", () => {
     expect(writerCookie(plain)).toBeDefined();
   }, TIMEOUT);
 
-  test("--scope-cookie-paths: the writer cookie's Path is the path prefix the request matched; without it, /", async () => {
+  test("--scope-cookie-paths: the writer cookie's and the app's cookies' Path go under the path prefix the request matched; without it, as they were", async () => {
     const writer = backend("writer-scoped");
     const reader = backend("reader-scoped");
     const common = ["--target", writer.address, "--read-target", reader.address, "--health-check-interval", "200ms"];
@@ -350,6 +350,14 @@ describe("read targets and writer affinity", () => {
     expect(await setCookie("scoped.test", "/app/items")).toMatch(/; Path=\/app; HttpOnly/);
     expect(await setCookie("scoped.test", "/admin")).toMatch(/; Path=\/admin; HttpOnly/);
     expect(await setCookie("unscoped.test", "/app/items")).toMatch(/; Path=\/; HttpOnly/);
+    // The app's own cookies are scoped the same way (as kamal-proxy does).
+    const appCookies = async (host: string) => {
+      const res = await proxy.fetch("/app/cookies", { host });
+      await res.arrayBuffer();
+      return res.headers.getSetCookie();
+    };
+    expect(await appCookies("scoped.test")).toEqual(["a=1; Path=/app", "b=2; Path=/app; HttpOnly", "c=3, with comma; Path=/app"]);
+    expect(await appCookies("unscoped.test")).toEqual(["a=1; Path=/", "b=2; Path=/; HttpOnly", "c=3, with comma; Path=/"]);
   }, TIMEOUT);
 
   test("an unhealthy read target gets no reads until it is healthy again", async () => {

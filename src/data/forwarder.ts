@@ -5,6 +5,7 @@
 // reply has been written, so draining waits for downloads too.
 import type { Fields } from "../http/fields.ts";
 import { BodyTooLarge, bufferBody, limitBody, type BufferedBody } from "../proxy/buffer.ts";
+import { scopeSetCookie, type CookieScope } from "../proxy/cookie-scope.ts";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
 import { stripHopByHop, type UpstreamHeaders } from "../proxy/headers.ts";
 import { logRequest, type RequestLog } from "../proxy/request-log.ts";
@@ -39,8 +40,18 @@ export interface Forward {
   entry: RequestLog;
   /** A Set-Cookie value for the client when the app answers (writer affinity), if any. */
   setCookie: string | undefined;
+  /** Where the app's cookies are scoped (--scope-cookie-paths), if anywhere. */
+  cookieScope: CookieScope | undefined;
   /** The service's own error pages, if it has them. */
   pages: CustomPages | undefined;
+}
+
+/** The app's Set-Cookie headers, scoped to the service's path prefix. */
+function scopeCookies(headers: Fields, scope: CookieScope) {
+  const cookies = headers.getAll("set-cookie");
+  if (cookies.length === 0) return;
+  headers.delete("set-cookie");
+  for (const cookie of cookies) headers.append("Set-Cookie", scopeSetCookie(cookie, scope));
 }
 
 /** Methods a target may safely receive twice (RFC 9110 §9.2.2). */
@@ -216,6 +227,7 @@ class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
     const headers = (this.headers = stripHopByHop(head.fields));
     const body = response.body;
     this.phase = { kind: "body", body };
+    if (this.f.cookieScope) scopeCookies(headers, this.f.cookieScope);
     if (this.f.setCookie) this.pinToWriters(headers, this.f.setCookie);
     const buffering = this.f.buffering;
     // Event streams are never buffered: they are meant to arrive as produced.

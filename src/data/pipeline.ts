@@ -246,6 +246,7 @@ export class Pipeline {
         maxRequestBody: options.maxRequestBody,
         entry,
         setCookie,
+        cookieScope: options.scopeCookiePaths && route.prefix !== "/" ? { prefix: route.prefix, host: entry.host } : undefined,
         pages,
       },
       responder,

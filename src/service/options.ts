@@ -108,7 +108,7 @@ export const SERVICE_OPTIONS = {
   logRequestHeaders: field({ flag: "log-request-header", kind: "list", input: list(headerName), default: [], help: "request header(s) to add to the request log", hint: "NAME" }),
   logResponseHeaders: field({ flag: "log-response-header", kind: "list", input: list(headerName), default: [], help: "response header(s) to add to the request log", hint: "NAME" }),
   writerAffinityTimeout: duration("writer-affinity-timeout", "1s", "after a write, how long a client's reads go to the writers"),
-  scopeCookiePaths: flag("scope-cookie-paths", false, "the writer-affinity cookie's Path is the matched path prefix, not /"),
+  scopeCookiePaths: flag("scope-cookie-paths", false, "put the matched path prefix in front of every Set-Cookie Path (the app's and parachute's)"),
   readTargetWebsockets: flag("read-target-websockets", false, "WebSocket upgrades may go to read targets"),
   excludeMetricsPaths: field({
     flag: "exclude-metrics-path",

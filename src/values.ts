@@ -151,6 +151,11 @@ function parsed<I, O>(base: v.GenericSchema<unknown, I>, parse: (input: I) => O)
   );
 }
 
+/** Milliseconds and byte counts as the state file keeps them: whole, not negative. */
+export const wholeSchema = v.pipe(v.number(), v.integer(), v.minValue(0));
+/** A list of values, each checked by `item`. */
+export const listSchema = <S extends v.GenericSchema>(item: S) => v.array(item, "expected a list");
+
 const stringOrNumber = v.union([v.string(), v.number()], "expected a string or a number");
 export const durationSchema = parsed(stringOrNumber, parseDuration);
 /** A duration that must be more than 0; `why` ends the error message. */

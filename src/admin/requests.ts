@@ -3,14 +3,13 @@
 // so a bad value is named the same way wherever it comes from.
 import * as v from "valibot";
 import { duration, field, requestEntries, SERVICE_OPTIONS } from "../service/options.ts";
-import { booleanSchema, durationSchema, positiveDurationSchema, targetSchema } from "../values.ts";
+import { booleanSchema, durationSchema, listSchema as list, positiveDurationSchema, targetSchema } from "../values.ts";
 
 export const serviceNameSchema = v.pipe(
   v.string("expected a service name"),
   v.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, (issue) => `invalid service name "${issue.input}" (letters, digits, . _ -)`),
 );
 
-const list = <S extends v.GenericSchema>(item: S) => v.array(item, "expected a list");
 const targets = v.pipe(list(targetSchema), v.minLength(1, "at least one target is required"));
 
 /** What a deploy takes besides the service's options. */

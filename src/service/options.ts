@@ -4,7 +4,7 @@
 // proxy uses. The TypeScript type, the admin API schema, the state schema, the
 // CLI flags with their help, and the README's flag table all derive from here.
 import * as v from "valibot";
-import { booleanSchema, durationSchema, hostSchema, pathPrefixSchema, remotePortSchema, sizeSchema } from "../values.ts";
+import { booleanSchema, durationSchema, hostSchema, listSchema as list, pathPrefixSchema, remotePortSchema, sizeSchema, wholeSchema as whole } from "../values.ts";
 
 /** How a field is given on the command line. */
 export type FieldKind = "value" | "boolean" | "list";
@@ -29,9 +29,6 @@ export interface Field<I extends v.GenericSchema = v.GenericSchema, S extends v.
   /** A request without it is refused. */
   required?: boolean;
 }
-
-const whole = v.pipe(v.number(), v.integer(), v.minValue(0));
-const list = <S extends v.GenericSchema>(item: S) => v.array(item, "expected a list");
 
 type Spec<I extends v.GenericSchema, S extends v.GenericSchema, D, R extends boolean> = Omit<Field<I, S, D>, "stored" | "default" | "required"> & {
   stored?: S;

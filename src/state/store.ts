@@ -5,10 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as v from "valibot";
 import { ServiceOptionsSchema } from "../service/options.ts";
-import { targetSchema } from "../values.ts";
-
-/** Milliseconds and byte counts alike: whole, not negative. */
-const whole = v.pipe(v.number(), v.integer(), v.minValue(0));
+import { targetSchema, wholeSchema as whole } from "../values.ts";
 
 /**
  * State written before the options were declared once kept the health check

@@ -5,8 +5,9 @@ import * as fs from "node:fs";
 import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { booleanSchema, durationSchema, portSchema, workerCountSchema } from "./values.ts";
+import { booleanSchema, durationSchema, portSchema, sizeSchema, workerCountSchema } from "./values.ts";
 import * as v from "valibot";
+import type { ProxySettings } from "./data/pipeline.ts";
 
 /** ACME settings come from the environment only (README "TLS" names PARACHUTE_ACME_DIRECTORY). */
 export interface AcmeOptions {
@@ -141,6 +142,15 @@ export const RUN_OPTIONS = {
     help: "processes carrying the traffic (1-256); 1 = one process does everything",
     hint: "N",
   }),
+  maxRequestBody: runField({
+    flag: "max-request-body",
+    env: "MAX_REQUEST_BODY",
+    schema: sizeSchema,
+    fallback: () => 0,
+    shownDefault: "0 (no limit)",
+    help: "largest request body (413 above) for every service deployed without --max-request-body",
+    hint: "SIZE",
+  }),
 };
 
 type RunValues = { [K in keyof typeof RUN_OPTIONS]: (typeof RUN_OPTIONS)[K] extends RunField<infer T> ? T : never };
@@ -174,6 +184,11 @@ export function resolveSocketPath(flag: string | undefined, env: Env = process.e
 export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunOptions {
   const values = Object.fromEntries(Object.entries(RUN_OPTIONS).map(([key, field]) => [key, resolveField(field as RunField, flags, env)])) as RunValues;
   return { ...values, acme: resolveAcmeOptions(env) };
+}
+
+/** The run options every data plane (each worker's too) applies to all services. */
+export function proxySettings(options: RunOptions): ProxySettings {
+  return { maxRequestBody: options.maxRequestBody };
 }
 
 /** The README's table of run options (checked against these declarations by config.test.ts). */

@@ -42,6 +42,12 @@ export interface CertificateView {
   challenge(token: string): string | undefined;
 }
 
+/** What the run options set for every service (README "Configuration"): the same in every worker. */
+export interface ProxySettings {
+  /** The request body limit of services that set none (bytes; 0: none). */
+  maxRequestBody: number;
+}
+
 export interface TlsContext {
   certificates: CertificateView;
   /** The HTTPS port redirects point to; 0 when HTTPS is off (no redirects then). */
@@ -71,7 +77,13 @@ export class Pipeline {
     private readonly registry: Routes,
     private readonly tls: TlsContext,
     private readonly pool: UpstreamPool,
+    private readonly settings: ProxySettings,
   ) {}
+
+  /** The service's request body limit, else the server's (0: none). */
+  private maxRequestBody(service: Service): number {
+    return service.options.maxRequestBody || this.settings.maxRequestBody;
+  }
 
   /** Runs the steps for `req` and calls `respond` once with the reply. */
   handle(req: ProxyRequest, responder: Responder): void {
@@ -130,7 +142,7 @@ export class Pipeline {
 
   private afterMaintenance(passage: Passage, responder: Responder) {
     const { req, entry, service } = passage;
-    const limit = service.options.maxRequestBody;
+    const limit = this.maxRequestBody(service);
     // A declared length over the limit is refused before anything is read.
     if (limit > 0 && Number(req.headers.get("content-length") ?? 0) > limit) {
       return responder.respond(this.reject(entry, 413, "request body too large", { pages: passage.pages }));
@@ -242,8 +254,8 @@ export class Pipeline {
         pathAndQuery: targetPath + req.query,
         headers,
         timeoutMs: options.targetTimeout,
-        buffering: buffering(service),
-        maxRequestBody: options.maxRequestBody,
+        buffering: buffering(service, this.maxRequestBody(service)),
+        maxRequestBody: this.maxRequestBody(service),
         entry,
         setCookie,
         cookieScope: options.scopeCookiePaths && route.prefix !== "/" ? { prefix: route.prefix, host: entry.host } : undefined,
@@ -264,9 +276,9 @@ export class Pipeline {
   }
 }
 
-function buffering(service: Service): Buffering | undefined {
+function buffering(service: Service, maxRequestBody: number): Buffering | undefined {
   const o = service.options;
   if (!o.bufferRequests && !o.bufferResponses) return undefined;
-  return { requests: o.bufferRequests, responses: o.bufferResponses, memory: o.bufferMemory, maxRequestBody: o.maxRequestBody, maxResponseBody: o.maxResponseBody };
+  return { requests: o.bufferRequests, responses: o.bufferResponses, memory: o.bufferMemory, maxRequestBody, maxResponseBody: o.maxResponseBody };
 }
 

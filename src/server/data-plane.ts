@@ -6,7 +6,7 @@ import { isIP } from "node:net";
 import type { TCPSocketListener } from "bun";
 import { Http1Server, listenerFd, listenHttp } from "../data/http1-server.ts";
 import { HttpsListener } from "../data/https.ts";
-import { Pipeline, type CertificateView, type Routes, type TlsContext } from "../data/pipeline.ts";
+import { Pipeline, type CertificateView, type ProxySettings, type Routes, type TlsContext } from "../data/pipeline.ts";
 import type { SocketTransport } from "../data/transport.ts";
 import { UpstreamPool } from "../data/upstream.ts";
 import { fallbackCertificate } from "../tls/certificates.ts";
@@ -46,6 +46,7 @@ export interface DataPlaneOptions {
   httpsFd?: number;
   /** The HTTPS port redirects name, when it differs from the one bound here (0 = the bound one). */
   redirectHttpsPort?: number;
+  settings: ProxySettings;
 }
 
 export class DataPlaneListeners {
@@ -58,7 +59,7 @@ export class DataPlaneListeners {
   constructor(private readonly options: DataPlaneOptions) {
     const { routes, certificates } = options;
     const tlsContext: TlsContext = { certificates, httpsPort: 0 };
-    const pipeline = new Pipeline(routes, tlsContext, this.pool);
+    const pipeline = new Pipeline(routes, tlsContext, this.pool, options.settings);
     this.http1 = new Http1Server(pipeline);
     // HTTPS first: its port must be known for redirects before traffic flows.
     // Adopted sockets come as a set: HTTPS is on when its socket came with it.

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
-import type { RunOptions } from "../config.ts";
+import { proxySettings, type RunOptions } from "../config.ts";
 import { log, surviveStrayErrors } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { CommandError, type Progress } from "../service/command-error.ts";
@@ -103,6 +103,7 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     httpsPort: handover ? handover.httpsPort : options.httpsPort,
     httpFd: handover?.httpFd,
     httpsFd: handover?.httpsFd,
+    settings: proxySettings(options),
   });
   const https = listeners.https;
   if (https) {
@@ -129,7 +130,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     ? handover.httpsFd !== undefined ? { fd: handover.httpsFd, port: handover.httpsPort } : undefined
     : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
   if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
-  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0 });
+  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options) });
   const tlsState = (): TlsState => ({
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),

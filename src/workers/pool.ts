@@ -9,6 +9,7 @@ import type { DataPlane } from "../service/registry.ts";
 import type { RoutingState } from "../service/routing-state.ts";
 import type { Target } from "../service/target.ts";
 import { HANDOVER_ENV, HTTP_FD, HTTPS_FD, LAUNCH } from "../server/upgrade.ts";
+import type { ProxySettings } from "../data/pipeline.ts";
 import { CUT_EXIT_CODE, WORKER_ENV, type FromWorker, type TlsState, type ToWorker, type WorkerSettings } from "./protocol.ts";
 
 /** A worker that has not applied a change by then is stuck: it is restarted (with the change). */
@@ -27,6 +28,7 @@ export interface WorkerPoolOptions {
   httpsFd: number | undefined;
   /** The public HTTPS port (redirects). */
   httpsPort: number;
+  proxy: ProxySettings;
 }
 
 class WorkerProcess {
@@ -91,6 +93,7 @@ export class WorkerPool implements DataPlane {
       httpFd: HTTP_FD,
       ...(this.options.httpsFd !== undefined ? { httpsFd: HTTPS_FD } : {}),
       httpsPort: this.options.httpsPort,
+      proxy: this.options.proxy,
     };
     const env: Record<string, string | undefined> = { ...process.env, [WORKER_ENV]: JSON.stringify(settings) };
     delete env[HANDOVER_ENV];

@@ -4,7 +4,7 @@
 import * as v from "valibot";
 import type { RequestSamples } from "../metrics.ts";
 import type { RoutingState } from "../service/routing-state.ts";
-import { jsonFromEnv, portSchema } from "../values.ts";
+import { jsonFromEnv, portSchema, wholeSchema } from "../values.ts";
 
 /** A stopping worker's exit code when its drain had to cut what was left (the `stopped` message may not get out first). */
 export const CUT_EXIT_CODE = 3;
@@ -20,6 +20,8 @@ const WorkerSettingsSchema = v.object({
   httpsFd: v.optional(fdSchema),
   /** The public HTTPS port, for redirects. */
   httpsPort: portSchema,
+  /** The run options every data plane applies (ProxySettings). */
+  proxy: v.object({ maxRequestBody: wholeSchema }),
 });
 export type WorkerSettings = v.InferOutput<typeof WorkerSettingsSchema>;
 

@@ -48,6 +48,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         httpFd: settings.httpFd,
         httpsFd: settings.httpsFd,
         redirectHttpsPort: settings.httpsPort,
+        settings: settings.proxy,
       });
     } catch (error) {
       log.error("Worker cannot serve", { error: (error as Error).message });

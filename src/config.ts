@@ -142,6 +142,24 @@ export const RUN_OPTIONS = {
     help: "processes carrying the traffic (1-256); 1 = one process does everything",
     hint: "N",
   }),
+  publishHealthCheck: runField({
+    flag: "publish-health-check",
+    kind: "boolean",
+    env: "PUBLISH_HEALTH_CHECK",
+    schema: booleanSchema,
+    fallback: () => false,
+    shownDefault: "false",
+    help: "answer /.parachute/health and /.parachute/SERVICE/health on every host, for load balancers",
+  }),
+  publishHealthCheckGrace: runField({
+    flag: "publish-health-check-grace",
+    env: "PUBLISH_HEALTH_CHECK_GRACE",
+    schema: durationSchema,
+    fallback: () => 5_000,
+    shownDefault: "5s",
+    help: "on a graceful stop, how long /.parachute/health answers 503 before the ports close",
+    hint: "DURATION",
+  }),
   maxRequestBody: runField({
     flag: "max-request-body",
     env: "MAX_REQUEST_BODY",
@@ -188,7 +206,7 @@ export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunO
 
 /** The run options every data plane (each worker's too) applies to all services. */
 export function proxySettings(options: RunOptions): ProxySettings {
-  return { maxRequestBody: options.maxRequestBody };
+  return { maxRequestBody: options.maxRequestBody, publishHealthCheck: options.publishHealthCheck };
 }
 
 /** The README's table of run options (checked against these declarations by config.test.ts). */

@@ -8,6 +8,7 @@
 import { parse as parseCookies } from "hono/utils/cookie";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
 import { upstreamHeaders } from "../proxy/headers.ts";
+import { PUBLISHED_HEALTH_PREFIX, publishedHealth } from "../proxy/published-health.ts";
 import { startRequestLog, type RequestLog } from "../proxy/request-log.ts";
 import { prefixMatches, validHostHeader, type Route, type Router } from "../routing/router.ts";
 import { ROLLOUT_COOKIE } from "../service/rollout.ts";
@@ -22,6 +23,8 @@ import type { UpstreamPool } from "./upstream.ts";
 /** After a write, this cookie sends the client's reads to the writers until the time it holds (unix ms). */
 const WRITER_COOKIE = "parachute-writer";
 const ACME_CHALLENGE = "/.well-known/acme-challenge/";
+/** The published health check's answers: never cached by whatever sits between. */
+const HEALTH_HEADERS = [["Content-Type", "text/plain"], ["Cache-Control", "no-store"]] as const;
 /** How long an HTTP → HTTPS redirect waits for a certificate still being issued. */
 const CERTIFICATE_WAIT_MS = 30_000;
 
@@ -46,6 +49,8 @@ export interface CertificateView {
 export interface ProxySettings {
   /** The request body limit of services that set none (bytes; 0: none). */
   maxRequestBody: number;
+  /** Answer the published health check (src/proxy/published-health.ts). */
+  publishHealthCheck: boolean;
 }
 
 export interface TlsContext {
@@ -73,6 +78,9 @@ interface Passage {
 }
 
 export class Pipeline {
+  /** This data plane is going away (a graceful stop, an upgrade's old process): the published health check says so. */
+  leaving = false;
+
   constructor(
     private readonly registry: Routes,
     private readonly tls: TlsContext,
@@ -92,6 +100,10 @@ export class Pipeline {
     const refused = this.refuse(req);
     if (refused) return responder.respond(this.reject(entry, refused.status, refused.error));
     const path = req.path!;
+    if (this.settings.publishHealthCheck && path.startsWith(PUBLISHED_HEALTH_PREFIX)) {
+      const health = publishedHealth(path, this.leaving, (name) => this.registry.service(name));
+      if (health) return responder.respond(new Answer(health.status, HEALTH_HEADERS, health.body));
+    }
     const challenge = this.acmeChallenge(req, path, entry);
     if (challenge) return responder.respond(challenge);
 

@@ -54,12 +54,14 @@ export class DataPlaneListeners {
   readonly https: HttpsListener | undefined;
   readonly http: TCPSocketListener<SocketTransport>;
   private readonly pool = new UpstreamPool();
+  private readonly pipeline: Pipeline;
 
   /** Binds (or adopts) the ports; throws a StartupError naming the port that failed. */
   constructor(private readonly options: DataPlaneOptions) {
     const { routes, certificates } = options;
     const tlsContext: TlsContext = { certificates, httpsPort: 0 };
     const pipeline = new Pipeline(routes, tlsContext, this.pool, options.settings);
+    this.pipeline = pipeline;
     this.http1 = new Http1Server(pipeline);
     // HTTPS first: its port must be known for redirects before traffic flows.
     // Adopted sockets come as a set: HTTPS is on when its socket came with it.
@@ -100,6 +102,11 @@ export class DataPlaneListeners {
   /** The listening sockets, to hand to a successor. */
   get fds(): { httpFd: number | undefined; httpsFd: number | undefined } {
     return { httpFd: listenerFd(this.http), httpsFd: this.https?.fd };
+  }
+
+  /** From now on the published health check answers 503: load balancers move away while this still serves. */
+  leave() {
+    this.pipeline.leaving = true;
   }
 
   private async stopListeners(force: boolean) {

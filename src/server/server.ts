@@ -10,6 +10,7 @@ import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
 import { proxySettings, type RunOptions } from "../config.ts";
 import { log, surviveStrayErrors } from "../log.ts";
+import { formatDuration } from "../values.ts";
 import { metrics } from "../metrics.ts";
 import { CommandError, type Progress } from "../service/command-error.ts";
 import { Registry } from "../service/registry.ts";
@@ -72,6 +73,8 @@ interface Traffic {
   describe(): Record<string, unknown>;
   /** The /metrics text. */
   metrics(): Promise<string>;
+  /** The published health check answers 503 from now on; traffic goes on. */
+  leave(): void;
   /** Stops accepting and lets what is in flight finish within `graceMs`; true when it all did. */
   drain(graceMs: number): Promise<boolean>;
   abort(): void;
@@ -116,6 +119,7 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     fds: listeners.fds,
     describe: () => ({}),
     metrics: async () => metrics.render(),
+    leave: () => listeners.leave(),
     drain: (graceMs) => listeners.drain(graceMs),
     abort: () => listeners.abort(),
   };
@@ -156,6 +160,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     fds: { httpFd: http.fd, httpsFd: https?.fd },
     describe: () => ({ workers: options.workers, worker_pids: pool.pids }),
     metrics: async () => metrics.render(await pool.samples()),
+    leave: () => pool.leave(),
     drain: async (graceMs) => {
       // Once the workers close theirs too, the ports refuse new connections.
       for (const fd of [http.fd, https?.fd]) if (fd !== undefined) releaseListeningSocket(fd);
@@ -331,12 +336,26 @@ class RunningServer {
     return graceful;
   }
 
+  /**
+   * With the published health check, it answers 503 for the grace first
+   * while traffic is served as before, so that the load balancers in front
+   * stop sending here before the ports close.
+   */
+  private async leave() {
+    if (!this.options.publishHealthCheck) return;
+    this.traffic.leave();
+    const grace = this.options.publishHealthCheckGrace;
+    log.info("Leaving: the published health check answers 503", { closing_in: formatDuration(grace) });
+    await Bun.sleep(grace);
+  }
+
   async shutdown(signal: string) {
     if (this.stopping) return;
     this.stopping = true;
     log.info("Shutting down", { signal });
     this.adminServer.stop(true);
     this.metricsServer?.stop(true);
+    await this.leave();
     this.exit({ graceful: await this.drain(SHUTDOWN_GRACE_MS) });
   }
 
@@ -357,6 +376,9 @@ class RunningServer {
     await this.registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
     const successor = await this.handOver(request, progress);
     log.info("Handing over", { to_pid: successor.pid });
+    // The successor accepts on the same sockets already: no grace, but a
+    // balancer probing over a connection kept open to this process is told to go.
+    this.traffic.leave();
     progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
     this.stopping = true;
     this.metricsServer?.stop(true);

@@ -71,6 +71,8 @@ export class WorkerPool implements DataPlane {
   /** The request series of workers that exited, so totals do not drop when one is restarted. */
   private retired: RequestSamples | undefined;
   private stopping = false;
+  /** The server is leaving: see `leave`. */
+  private leaving = false;
   private readonly exits = new Set<Promise<unknown>>();
   /** Quick exits in a row, by worker number. */
   private readonly quickExits = new Map<number, number>();
@@ -127,6 +129,7 @@ export class WorkerPool implements DataPlane {
         worker.greeted = true;
         if (this.latestTls) worker.send(this.latestTls);
         if (this.latestRouting) worker.send(this.latestRouting);
+        if (this.leaving) worker.send({ type: "leave" });
         return;
       case "ready":
         return ready();
@@ -247,6 +250,12 @@ export class WorkerPool implements DataPlane {
   }
 
   // ------------------------------------------------------------ stop
+
+  /** Every worker, and any started from now on, answers the published health check with 503. */
+  leave() {
+    this.leaving = true;
+    for (const worker of this.workers.values()) if (worker.greeted) worker.send({ type: "leave" });
+  }
 
   /**
    * Workers stop accepting and finish what they have, within `graceMs`;

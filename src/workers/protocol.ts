@@ -21,7 +21,7 @@ const WorkerSettingsSchema = v.object({
   /** The public HTTPS port, for redirects. */
   httpsPort: portSchema,
   /** The run options every data plane applies (ProxySettings). */
-  proxy: v.object({ maxRequestBody: wholeSchema }),
+  proxy: v.object({ maxRequestBody: wholeSchema, publishHealthCheck: v.boolean() }),
 });
 export type WorkerSettings = v.InferOutput<typeof WorkerSettingsSchema>;
 
@@ -42,6 +42,8 @@ export type ToWorker =
   | { type: "tls"; change: number; state: TlsState }
   | { type: "drain"; id: number; service: string; targets: string[]; timeoutMs: number; leaving: boolean }
   | { type: "samples"; id: number }
+  /** The published health check answers 503 from now on (the server is leaving). */
+  | { type: "leave" }
   | { type: "stop"; graceMs: number };
 
 export type FromWorker =

@@ -22,6 +22,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
   const certificates = new ReplicaCertificates();
   let listeners: DataPlaneListeners | undefined;
   let stopping = false;
+  let leaving = false;
   metrics.source = { inFlight: () => routes.inFlight(), targetHealth: () => [], certificateExpiry: () => [] };
 
   const stop = async (graceMs: number) => {
@@ -56,6 +57,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
       process.exit(1);
     }
     listeners.https?.update(latestCertificates);
+    if (leaving) listeners.leave();
     log.info("Worker started", { pid: process.pid });
     send({ type: "ready" });
   };
@@ -86,6 +88,9 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         return;
       case "samples":
         return send({ type: "samples", id: message.id, samples: metrics.requestSamples() });
+      case "leave":
+        leaving = true;
+        return listeners?.leave();
       case "stop":
         return void stop(message.graceMs);
     }

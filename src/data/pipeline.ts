@@ -11,7 +11,7 @@ import { upstreamHeaders } from "../proxy/headers.ts";
 import { PUBLISHED_HEALTH_PREFIX, publishedHealth } from "../proxy/published-health.ts";
 import { startRequestLog, type RequestLog } from "../proxy/request-log.ts";
 import { prefixMatches, validHostHeader, type Route, type Router } from "../routing/router.ts";
-import { ROLLOUT_COOKIE } from "../service/rollout.ts";
+import { KAMAL_ROLLOUT_COOKIE, ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
 import { log } from "../log.ts";
 import { forward, type Buffering } from "./forwarder.ts";
@@ -114,16 +114,10 @@ export class Pipeline {
     entry.service = service.name;
     entry.logRequestHeaders = options.logRequestHeaders;
     entry.logResponseHeaders = options.logResponseHeaders;
-    if (options.excludeMetricsPaths.length) entry.uncounted = options.excludeMetricsPaths.some((prefix) => prefixMatches(prefix, path));
-    const passage: Passage = {
-      req,
-      entry,
-      path,
-      route,
-      service,
-      pages: this.registry.errorPages(service),
-      targetPath: options.stripPathPrefix ? stripPrefix(path, route.prefix) : path,
-    };
+    const targetPath = options.stripPathPrefix ? stripPrefix(path, route.prefix) : path;
+    // Below the path the client asked for, or the one the target sees (kamal-proxy's reading).
+    if (options.excludeMetricsPaths.length) entry.uncounted = options.excludeMetricsPaths.some((prefix) => prefixMatches(prefix, path) || prefixMatches(prefix, targetPath));
+    const passage: Passage = { req, entry, path, route, service, pages: this.registry.errorPages(service), targetPath };
 
     if (req.scheme === "https" && !options.tls) {
       return responder.respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
@@ -238,7 +232,7 @@ export class Pipeline {
     const cookieHeader = req.headers.get("cookie");
     if (cookieHeader && (service.rolloutTargets || service.readTargets.length)) {
       const cookies = parseCookies(cookieHeader);
-      rolloutValue = cookies[ROLLOUT_COOKIE];
+      rolloutValue = cookies[ROLLOUT_COOKIE] ?? cookies[KAMAL_ROLLOUT_COOKIE];
       pinnedToWriter = Number(cookies[WRITER_COOKIE] ?? 0) > Date.now();
     }
     // A WebSocket is a long write-capable session: it goes to the writers,

@@ -51,10 +51,13 @@ export function builtinPage(status: number, message?: string): string {
 `;
 }
 
+/** Where a custom page takes the stop message: `{{message}}`, or kamal-proxy's Go template `{{ .Message }}`. */
+const MESSAGE_PLACEHOLDER = /\{\{message\}\}|\{\{\s*\.Message\s*\}\}/g;
+
 /** Renders the page for `status`: the service's own page if it has one, else the built-in page. */
 export function errorPage(status: number, options: { message?: string; pages?: CustomPages } = {}): Uint8Array {
   const custom = options.pages?.get(status);
-  const body = custom !== undefined ? custom.replaceAll("{{message}}", escapeHtml(options.message ?? "")) : builtinPage(status, options.message);
+  const body = custom !== undefined ? custom.replace(MESSAGE_PLACEHOLDER, escapeHtml(options.message ?? "")) : builtinPage(status, options.message);
   return new TextEncoder().encode(body);
 }
 

@@ -223,6 +223,8 @@ export class Registry extends ServiceTable implements GaugeSource {
     if (request.canonicalHost && !request.hosts.includes(request.canonicalHost)) {
       throw new CommandError(`canonical host "${request.canonicalHost}" must be one of the service's hosts`);
     }
+    // As kamal-proxy: an unbuffered response is on its way to the client before its size is known.
+    if (options.maxResponseBody > 0 && !options.bufferResponses) throw new CommandError("--max-response-body needs --buffer-responses");
     if (Boolean(request.tlsCertificatePath) !== Boolean(request.tlsPrivateKeyPath)) {
       throw new CommandError("--tls-certificate-path and --tls-private-key-path go together (both or neither)");
     }

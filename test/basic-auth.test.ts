@@ -206,6 +206,10 @@ describe("bad files fail the deploy and nothing changes", () => {
     await refused(["--basic-auth-file", plain], `${plain} line 1: user "alice" has not a hash`);
   });
 
+  test("an empty file name", async () => {
+    await refused(["--basic-auth-file", ""], "--basic-auth-file needs a file name");
+  });
+
   test("an empty file", async () => {
     const empty = path.join(dir, "empty.htpasswd");
     fs.writeFileSync(empty, "\n");

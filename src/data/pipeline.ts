@@ -139,6 +139,7 @@ export class Pipeline {
   }
 
   private afterRedirect(passage: Passage, responder: Responder) {
+    if (!passage.service.basicAuth) return this.afterAuthentication(passage, responder);
     this.step(passage, responder, this.authenticate(passage), () => this.afterAuthentication(passage, responder));
   }
 

@@ -9,8 +9,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { startBackend, type Backend } from "./support/backend.ts";
 import { deployOk } from "./support/helpers.ts";
+import { buildRequest, header, rawRequest } from "./support/net.ts";
 import { freePort, Proxy, runCli, tempDir } from "./support/proxy.ts";
 import { createTestCa, curlHttps, httpsPortOf, restart, type TestCa } from "./support/tls-tools.ts";
+import { startWsBackend, WsClient, type WsBackend } from "./support/ws-backend.ts";
 
 // Real processes, a real CA and real password hashes: more room than the 5 s default, still bounded.
 setDefaultTimeout(40_000);
@@ -26,6 +28,7 @@ let dir: string;
 let usersFile: string;
 let ca: TestCa;
 let httpsPort = 0;
+let wsApp: WsBackend;
 
 /** Everything the app has been sent on `path` (the backend records every request but its health checks). */
 const seenOn = (p: string) => app.seen.filter((r) => new URL(r.url).pathname === p);
@@ -44,6 +47,7 @@ beforeAll(async () => {
   ca = await createTestCa(path.join(dir, "ca"));
   const cert = await ca.issue("secure", ["secure.test"]);
   app = startBackend("app");
+  wsApp = startWsBackend("ws-app");
   const [httpPort, wantedHttps] = [await freePort(), await freePort()];
   proxy = await Proxy.start({ args: ["--workers", "1", "--http-port", String(httpPort), "--https-port", String(wantedHttps)] });
   httpsPort = httpsPortOf(proxy.logs);
@@ -64,12 +68,14 @@ beforeAll(async () => {
       ...fast,
     ]),
     deployOk(proxy, "open", ["--target", app.address, "--host", "open.test", ...fast]),
+    deployOk(proxy, "ws", ["--target", wsApp.address, "--host", "ws.test", "--basic-auth-file", usersFile, ...fast]),
   ]);
 });
 
 afterAll(async () => {
   await proxy?.stop();
   await app?.stop();
+  await wsApp?.stop();
 });
 
 describe("over HTTP/1.1", () => {
@@ -141,6 +147,28 @@ describe("over HTTP/1.1", () => {
     expect(res.status).toBe(200);
     await res.body?.cancel();
     expect(seenOn("/.well-known/acme-challenge/app-token")).toHaveLength(1);
+  });
+
+  test("a WebSocket handshake needs credentials like any request", async () => {
+    const handshakes = wsApp.handshakes.length;
+    const upgrade: [string, string][] = [
+      ["Host", "ws.test"],
+      ["Upgrade", "websocket"],
+      ["Connection", "Upgrade"],
+      ["Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="],
+      ["Sec-WebSocket-Version", "13"],
+    ];
+    const raw = await rawRequest(proxy.httpPort, buildRequest("GET", "/chat", upgrade));
+    expect(raw.status).toBe(401);
+    expect(header(raw, "www-authenticate")).toBe('Basic realm="ws", charset="UTF-8"');
+    const refused = new WsClient(`ws://127.0.0.1:${proxy.httpPort}/chat`, { host: "ws.test" });
+    await expect(refused.opened).rejects.toThrow();
+    expect(wsApp.handshakes.length).toBe(handshakes);
+    const allowed = new WsClient(`ws://127.0.0.1:${proxy.httpPort}/chat`, { host: "ws.test", headers: { authorization: ALICE } });
+    await allowed.opened;
+    expect(await allowed.ask("whoami")).toBe("ws-app");
+    allowed.close(1000);
+    expect(wsApp.handshakes.length).toBe(handshakes + 1);
   });
 
   test("a service without --basic-auth-file stays open", async () => {

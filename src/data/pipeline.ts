@@ -1,12 +1,14 @@
 // The one request pipeline. Every request, HTTP or WebSocket, from any
 // listener, goes through these steps in this order; each step exists once:
 //
-//   refuse malformed → ACME challenge → route → HTTPS-only → redirects →
-//   pause and stop → limits → pick a target → upstream headers → forward
+//   refuse malformed → ACME challenge → route (and client IP header) →
+//   HTTPS-only → redirects → basic auth → pause and stop → limits →
+//   pick a target → upstream headers → forward
 //
 // A step either answers (an error page, a redirect) or lets the request go on.
 import { parse as parseCookies } from "hono/utils/cookie";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
+import { clientIpFromHeader } from "../proxy/client-ip.ts";
 import { upstreamHeaders } from "../proxy/headers.ts";
 import { PUBLISHED_HEALTH_PREFIX, publishedHealth } from "../proxy/published-health.ts";
 import { startRequestLog, type RequestLog } from "../proxy/request-log.ts";
@@ -75,6 +77,8 @@ interface Passage {
   pages: CustomPages | undefined;
   /** The path the target sees (after prefix stripping). */
   targetPath: string;
+  /** The client address the service's --client-ip-header gave, when it is a valid IP. */
+  headerIp: string | undefined;
 }
 
 export class Pipeline {
@@ -117,7 +121,9 @@ export class Pipeline {
     const targetPath = options.stripPathPrefix ? stripPrefix(path, route.prefix) : path;
     // Below the path the client asked for, or the one the target sees (kamal-proxy's reading).
     if (options.excludeMetricsPaths.length) entry.uncounted = options.excludeMetricsPaths.some((prefix) => prefixMatches(prefix, path) || prefixMatches(prefix, targetPath));
-    const passage: Passage = { req, entry, path, route, service, pages: this.registry.errorPages(service), targetPath };
+    const headerIp = options.clientIpHeader ? clientIpFromHeader(req.headers, options.clientIpHeader) : undefined;
+    if (headerIp) entry.clientAddr = headerIp;
+    const passage: Passage = { req, entry, path, route, service, pages: this.registry.errorPages(service), targetPath, headerIp };
 
     if (req.scheme === "https" && !options.tls) {
       return responder.respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
@@ -126,6 +132,11 @@ export class Pipeline {
   }
 
   private afterRedirect(passage: Passage, responder: Responder) {
+    if (!passage.service.basicAuth) return this.afterAuthentication(passage, responder);
+    this.step(passage, responder, this.authenticate(passage), () => this.afterAuthentication(passage, responder));
+  }
+
+  private afterAuthentication(passage: Passage, responder: Responder) {
     this.step(passage, responder, this.maintenance(passage), () => this.afterMaintenance(passage, responder));
   }
 
@@ -204,6 +215,24 @@ export class Pipeline {
   }
 
   /**
+   * Basic auth (--basic-auth-file), after the redirects so that credentials
+   * are only asked for once the client is on HTTPS. Health checks (GET and
+   * HEAD of the health-check path) and ACME challenges pass without, as they
+   * do through a pause. A credential verified in the last minute passes at
+   * once; others wait for the verify.
+   */
+  private authenticate({ req, entry, service, pages, path, targetPath }: Passage): Reply | undefined | Promise<Reply | undefined> {
+    const auth = service.basicAuth;
+    if (!auth || path.startsWith(ACME_CHALLENGE)) return undefined;
+    if ((req.method === "GET" || req.method === "HEAD") && targetPath === service.options.healthCheckPath) return undefined;
+    const allowed = auth.allows(req.headers.get("authorization"));
+    if (allowed === true) return undefined;
+    const refuse = () => this.reject(entry, 401, "unauthorized", { pages }, [["WWW-Authenticate", auth.challenge]]);
+    if (allowed === false) return refuse();
+    return allowed.then((ok) => (ok ? undefined : refuse()));
+  }
+
+  /**
    * Pause and stop. The health-check path keeps answering (GET and HEAD, as
    * the target would see the path) so that an orchestrator does not restart
    * a paused or stopped app.
@@ -224,7 +253,7 @@ export class Pipeline {
   }
 
   /** Picks a target, builds the upstream headers and forwards. */
-  private forward({ req, entry, service, pages, targetPath, route }: Passage, responder: Responder) {
+  private forward({ req, entry, service, pages, targetPath, route, headerIp }: Passage, responder: Responder) {
     const options = service.options;
     const isRead = req.method === "GET" || req.method === "HEAD";
     let rolloutValue: string | undefined;
@@ -242,7 +271,7 @@ export class Pipeline {
     if (!target) return responder.respond(this.reject(entry, 503, "no healthy target", { pages }));
     entry.target = target.address;
 
-    const headers = upstreamHeaders(req.headers, { ip: req.remoteAddr, scheme: req.scheme }, options.forwardHeaders, req.websocket, target.address);
+    const headers = upstreamHeaders(req.headers, { ip: req.remoteAddr, scheme: req.scheme, headerIp }, options.forwardHeaders, req.websocket, target.address);
     entry.requestId = headers.requestId;
     entry.clientAddr = headers.clientAddr;
 
@@ -277,8 +306,8 @@ export class Pipeline {
   }
 
   /** Answers with a proxy error page, logged with the page's size. */
-  reject(entry: RequestLog, status: number, error: string, options: Parameters<typeof errorPage>[1] = {}): Reply {
-    return new Answer(status, ERROR_PAGE_HEADERS, errorPage(status, options), entry, error);
+  reject(entry: RequestLog, status: number, error: string, options: Parameters<typeof errorPage>[1] = {}, headers: [string, string][] = []): Reply {
+    return new Answer(status, headers.length ? [...ERROR_PAGE_HEADERS, ...headers] : ERROR_PAGE_HEADERS, errorPage(status, options), entry, error);
   }
 }
 

@@ -6,6 +6,7 @@ import * as path from "node:path";
 
 const TITLES: Record<number, string> = {
   400: "Bad Request",
+  401: "Unauthorized",
   408: "Request Timeout",
   414: "URI Too Long",
   431: "Request Header Fields Too Large",
@@ -21,6 +22,7 @@ const TITLES: Record<number, string> = {
 
 const DETAILS: Record<number, string> = {
   400: "The request is malformed.",
+  401: "This site needs a user name and password.",
   408: "The request took too long to arrive.",
   414: "The request target is too long.",
   431: "The request headers are too large.",

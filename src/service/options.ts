@@ -105,6 +105,23 @@ export const SERVICE_OPTIONS = {
     help: "trust and extend inbound X-Forwarded-*",
     shownDefault: "true without TLS, false with TLS",
   }),
+  clientIpHeader: field({
+    flag: "client-ip-header",
+    kind: "value",
+    input: headerName,
+    stored: v.optional(v.string()),
+    help: "header holding the client's IP (set by a proxy in front); stands in for the inbound X-Forwarded-For",
+    hint: "NAME",
+  }),
+  basicAuthFile: field({
+    flag: "basic-auth-file",
+    kind: "value",
+    // An empty name (an unset variable in a script) must not deploy an open service.
+    input: v.pipe(v.string(), v.nonEmpty("--basic-auth-file needs a file name")),
+    stored: v.optional(v.string()),
+    help: "htpasswd file (bcrypt or argon2); requests need its credentials (read at deploy)",
+    hint: "FILE",
+  }),
   bufferRequests: flag("buffer-requests", false, "read request bodies fully before forwarding"),
   bufferResponses: flag("buffer-responses", false, "read response bodies fully before relaying"),
   bufferMemory: size("buffer-memory", "1m", "in-memory part of a buffer; the rest spills to a temp file"),

@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { cidrSchema } from "./proxy/cidr.ts";
 import { booleanSchema, durationSchema, portSchema, sizeSchema, workerCountSchema } from "./values.ts";
 import * as v from "valibot";
 import type { ProxySettings } from "./data/pipeline.ts";
@@ -61,6 +62,13 @@ const dirSchema = v.pipe(v.string(), v.nonEmpty("empty directory"), v.transform(
 const socketSchema = v.pipe(v.string(), v.nonEmpty("empty path"), v.transform((file) => path.resolve(file)));
 
 const urlSchema = v.pipe(v.string(), v.url((i) => `invalid URL "${i.input}"`));
+/** A repeatable flag gives a list; its environment variable, a comma-separated string. */
+const commaListSchema = <T>(item: v.GenericSchema<unknown, T>) =>
+  v.pipe(
+    v.union([v.string(), v.array(v.string())], "expected a list"),
+    v.transform((value): unknown[] => (typeof value === "string" ? value.split(",") : value).map((s) => s.trim()).filter(Boolean)),
+    v.array(item),
+  );
 
 function envValue<T>(schema: v.GenericSchema<unknown, T>, name: string, env: Env, fallback: T): T {
   const raw = env[name];
@@ -133,6 +141,25 @@ export const RUN_OPTIONS = {
     help: "admin socket",
     hint: "PATH",
   }),
+  proxyProtocol: runField({
+    flag: "proxy-protocol",
+    kind: "boolean",
+    env: "PROXY_PROTOCOL",
+    schema: booleanSchema,
+    fallback: () => false,
+    shownDefault: "false",
+    help: "connections start with a PROXY protocol v1/v2 header, whose address is the client's; without one they are closed",
+  }),
+  proxyProtocolFrom: runField({
+    flag: "proxy-protocol-from",
+    kind: "list",
+    env: "PROXY_PROTOCOL_FROM",
+    schema: commaListSchema(cidrSchema),
+    fallback: (): string[] => [],
+    shownDefault: "any sender",
+    help: "only these senders (CIDR) send a PROXY protocol header; others are served without one (implies --proxy-protocol)",
+    hint: "CIDR",
+  }),
   workers: runField({
     flag: "workers",
     env: "WORKERS",
@@ -176,10 +203,15 @@ type RunValues = { [K in keyof typeof RUN_OPTIONS]: (typeof RUN_OPTIONS)[K] exte
 export type RunOptions = RunValues & { acme: AcmeOptions };
 
 /** Flag values as the command line gives them, by flag name. */
-export type RunFlags = Record<string, string | boolean | undefined>;
+export type RunFlags = Record<string, string | boolean | string[] | undefined>;
+
+/** The trusted senders of PROXY protocol headers, or undefined when the listeners expect none (README "PROXY protocol"). */
+export function proxyProtocolPolicy(options: Pick<RunOptions, "proxyProtocol" | "proxyProtocolFrom">): { from: string[] } | undefined {
+  return options.proxyProtocol || options.proxyProtocolFrom.length > 0 ? { from: options.proxyProtocolFrom } : undefined;
+}
 
 /** Where a value came from: the flag, or the first variable set. */
-function pick(field: RunField, flags: RunFlags, env: Env): { value: string | boolean; source: string } | undefined {
+function pick(field: RunField, flags: RunFlags, env: Env): { value: string | boolean | string[]; source: string } | undefined {
   const flag = flags[field.flag];
   if (flag !== undefined) return { value: flag, source: `--${field.flag}` };
   for (const name of field.env) if (env[name] !== undefined) return { value: env[name]!, source: name };

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
-import { proxySettings, type RunOptions } from "../config.ts";
+import { proxyProtocolPolicy, proxySettings, type RunOptions } from "../config.ts";
 import { log, surviveStrayErrors } from "../log.ts";
 import { formatDuration } from "../values.ts";
 import { metrics } from "../metrics.ts";
@@ -107,6 +107,7 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     httpFd: handover?.httpFd,
     httpsFd: handover?.httpsFd,
     settings: proxySettings(options),
+    proxyProtocol: proxyProtocolPolicy(options),
   });
   const https = listeners.https;
   if (https) {
@@ -134,7 +135,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     ? handover.httpsFd !== undefined ? { fd: handover.httpsFd, port: handover.httpsPort } : undefined
     : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
   if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
-  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options) });
+  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options), proxyProtocol: proxyProtocolPolicy(options) });
   const tlsState = (): TlsState => ({
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),
@@ -204,6 +205,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     socket: options.socket,
     state_dir: options.stateDir,
     pid: process.pid,
+    ...proxyProtocolFields(options),
     ...traffic.describe(),
     ...(handover ? { upgraded_from: handover.from } : {}),
   });
@@ -211,6 +213,13 @@ export async function runServer(options: RunOptions): Promise<void> {
   process.on("SIGINT", () => void server.shutdown("SIGINT"));
   surviveStrayErrors();
   if (handover) await announceWhenServing(server.adminPath);
+}
+
+/** The "Server started" fields saying whether the listeners expect PROXY protocol headers, and from whom. */
+function proxyProtocolFields(options: RunOptions): Record<string, unknown> {
+  const policy = proxyProtocolPolicy(options);
+  if (!policy) return {};
+  return { proxy_protocol: true, proxy_protocol_from: policy.from.length ? policy.from : "any" };
 }
 
 /** What this process was started as: a worker, a successor in an upgrade (with its handover), or a first server. */

@@ -50,6 +50,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         httpsFd: settings.httpsFd,
         redirectHttpsPort: settings.httpsPort,
         settings: settings.proxy,
+        proxyProtocol: settings.proxyProtocol,
       });
     } catch (error) {
       log.error("Worker cannot serve", { error: (error as Error).message });

@@ -128,7 +128,7 @@ describe("--proxy-protocol (any sender trusted)", () => {
 
   beforeAll(async () => {
     app = backend("app");
-    proxy = await start(["--proxy-protocol"]);
+    proxy = await start(["--proxy-protocol", "--debug"]);
     await deployOk(proxy, "app", ["--host", HOST, "--target", app.address, "--health-check-interval", "100ms"]);
   });
 
@@ -177,10 +177,13 @@ describe("--proxy-protocol (any sender trusted)", () => {
     expect((JSON.parse(body.toString()) as Echo).headers["x-forwarded-for"]).toBe("203.0.113.1, 198.51.100.22");
   });
 
-  test("no header: the connection is closed unanswered, and the app never sees the request", async () => {
+  test("no header: the connection is closed unanswered, and the app never sees the request; --debug says why", async () => {
     const before = app.requests;
+    const mark = proxy.logMark();
     expect(await closedUnanswered(proxy.httpPort, get())).toEqual({ closed: true, answered: 0 });
     expect(app.requests).toBe(before);
+    const line = await proxy.waitForLog((l) => l.msg === "PROXY protocol header refused; connection closed", 10_000, mark);
+    expect(line).toMatchObject({ level: "debug", peer: "127.0.0.1", reason: "no PROXY protocol signature" });
   });
 
   test("garbage closes only that connection: an open one and the next one are served", async () => {

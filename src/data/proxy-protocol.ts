@@ -45,9 +45,9 @@ export function parseProxyHeader(bytes: Uint8Array): ProxyHeader {
 const PORT = /^(0|[1-9]\d{0,4})$/;
 
 function parseV1(bytes: Uint8Array): ProxyHeader {
-  const end = bytes.indexOf(0x0a);
+  // The line ends within 107 bytes, or it is not one.
+  const end = bytes.subarray(0, MAX_V1_BYTES).indexOf(0x0a);
   if (end < 0) return bytes.length >= MAX_V1_BYTES ? invalid("version 1 line longer than 107 bytes") : INCOMPLETE;
-  if (end + 1 > MAX_V1_BYTES) return invalid("version 1 line longer than 107 bytes");
   if (bytes[end - 1] !== 0x0d) return invalid("version 1 line not ended by CRLF");
   const line = new TextDecoder("latin1").decode(bytes.subarray(0, end - 1));
   const fields = line.split(" ");

@@ -131,6 +131,15 @@ export const RUN_OPTIONS = {
     help: "state directory (created 0700)",
     hint: "DIR",
   }),
+  tlsAcmeCachePath: runField({
+    flag: "tls-acme-cache-path",
+    env: "TLS_ACME_CACHE_PATH",
+    schema: dirSchema,
+    fallback: (): string | undefined => undefined,
+    shownDefault: "`<state-dir>/certs`",
+    help: "ACME certificates, keys and account; hosts sharing it order each certificate once (README \"TLS\")",
+    hint: "DIR",
+  }),
   debug: runField({ flag: "debug", kind: "boolean", env: "DEBUG", schema: booleanSchema, fallback: () => false, shownDefault: "false", help: "debug logs" }),
   socket: runField({
     flag: "socket",

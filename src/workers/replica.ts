@@ -13,6 +13,7 @@ import type { RoutingState, ServiceState, TargetState } from "../service/routing
 import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
+import { sharedChallenge } from "../tls/fleet.ts";
 import type { TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
@@ -91,6 +92,9 @@ export class ReplicaCertificates implements CertificateView {
   private challenges = new Map<string, string>();
   private readonly waiters = new Set<() => void>();
 
+  /** `acmeCachePath`: a cache shared by a fleet, whose other hosts' HTTP-01 answers this worker answers too (fleet.ts). */
+  constructor(private readonly acmeCachePath?: string) {}
+
   apply(state: TlsState) {
     this.hosts = new Set(state.certificates.map((c) => c.host));
     this.issuing = new Set(state.issuing);
@@ -103,7 +107,7 @@ export class ReplicaCertificates implements CertificateView {
   }
 
   challenge(token: string): string | undefined {
-    return this.challenges.get(token);
+    return this.challenges.get(token) ?? (this.acmeCachePath ? sharedChallenge(this.acmeCachePath, token) : undefined);
   }
 
   waitFor(host: string, timeoutMs: number): Promise<boolean> {

@@ -137,7 +137,7 @@ export const RUN_OPTIONS = {
     schema: dirSchema,
     fallback: (): string | undefined => undefined,
     shownDefault: "`<state-dir>/certs`",
-    help: "ACME certificates, keys and account; hosts sharing it order each certificate once (README \"TLS\")",
+    help: "ACME cache (account, certificates, keys); hosts sharing it order each certificate once",
     hint: "DIR",
   }),
   debug: runField({ flag: "debug", kind: "boolean", env: "DEBUG", schema: booleanSchema, fallback: () => false, shownDefault: "false", help: "debug logs" }),

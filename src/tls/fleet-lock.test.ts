@@ -120,3 +120,38 @@ test("of two waiters that find the same stale lock, exactly one takes it", () =>
   expect(results[1]).toEqual({ heldBy: expect.objectContaining({ host: "lb-1" }) });
   leases[0]!.release();
 });
+
+/** Runs a bun process that takes the lock and then ends as `end` says; resolves once it has exited. */
+async function holderProcess(file: string, end: "exit" | "SIGKILL") {
+  const script = `
+    import { FleetLock, Lease } from ${JSON.stringify(path.join(import.meta.dir, "fleet-lock.ts"))};
+    const lease = new FleetLock(${JSON.stringify(file)}).tryAcquire();
+    if (!(lease instanceof Lease)) process.exit(2);
+    console.log("held");
+    ${end === "exit" ? "process.exit(0);" : "setInterval(() => {}, 1000);"}
+  `;
+  const proc = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "inherit" });
+  const reader = proc.stdout.getReader();
+  const first = new TextDecoder().decode((await reader.read()).value);
+  expect(first).toContain("held");
+  expect(fs.existsSync(file)).toBe(true);
+  if (end === "SIGKILL") proc.kill("SIGKILL");
+  await proc.exited;
+  return proc;
+}
+
+test("a process that exits (a stop, or an upgrade cutting an order short) releases the locks it holds", async () => {
+  const file = lockPath();
+  const proc = await holderProcess(file, "exit");
+  expect(proc.exitCode).toBe(0);
+  expect(fs.existsSync(file)).toBe(false);
+});
+
+test("a killed process leaves its lock behind, to go stale", async () => {
+  const file = lockPath();
+  await holderProcess(file, "SIGKILL");
+  expect(fs.existsSync(file)).toBe(true);
+  expect(new FleetLock(file, timing, hostB).tryAcquire()).not.toBeInstanceOf(Lease);
+  age(file, timing.staleMs + 1_000);
+  lease(new FleetLock(file, timing, hostB).tryAcquire()).release();
+});

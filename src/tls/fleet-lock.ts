@@ -33,6 +33,14 @@ export interface LockTiming {
 
 export const DEFAULT_LOCK_TIMING: LockTiming = { staleMs: 120_000, heartbeatMs: 20_000, pollMs: 500 };
 
+/**
+ * The leases this process holds, released when it exits (a stop or an
+ * upgrade cutting an order short), so the fleet need not wait for them to go
+ * stale. Only a crash or SIGKILL leaves one behind.
+ */
+const leases = new Set<Lease>();
+let releaseAtExit = false;
+
 /** A held lock: refreshed in the background until released. */
 export class Lease {
   private readonly heartbeat: ReturnType<typeof setInterval>;
@@ -44,6 +52,9 @@ export class Lease {
   ) {
     this.heartbeat = setInterval(() => this.refresh(), heartbeatMs);
     this.heartbeat.unref?.();
+    leases.add(this);
+    if (!releaseAtExit) process.once("exit", () => [...leases].forEach((lease) => lease.release()));
+    releaseAtExit = true;
   }
 
   /** Still ours? (Not if it was taken over as stale, e.g. after this process stalled.) */
@@ -64,6 +75,7 @@ export class Lease {
   /** Removes the file if it is still ours; a lock taken over meanwhile is left to its new holder. */
   release() {
     clearInterval(this.heartbeat);
+    leases.delete(this);
     if (!this.held()) return;
     try {
       fs.unlinkSync(this.file);

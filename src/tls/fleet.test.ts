@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CertificateCache, type Certificate } from "./certificates.ts";
-import { Fleet, sharedChallenge } from "./fleet.ts";
+import { Fleet, SharedChallenges } from "./fleet.ts";
 import { selfSignedCertificate } from "./self-signed.ts";
 
 const dirs: string[] = [];
@@ -80,20 +80,40 @@ test("a failed order releases the lock: the waiting host orders itself", async (
 
 test("HTTP-01 answers are shared: published by one host, answered from the directory by another, removed when the challenge ends", () => {
   const { dir, fleets } = twoHosts();
-  const open = new Map([["tok_en-1", "tok_en-1.thumbprint"]]);
+  const token = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
+  const open = new Map([[token, `${token}.thumbprint`]]);
   fleets[0]!.publishChallenges(open);
-  expect(fleets[1]!.challenge("tok_en-1")).toBe("tok_en-1.thumbprint");
-  expect(sharedChallenge(dir, "tok_en-1")).toBe("tok_en-1.thumbprint");
-  expect(fs.statSync(path.join(dir, "challenges", "tok_en-1")).mode & 0o777).toBe(0o600);
+  expect(fleets[1]!.challenge(token)).toBe(`${token}.thumbprint`);
+  expect(new SharedChallenges(dir).read(token)).toBe(`${token}.thumbprint`);
+  expect(fs.statSync(path.join(dir, "challenges", token)).mode & 0o777).toBe(0o600);
   open.clear();
   fleets[0]!.publishChallenges(open);
-  expect(fleets[1]!.challenge("tok_en-1")).toBeUndefined();
+  expect(fleets[1]!.challenge(token)).toBeUndefined();
+  expect(fs.readdirSync(path.join(dir, "challenges"))).toEqual([]);
 });
 
-test("only base64url tokens are looked up: a path in a token reads nothing", () => {
+test("only base64url tokens of 128 bits or more are looked up: a path in a token reads nothing", () => {
   const { dir } = twoHosts();
+  fs.mkdirSync(path.join(dir, "challenges"));
   fs.writeFileSync(path.join(dir, "account.key"), "secret");
-  expect(sharedChallenge(path.join(dir, "challenges"), "../account.key")).toBeUndefined();
-  expect(sharedChallenge(dir, "../account.key")).toBeUndefined();
-  expect(sharedChallenge(dir, "")).toBeUndefined();
+  fs.writeFileSync(path.join(dir, "challenges", "short"), "short.thumbprint");
+  const reader = new SharedChallenges(dir);
+  expect(reader.read("../account.key")).toBeUndefined();
+  expect(reader.read("..%2Faccount.key")).toBeUndefined();
+  expect(reader.read("short")).toBeUndefined();
+  expect(reader.read("")).toBeUndefined();
+});
+
+test("look-ups are bounded per second, so a scan of made-up tokens cannot keep a process reading the shared directory", () => {
+  const { dir } = twoHosts();
+  const token = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
+  fs.mkdirSync(path.join(dir, "challenges"));
+  fs.writeFileSync(path.join(dir, "challenges", token), "answer");
+  const reader = new SharedChallenges(dir);
+  const start = Date.now();
+  let answered = 0;
+  for (let i = 0; i < 200; i++) if (reader.read(token) === "answer") answered++;
+  // All within one second window (the loop takes milliseconds): exactly the budget.
+  expect(Date.now() - start).toBeLessThan(1_000);
+  expect(answered).toBe(50);
 });

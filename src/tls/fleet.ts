@@ -17,32 +17,63 @@ export interface Obtained {
   from: "order" | "cache";
 }
 
-/** An HTTP-01 token is base64url (RFC 8555 §8.1, §8.3); nothing else is ever a file name. */
-const TOKEN = /^[A-Za-z0-9_-]{1,256}$/;
+/**
+ * An HTTP-01 token is base64url with at least 128 bits of entropy, so 22
+ * characters or more (RFC 8555 §8.1, §8.3); nothing else is ever a file name.
+ */
+const TOKEN = /^[A-Za-z0-9_-]{22,256}$/;
+
+/**
+ * Look-ups in the shared directory allowed per second and process. Each is a
+ * synchronous read on the request path, perhaps over the network (NFS), and
+ * anyone can ask for made-up tokens; a CA validates a challenge with a few
+ * requests. Beyond the budget, unknown tokens go to the app, as without a
+ * shared cache.
+ */
+const LOOKUPS_PER_SECOND = 50;
 
 /** The folder of the shared cache that holds the open HTTP-01 answers, one file per token. */
 function challengesDir(cacheDir: string): string {
   return path.join(cacheDir, "challenges");
 }
 
-/** The HTTP-01 answer for `token` that a host of the fleet put in the shared cache `cacheDir`, if any. */
-export function sharedChallenge(cacheDir: string, token: string): string | undefined {
-  if (!TOKEN.test(token)) return undefined;
-  try {
-    return fs.readFileSync(path.join(challengesDir(cacheDir), token), "utf8");
-  } catch {
-    return undefined;
+/** Reads the HTTP-01 answers that hosts of the fleet put in the shared cache `cacheDir` (any process: workers too). */
+export class SharedChallenges {
+  private windowStart = 0;
+  private lookups = 0;
+
+  constructor(private readonly cacheDir: string) {}
+
+  read(token: string): string | undefined {
+    if (!TOKEN.test(token) || !this.allowed()) return undefined;
+    try {
+      return fs.readFileSync(path.join(challengesDir(this.cacheDir), token), "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+
+  private allowed(): boolean {
+    const now = Date.now();
+    if (now - this.windowStart >= 1_000) {
+      this.windowStart = now;
+      this.lookups = 0;
+    }
+    return ++this.lookups <= LOOKUPS_PER_SECOND;
   }
 }
 
 export class Fleet {
   /** The tokens this host put in the shared directory, to take them out when their challenge ends. */
   private readonly published = new Set<string>();
+  private readonly shared: SharedChallenges;
 
   constructor(
     private readonly cache: CertificateCache,
     private readonly timing: LockTiming = DEFAULT_LOCK_TIMING,
-  ) {}
+  ) {
+    this.shared = new SharedChallenges(cache.dir);
+  }
 
   /**
    * The host's certificate from the directory, ordered at most once across
@@ -86,6 +117,6 @@ export class Fleet {
   }
 
   challenge(token: string): string | undefined {
-    return sharedChallenge(this.cache.dir, token);
+    return this.shared.read(token);
   }
 }

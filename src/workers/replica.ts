@@ -13,7 +13,7 @@ import type { RoutingState, ServiceState, TargetState } from "../service/routing
 import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
-import { sharedChallenge } from "../tls/fleet.ts";
+import { SharedChallenges } from "../tls/fleet.ts";
 import type { TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
@@ -92,8 +92,12 @@ export class ReplicaCertificates implements CertificateView {
   private challenges = new Map<string, string>();
   private readonly waiters = new Set<() => void>();
 
-  /** `acmeCachePath`: a cache shared by a fleet, whose other hosts' HTTP-01 answers this worker answers too (fleet.ts). */
-  constructor(private readonly acmeCachePath?: string) {}
+  /** Other hosts' HTTP-01 answers, when the ACME cache is shared by a fleet (fleet.ts). */
+  private readonly shared: SharedChallenges | undefined;
+
+  constructor(acmeCachePath?: string) {
+    this.shared = acmeCachePath ? new SharedChallenges(acmeCachePath) : undefined;
+  }
 
   apply(state: TlsState) {
     this.hosts = new Set(state.certificates.map((c) => c.host));
@@ -107,7 +111,7 @@ export class ReplicaCertificates implements CertificateView {
   }
 
   challenge(token: string): string | undefined {
-    return this.challenges.get(token) ?? (this.acmeCachePath ? sharedChallenge(this.acmeCachePath, token) : undefined);
+    return this.challenges.get(token) ?? this.shared?.read(token);
   }
 
   waitFor(host: string, timeoutMs: number): Promise<boolean> {

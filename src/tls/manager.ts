@@ -235,7 +235,8 @@ export class CertificateManager {
   }
 
   /** The certificate from the CA, cached before it is served; in a fleet, only if no other host has it (`Fleet.obtain`). */
-  private obtain(host: string, directory: string): Promise<Obtained> {
+  private obtain(want: Wanted): Promise<Obtained> {
+    const { host, directory } = want;
     const order = async () => {
       const pair = await this.issuer.issue(host, directory);
       // Cached even if the host wants another directory now: a switch back finds it.
@@ -261,7 +262,7 @@ export class CertificateManager {
     if (retry) this.cancelRetry(host);
     const renewing = this.certs.get(host)?.directory === directory;
     log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host, directory });
-    const work = this.obtain(host, directory)
+    const work = this.obtain(want)
       .then((obtained) => this.issued(want, obtained, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {

@@ -7,6 +7,7 @@
 // the other loads its certificate), both serve the same certificate over real
 // TLS handshakes, a renewal by A is picked up by B at its periodic check, and
 // a cache directory that cannot be created is a start-up error naming it.
+// Run with A as one process and with workers: both answer from the directory.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
@@ -49,7 +50,9 @@ function waitForHostLog(proxy: Proxy, msg: string, host: string, from = 0) {
   });
 }
 
-describe.skipIf(!pebbleAvailable())("two proxies sharing one ACME cache directory", () => {
+// A answers B's challenges: as one process (--workers 1, the control plane
+// answers) and with workers (each reads the shared directory itself).
+for (const aWorkers of [1, 2]) describe.skipIf(!pebbleAvailable())(`two proxies sharing one ACME cache directory (A with --workers ${aWorkers})`, () => {
   let pebble: Pebble;
   let a: Proxy;
   let b: Proxy;
@@ -70,13 +73,14 @@ describe.skipIf(!pebbleAvailable())("two proxies sharing one ACME cache director
     shared = path.join(tempDir("parachute-fleet-"), "shared-certs");
     env = { PARACHUTE_ACME_DIRECTORY: pebble.directory, PARACHUTE_ACME_CA: pebble.apiCaFile, PARACHUTE_ACME_RETRY: "1s" };
     // A by flag; B by the variable, with a check each second to pick up renewals.
-    a = await Proxy.start({ args: ["--http-port", String(ports.aHttp), "--https-port", String(ports.aHttps), "--tls-acme-cache-path", shared], env });
+    a = await Proxy.start({ args: ["--http-port", String(ports.aHttp), "--https-port", String(ports.aHttps), "--tls-acme-cache-path", shared, "--workers", String(aWorkers)], env });
     b = await Proxy.start({
-      args: ["--http-port", String(ports.bHttp), "--https-port", String(ports.bHttps)],
+      args: ["--http-port", String(ports.bHttp), "--https-port", String(ports.bHttps), "--workers", "2"],
       env: { ...env, TLS_ACME_CACHE_PATH: shared, PARACHUTE_ACME_CHECK_INTERVAL: "1s" },
     });
     expect(a.logs.find((l) => l.msg === "Server started")?.acme_cache).toBe(shared);
     expect(b.logs.find((l) => l.msg === "Server started")?.acme_cache).toBe(shared);
+    expect(a.logs.find((l) => l.msg === "Server started")?.workers).toBe(aWorkers === 1 ? undefined : aWorkers);
     rootPem = await pebble.rootPem();
     app = startBackend("app");
   });
@@ -147,7 +151,7 @@ describe.skipIf(!pebbleAvailable())("two proxies sharing one ACME cache director
     await a.stop();
     a = await Proxy.start({
       stateDir: a.stateDir,
-      args: ["--http-port", String(ports.aHttp), "--https-port", String(ports.aHttps), "--tls-acme-cache-path", shared],
+      args: ["--http-port", String(ports.aHttp), "--https-port", String(ports.aHttps), "--tls-acme-cache-path", shared, "--workers", String(aWorkers)],
       env: { ...env, PARACHUTE_ACME_RENEW_BEFORE: "48000h", PARACHUTE_ACME_CHECK_INTERVAL: "1h" },
     });
     await waitForHostLog(a, "Certificate renewed", "a.test");

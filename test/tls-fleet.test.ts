@@ -5,8 +5,8 @@
 // challenge from the shared directory. Checked: one order for a name deployed
 // on both (the two wait for a lock another host holds, then one orders and
 // the other loads its certificate), both serve the same certificate over real
-// TLS handshakes, a renewal by A is picked up by B at its periodic check, and
-// a cache directory that cannot be created is a start-up error naming it.
+// TLS handshakes, a crashed host's stale lock is taken over, a renewal by A is
+// picked up by B at its periodic check, and a cache directory that cannot be created is a start-up error naming it.
 // Run with A as one process and with workers: both answer from the directory.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
@@ -139,6 +139,21 @@ for (const aWorkers of [1, 2]) describe.skipIf(!pebbleAvailable())(`two proxies 
     expect(peer.authorized, String(peer.authorizationError)).toBe(true);
     // The challenge is gone from the shared directory once the order is over.
     await waitFor("the shared challenge to be removed", () => fs.readdirSync(path.join(shared, "challenges")).length === 0, { timeoutMs: 5_000 });
+  });
+
+  test("a lock left by a crashed host (not refreshed for 2 minutes) is taken over, and the name ordered", async () => {
+    const lock = path.join(shared, directoryFolder(pebble.directory), "c.test.lock");
+    fs.writeFileSync(lock, JSON.stringify({ pid: 4243, host: "lb-crashed", since: new Date(Date.now() - 600_000).toISOString(), token: "crashed" }));
+    const then = new Date(Date.now() - 121_000);
+    fs.utimesSync(lock, then, then);
+    const before = pebbleIssued(pebble);
+    await deploy(b, "c.test", "third");
+    const takeover = await b.waitForLog((l) => l.msg === "Took over a stale certificate lock" && l.lock === lock, ISSUE_TIMEOUT_MS);
+    expect(takeover).toMatchObject({ level: "warn", holder_host: "lb-crashed", holder_pid: 4243 });
+    await waitForHostLog(b, "Certificate issued", "c.test");
+    expect(b.logs.some((l) => l.msg === "Waiting for another host's certificate order" && l.host === "c.test")).toBe(false);
+    expect(pebbleIssued(pebble)).toBe(before + 1);
+    expect(fs.existsSync(lock)).toBe(false);
   });
 
   test("a renewal by A is picked up by B at its next check, without an order of its own", async () => {

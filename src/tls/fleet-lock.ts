@@ -12,6 +12,7 @@
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
+import { log } from "../log.ts";
 
 export interface LockHolder {
   pid: number;
@@ -169,6 +170,7 @@ export class FleetLock {
       return false;
     }
     fs.rmSync(aside, { force: true });
+    log.warn("Took over a stale certificate lock", { lock: this.file, ...(stale ? { holder_host: stale.host, holder_pid: stale.pid, since: stale.since } : {}) });
     return true;
   }
 }

@@ -111,8 +111,12 @@ export class Fleet {
     }
     for (const token of this.published) {
       if (challenges.has(token)) continue;
-      fs.rmSync(path.join(dir, token), { force: true });
-      this.published.delete(token);
+      try {
+        fs.rmSync(path.join(dir, token), { force: true });
+        this.published.delete(token);
+      } catch {
+        // The share is unreachable: removed at the next change (an answer left behind only answers a finished challenge).
+      }
     }
   }
 

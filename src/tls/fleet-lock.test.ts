@@ -121,21 +121,23 @@ test("of two waiters that find the same stale lock, exactly one takes it", () =>
   leases[0]!.release();
 });
 
-/** Runs a bun process that takes the lock and then ends as `end` says; resolves once it has exited. */
+/** Runs a bun process that takes the lock, then makes it end as `end` says; resolves once it has exited. */
 async function holderProcess(file: string, end: "exit" | "SIGKILL") {
   const script = `
     import { FleetLock, Lease } from ${JSON.stringify(path.join(import.meta.dir, "fleet-lock.ts"))};
     const lease = new FleetLock(${JSON.stringify(file)}).tryAcquire();
     if (!(lease instanceof Lease)) process.exit(2);
+    process.on("SIGUSR2", () => process.exit(0));
     console.log("held");
-    ${end === "exit" ? "process.exit(0);" : "setInterval(() => {}, 1000);"}
+    setInterval(() => {}, 1000);
   `;
   const proc = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "inherit" });
   const reader = proc.stdout.getReader();
   const first = new TextDecoder().decode((await reader.read()).value);
   expect(first).toContain("held");
   expect(fs.existsSync(file)).toBe(true);
-  if (end === "SIGKILL") proc.kill("SIGKILL");
+  // SIGUSR2: the holder exits as a stop does, by process.exit.
+  proc.kill(end === "exit" ? "SIGUSR2" : "SIGKILL");
   await proc.exited;
   return proc;
 }

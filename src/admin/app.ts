@@ -123,7 +123,7 @@ export function createAdminApp(registry: Registry, server: ServerControl) {
     app.post(path, jsonBody(schema), async (c) => {
       const request = c.req.valid("json") as v.InferOutput<S>;
       const body = (await c.req.json()) as Record<string, unknown>;
-      const given = Object.fromEntries(Object.keys(schema.entries).filter((key) => Object.hasOwn(body, key)).map((key) => [key, body[key]]));
+      const given = Object.fromEntries(Object.entries(body).filter(([key]) => Object.hasOwn(schema.entries, key)));
       return streamed(c, (progress) => work(request, progress, given));
     });
   command("/deploy", DeployRequest, (r, p, g) => registry.deploy(r, p, g));

@@ -35,13 +35,13 @@ export const DeployRequest = v.object({
 export type DeployRequest = v.InferOutput<typeof DeployRequest>;
 
 /** A service option a rollback may set; left out, it stays what the service has. */
-function keptUnlessGiven<I extends v.GenericSchema, S extends v.GenericSchema>(f: Field<I, S, unknown>): Field<I, S, undefined> & { required: false } {
-  return { ...f, default: undefined, shownDefault: "the service's", required: false };
+function keptUnlessGiven<I extends v.GenericSchema, S extends v.GenericSchema>(f: Field<I, S, unknown>, help = f.help): Field<I, S, undefined> & { required: false } {
+  return { ...f, help, default: undefined, shownDefault: "the service's", required: false };
 }
 
 /** The service options a rollback takes: the deploy's timing and health-check ones (README "History and rollback"). */
 export const ROLLBACK_OPTIONS = {
-  drainTimeout: keptUnlessGiven(SERVICE_OPTIONS.drainTimeout),
+  drainTimeout: keptUnlessGiven(SERVICE_OPTIONS.drainTimeout, "max time the current targets get to finish in-flight requests"),
   healthCheckPath: keptUnlessGiven(SERVICE_OPTIONS.healthCheckPath),
   healthCheckInterval: keptUnlessGiven(SERVICE_OPTIONS.healthCheckInterval),
   healthCheckTimeout: keptUnlessGiven(SERVICE_OPTIONS.healthCheckTimeout),
@@ -49,7 +49,10 @@ export const ROLLBACK_OPTIONS = {
   healthCheckHost: keptUnlessGiven(SERVICE_OPTIONS.healthCheckHost),
 };
 
-export const ROLLBACK_PARAMETERS = { deployTimeout: DEPLOY_PARAMETERS.deployTimeout, ...ROLLBACK_OPTIONS };
+export const ROLLBACK_PARAMETERS = {
+  deployTimeout: { ...DEPLOY_PARAMETERS.deployTimeout, help: "max wait for the previous deploy's targets to become healthy" },
+  ...ROLLBACK_OPTIONS,
+};
 
 export const RollbackRequest = v.object({
   service: serviceNameSchema,

@@ -1,7 +1,8 @@
 // The registry owns every service and the routing table built from them, and
-// runs the admin commands on them, one at a time per service; `deploy` is the
-// whole zero-downtime sequence (README "How it works") in one readable
-// function. The health-check gate is admission.ts, the state file's form of a
+// runs the admin commands on them, one at a time per service, recording each
+// in the history; `deploy` is the whole zero-downtime sequence (README "How
+// it works") in two readable functions, validation and `switchTo`, which
+// `rollback` shares. The health-check gate is admission.ts, the state file's form of a
 // service saved.ts, what `list` shows view.ts, and what each command did
 // history.ts.
 import { log } from "../log.ts";

@@ -128,6 +128,21 @@ export function parseWorkerCount(input: string | number): number {
   return Number(text);
 }
 
+/** A percentage, `5%`, `0.5%` or a bare `5`, from 0 to 100 → the number (5). */
+export function parsePercent(input: string | number): number {
+  const text = String(input).trim();
+  const m = /^(\d+(?:\.\d+)?)\s*%?$/.exec(text);
+  if (!m || Number(m[1]) > 100) throw new ValueError(`invalid percentage "${input}" (expected 0-100, e.g. 5%)`);
+  return Number(m[1]);
+}
+
+/** A count of at least 1 (a number of requests). */
+export function parseCount(input: string | number): number {
+  const text = String(input).trim();
+  if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw new ValueError(`invalid count "${input}" (expected a whole number of at least 1)`);
+  return Number(text);
+}
+
 export function parseBoolean(input: string | boolean): boolean {
   if (typeof input === "boolean") return input;
   const text = input.trim().toLowerCase();
@@ -171,6 +186,8 @@ export const hostSchema = parsed(v.string("expected a host string"), parseHost);
 export const pathPrefixSchema = parsed(v.string("expected a path string"), parsePathPrefix);
 export const portSchema = parsed(stringOrNumber, parsePort);
 export const workerCountSchema = parsed(stringOrNumber, parseWorkerCount);
+export const percentSchema = parsed(stringOrNumber, parsePercent);
+export const countSchema = parsed(stringOrNumber, parseCount);
 export const booleanSchema = parsed(v.union([v.string(), v.boolean()], "expected a boolean"), parseBoolean);
 
 /**

@@ -4,6 +4,7 @@
 import * as v from "valibot";
 import type { RequestSamples } from "../metrics.ts";
 import type { RoutingState } from "../service/routing-state.ts";
+import type { Tally } from "../service/verification.ts";
 import { cidrSchema } from "../proxy/cidr.ts";
 import { jsonFromEnv, portSchema, wholeSchema } from "../values.ts";
 
@@ -45,6 +46,8 @@ export type ToWorker =
   | { type: "tls"; change: number; state: TlsState }
   | { type: "drain"; id: number; service: string; targets: string[]; timeoutMs: number; leaving: boolean }
   | { type: "samples"; id: number }
+  /** This worker's counts of the service's verify window. */
+  | { type: "tally"; id: number; service: string }
   /** The published health check answers 503 from now on (the server is leaving). */
   | { type: "leave" }
   | { type: "stop"; graceMs: number };
@@ -56,4 +59,5 @@ export type FromWorker =
   | { type: "stopped"; graceful: boolean }
   | { type: "applied"; change: number }
   | { type: "drained"; id: number; cancelled: number }
-  | { type: "samples"; id: number; samples: RequestSamples };
+  | { type: "samples"; id: number; samples: RequestSamples }
+  | { type: "tally"; id: number; tally: Tally };

@@ -434,7 +434,7 @@ export class Registry extends ServiceTable implements GaugeSource {
       errors: tally.errors,
       first_failures: describeFailures(tally.failures),
     });
-    progress(`Error rate ${rate} over ${formatPercent(policy.maxErrorPercent)} (${describeTally(tally)}): switched back to ${back}`);
+    progress(`Error rate ${rate} over ${formatPercent(policy.maxErrorPercent)} (${tally.errors} of ${tally.requests} requests failed): switched back to ${back}`);
     if (conflict) progress(`Warning: the previous hosts are now used by service ${conflict.name}; the service keeps this deploy's options`);
     if (leaving.length) {
       progress(`Draining ${addressList(leaving)} (up to ${formatDuration(drainTimeout)})`);

@@ -120,48 +120,52 @@ for (const workers of [1, 2]) {
   }, SLOW);
 }
 
-test("a healthy new target passes the window: the old one gets no new request but is kept, then drains; progress counts down", async () => {
-  const proxy = await startProxy();
-  const [a, b] = [backend("a"), backend("b")];
-  await mustRun(proxy, ["deploy", "app", "--host", HOST, "--target", a.address, ...FAST]);
-  const load = startLoad(proxy, HOST, { loops: 2, maxPerLoop: 4000, gapMs: 2 });
-  await load.reached(20);
+for (const workers of [1, 2]) {
+  test(`${workers === 1 ? "in one process" : "with --workers 2"}: a healthy new target passes the window: the old one gets no new request but is kept, then drains; progress counts down`, async () => {
+    const proxy = await startProxy(workers);
+    const [a, b] = [backend("a"), backend("b")];
+    await mustRun(proxy, ["deploy", "app", "--host", HOST, "--target", a.address, ...FAST]);
+    const load = startLoad(proxy, HOST, { loops: 2, maxPerLoop: 4000, gapMs: 2 });
+    await load.reached(20);
 
-  const started = performance.now();
-  const deploy = spawnCli(proxy, ["deploy", "app", "--host", HOST, "--target", b.address, "--verify-window", "3s", "--verify-min-requests", "10", ...FAST]);
-  const countdown = new RegExp(`^Verifying ${b.address}: (\\d)s left, (\\d+) requests, 0 errors \\(0%\\)$`);
-  await deploy.waitForLine((l) => countdown.test(l));
-  // During the window: a is out of rotation but still there (listed as draining, nothing drained yet).
-  const aRequests = a.requests;
-  const during = (await adminServices(proxy))[0]!;
-  expect(during.targets).toContainEqual({ address: a.address, state: "draining", role: "draining" });
-  expect(proxy.logs.some((l) => l.msg === "Drained")).toBe(false);
-  const result = await deploy.done;
-  const took = performance.now() - started;
-  const samples = await load.stop();
+    const started = performance.now();
+    const deploy = spawnCli(proxy, ["deploy", "app", "--host", HOST, "--target", b.address, "--verify-window", "3s", "--verify-min-requests", "10", ...FAST]);
+    const countdown = new RegExp(`^Verifying ${b.address}: (\\d)s left, (\\d+) requests, 0 errors \\(0%\\)$`);
+    await deploy.waitForLine((l) => countdown.test(l));
+    // During the window: a is out of rotation but still there (listed as draining, nothing drained yet).
+    const aRequests = a.requests;
+    const aChecks = a.healthChecks;
+    const during = (await adminServices(proxy))[0]!;
+    expect(during.targets).toContainEqual({ address: a.address, state: "draining", role: "draining" });
+    expect(proxy.logs.some((l) => l.msg === "Drained")).toBe(false);
+    const result = await deploy.done;
+    const took = performance.now() - started;
+    const samples = await load.stop();
 
-  expect(result.code, result.stderr).toBe(0);
-  expect(took).toBeGreaterThanOrEqual(3_000);
-  expect(result.stdout.trim()).toBe(`Deployed app to ${b.address}`);
-  const lines = result.stderr.trim().split("\n");
-  const ticks = lines.filter((l) => countdown.test(l)).map((l) => countdown.exec(l)!.slice(1).map(Number));
-  // One line a second: 2s left, then 1s (the first at 1s into the 3s window).
-  expect(ticks.map(([left]) => left)).toEqual([2, 1]);
-  expect(ticks[1]![1]!).toBeGreaterThan(ticks[0]![1]!);
-  const verified = lines.find((l) => l.startsWith(`Verified ${b.address}: `));
-  expect(verified).toMatch(new RegExp(`^Verified ${b.address}: \\d+ requests, 0 errors \\(0%\\)$`));
-  expect(lines.indexOf(verified!)).toBeLessThan(lines.indexOf(`Draining ${a.address} (up to 30s)`));
-  // a got no request after the switch, and drained after the window.
-  expect(a.requests).toBe(aRequests);
-  const drainedLine = await proxy.waitForLog((l) => l.msg === "Drained" && (l.targets as string[]).includes(a.address));
-  const verifiedLog = proxy.logs.findIndex((l) => l.msg === "Verified");
-  expect(verifiedLog).toBeGreaterThan(-1);
-  expect(proxy.logs.indexOf(drainedLine)).toBeGreaterThan(verifiedLog);
-  expect((await adminServices(proxy))[0]!.targets).toEqual([{ address: b.address, state: "healthy", role: "writer" }]);
-  expect(samples.filter((s) => s.status !== 200)).toEqual([]);
-  expect(samples.at(-1)!.backend).toBe("b");
-  expect(await lastRecord(proxy)).toMatchObject({ command: "deploy", outcome: "ok", before: { targets: [a.address] }, after: { targets: [b.address] } });
-}, SLOW);
+    expect(result.code, result.stderr).toBe(0);
+    expect(took).toBeGreaterThanOrEqual(3_000);
+    expect(result.stdout.trim()).toBe(`Deployed app to ${b.address}`);
+    const lines = result.stderr.trim().split("\n");
+    const ticks = lines.filter((l) => countdown.test(l)).map((l) => countdown.exec(l)!.slice(1).map(Number));
+    // One line a second: 2s left, then 1s (the first at 1s into the 3s window).
+    expect(ticks.map(([left]) => left)).toEqual([2, 1]);
+    expect(ticks[1]![1]!).toBeGreaterThan(ticks[0]![1]!);
+    const verified = lines.find((l) => l.startsWith(`Verified ${b.address}: `));
+    expect(verified).toMatch(new RegExp(`^Verified ${b.address}: \\d+ requests, 0 errors \\(0%\\)$`));
+    expect(lines.indexOf(verified!)).toBeLessThan(lines.indexOf(`Draining ${a.address} (up to 30s)`));
+    // a got no request after the switch, but its health checks went on (it was kept ready), and it drained after the window.
+    expect(a.requests).toBe(aRequests);
+    expect(a.healthChecks).toBeGreaterThan(aChecks + 5);
+    const drainedLine = await proxy.waitForLog((l) => l.msg === "Drained" && (l.targets as string[]).includes(a.address));
+    const verifiedLog = proxy.logs.findIndex((l) => l.msg === "Verified");
+    expect(verifiedLog).toBeGreaterThan(-1);
+    expect(proxy.logs.indexOf(drainedLine)).toBeGreaterThan(verifiedLog);
+    expect((await adminServices(proxy))[0]!.targets).toEqual([{ address: b.address, state: "healthy", role: "writer" }]);
+    expect(samples.filter((s) => s.status !== 200)).toEqual([]);
+    expect(samples.at(-1)!.backend).toBe("b");
+    expect(await lastRecord(proxy)).toMatchObject({ command: "deploy", outcome: "ok", before: { targets: [a.address] }, after: { targets: [b.address] } });
+  }, SLOW);
+}
 
 test("connection failures count: a new target that refuses connections is switched away from, its 502s named", async () => {
   const proxy = await startProxy();

@@ -74,6 +74,7 @@ test("a redeploy replaces the targets and drains the old ones", async () => {
   expect(r.service("web")!.targets.map((t) => t.address)).toEqual([B]);
   expect(lines).toEqual([`Draining ${A} (up to 5s)`]);
   expect(r.service("web")!.draining.size).toBe(0);
+  expect(r.service("web")!.kept.size).toBe(0);
 });
 
 test("deploy refuses bad combinations before changing anything", async () => {
@@ -314,12 +315,14 @@ test("a verify window over the limit puts the previous targets (the same objects
   const target = r.service("web")!.targets[0]!;
   // The old target is out of rotation but kept; the new one is counted.
   expect(r.service("web")!.draining.has(previous)).toBe(true);
+  expect(r.service("web")!.kept.has(previous)).toBe(true);
   expect(r.routingState().services[0]!.verifying).toEqual({ window: target.tally!.window, targets: [B] });
   for (const status of [200, 500, 200, 502]) target.tally!.record(status, "/p");
   const error = await refused(running);
   expect(error.message).toBe(`error rate 50% of 4 requests to ${B} is over 5%; traffic is back on ${A} (first failures: 500 /p, 502 /p)`);
   expect(r.service("web")!.targets).toEqual([previous]);
   expect(r.service("web")!.draining.size).toBe(0);
+  expect(r.service("web")!.kept.size).toBe(0);
   expect(r.router.match("new.test", "/")).toBeUndefined();
   expect(target.tally).toBeUndefined();
   expect(r.routingState().services[0]!.verifying).toBeUndefined();

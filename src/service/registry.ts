@@ -333,6 +333,7 @@ export class Registry extends ServiceTable implements GaugeSource {
       const live = service.live;
       if (to.verify) watched = [...writers, ...readers].filter((t) => !live.includes(t));
       countAnswers(watched, ++this.windows);
+      if (watched.length) for (const target of live) service.kept.add(target);
       old = this.applySettings(service, settings, { writers, readers });
     } else {
       service = new Service(name, options, writers, this.runtime);
@@ -409,7 +410,9 @@ export class Registry extends ServiceTable implements GaugeSource {
     const outcome = await watchWindow(label, policy, () => this.dataPlane.tally(service.name, watched), progress);
     const tally = outcome.tally;
     countAnswers(watched, undefined);
+    service.kept.clear();
     if (outcome.passed) {
+      service.monitor(); // the old targets' checks stop: they drain now
       await this.publish(); // the workers stop counting
       const unjudged = tally.requests < policy.minRequests ? ` (fewer than ${policy.minRequests} requests: not judged)` : "";
       progress(`Verified ${label}: ${describeTally(tally)}${unjudged}`);

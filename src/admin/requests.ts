@@ -26,13 +26,13 @@ export const DEPLOY_PARAMETERS = {
   readTargets: field({ flag: "read-target", kind: "list", input: list(targetSchema), default: [], help: "target(s) for GET/HEAD requests", hint: "HOST:PORT" }),
   deployTimeout: duration("deploy-timeout", "30s", "max wait for new targets to become healthy"),
   force: field({ flag: "force", kind: "boolean", input: booleanSchema, default: false, help: "skip waiting for health checks" }),
-  verifyWindow: duration("verify-window", "0", "after the switch, watch the new targets this long and switch back if they fail (0 = off)"),
+  verifyWindow: { ...duration("verify-window", "0", "after the switch, watch the new targets this long; switch back to the old ones if they fail"), shownDefault: "0 (off)" },
   // No schema default for the two limits: given without --verify-window they are an error, not ignored.
   verifyMaxErrors: field({
     flag: "verify-max-errors",
     kind: "value",
     input: percentSchema,
-    help: "switch back when more than this share of the new targets' answers are 5xx or failed connections",
+    help: "switch back when over this share of the new targets' answers are 5xx or failed connections",
     hint: "PERCENT",
     shownDefault: `${DEFAULT_MAX_ERROR_PERCENT}%`,
   }),

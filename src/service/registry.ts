@@ -40,6 +40,7 @@ import {
   watchWindow,
   type Tally,
   type VerifyPolicy,
+  type WindowOutcome,
 } from "./verification.ts";
 
 /**
@@ -407,10 +408,14 @@ export class Registry extends ServiceTable implements GaugeSource {
       `Verifying ${label} for ${formatDuration(policy.windowMs)}: back to ${back} if over ${formatPercent(policy.maxErrorPercent)} of at least ${policy.minRequests} requests fail`,
     );
     log.info("Verifying", { service: service.name, targets: watched.map((t) => t.address), window_ms: policy.windowMs, max_errors_percent: policy.maxErrorPercent, min_requests: policy.minRequests });
-    const outcome = await watchWindow(label, policy, () => this.dataPlane.tally(service.name, watched), progress);
+    let outcome: WindowOutcome;
+    try {
+      outcome = await watchWindow(label, policy, () => this.dataPlane.tally(service.name, watched), progress);
+    } finally {
+      countAnswers(watched, undefined);
+      service.kept.clear();
+    }
     const tally = outcome.tally;
-    countAnswers(watched, undefined);
-    service.kept.clear();
     if (outcome.passed) {
       service.monitor(); // the old targets' checks stop: they drain now
       await this.publish(); // the workers stop counting

@@ -132,7 +132,8 @@ export async function watchWindow(label: string, policy: VerifyPolicy, count: ()
     if (at >= nextReport) {
       const left = Math.max(1, Math.ceil((end - at) / 1000));
       progress(`Verifying ${label}: ${formatDuration(left * 1000)} left, ${describeTally(tally)}`);
-      nextReport += every;
+      // The next whole interval from the start (a slow read skips a report rather than doubling one).
+      nextReport = started + (Math.floor((at - started) / every) + 1) * every;
     }
   }
 }

@@ -26,6 +26,8 @@ export interface HttpsOptions {
   fallback: { cert: string; key: string };
   /** Waits (bounded) for the certificate of a name still being issued; false refuses the handshake. */
   admit(serverName: string | undefined): Promise<boolean>;
+  /** The TLS-ALPN-01 challenge certificate for a name, while its challenge is open. */
+  alpnChallenge(serverName: string): { cert: string; key: string } | undefined;
 }
 
 /** The entry for an SNI name: exact, then a wildcard one level up. */
@@ -52,6 +54,11 @@ export class HttpsListener {
       fd: options.fd,
       admit: options.admit,
       context: (name) => (name ? lookup(this.hosts, name)?.context : undefined) ?? this.fallbackContext,
+      acmeContext: (name) => {
+        // Made per validation: a CA opens a few connections per challenge, and each challenge has its own certificate.
+        const challenge = options.alpnChallenge(name);
+        return challenge ? createSecureContext(challenge) : undefined;
+      },
       h2Port: () => this.h2!.port,
       serve: (transport, clientAddress) => options.http1.accept(transport, "https", clientAddress),
     });

@@ -5,7 +5,7 @@
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
-import type { AcmeIssuer } from "./acme.ts";
+import type { AcmeChallenge, AcmeIssuer } from "./acme.ts";
 import { CertificateCache, certificateExpiry, type Certificate } from "./certificates.ts";
 
 export interface RenewalSettings {
@@ -29,6 +29,8 @@ interface Wanted {
   host: string;
   /** The ACME directory its certificate must come from (unused with a custom certificate). */
   directory: string;
+  /** How its ACME certificate is ordered. */
+  challenge: AcmeChallenge;
   custom?: Certificate;
 }
 
@@ -72,6 +74,10 @@ export class CertificateManager {
 
   challenge(token: string): string | undefined {
     return this.issuer.challenges.get(token);
+  }
+
+  alpnChallenge(host: string) {
+    return this.issuer.alpnChallenges.get(host);
   }
 
   /** Hosts whose order is running now. */
@@ -120,7 +126,8 @@ export class CertificateManager {
       if (!service.options.tls) continue;
       const custom = customs.get(service.name);
       const directory = this.issuer.directoryFor(service.options.tlsStaging);
-      for (const host of service.options.hosts) wanted.set(host, { host, directory, custom });
+      const challenge = challengeOf(service);
+      for (const host of service.options.hosts) wanted.set(host, { host, directory, challenge, custom });
     }
     this.wanted = wanted;
     let changed = false;
@@ -210,7 +217,7 @@ export class CertificateManager {
     const renewing = this.certs.get(host)?.directory === directory;
     log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host, directory });
     const work = this.issuer
-      .issue(host, directory)
+      .issue(host, directory, want.challenge)
       .then(({ cert, key }) => this.issued(want, cert, key, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
@@ -283,6 +290,12 @@ export class CertificateManager {
     if (this.certs.get(host)?.directory === want.directory) return;
     this.issueInBackground(want);
   }
+}
+
+function challengeOf(service: Service): AcmeChallenge {
+  const { tlsChallenge, tlsDnsHook } = service.options;
+  if (tlsChallenge === "dns-01" && tlsDnsHook) return { type: "dns-01", hook: tlsDnsHook };
+  return { type: tlsChallenge === "tls-alpn-01" ? "tls-alpn-01" : "http-01" };
 }
 
 function isValid(cert: Certificate): boolean {

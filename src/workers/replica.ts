@@ -80,12 +80,14 @@ export class ReplicaCertificates implements CertificateView {
   private hosts = new Set<string>();
   private issuing = new Set<string>();
   private challenges = new Map<string, string>();
+  private alpnChallenges = new Map<string, { cert: string; key: string }>();
   private readonly waiters = new Set<() => void>();
 
   apply(state: TlsState) {
     this.hosts = new Set(state.certificates.map((c) => c.host));
     this.issuing = new Set(state.issuing);
     this.challenges = new Map(state.challenges);
+    this.alpnChallenges = new Map(state.alpnChallenges.map(({ host, cert, key }) => [host, { cert, key }]));
     for (const wake of [...this.waiters]) wake();
   }
 
@@ -95,6 +97,10 @@ export class ReplicaCertificates implements CertificateView {
 
   challenge(token: string): string | undefined {
     return this.challenges.get(token);
+  }
+
+  alpnChallenge(host: string) {
+    return this.alpnChallenges.get(host);
   }
 
   waitFor(host: string, timeoutMs: number): Promise<boolean> {

@@ -57,7 +57,12 @@ export class HttpsListener {
       acmeContext: (name) => {
         // Made per validation: a CA opens a few connections per challenge, and each challenge has its own certificate.
         const challenge = options.alpnChallenge(name);
-        return challenge ? createSecureContext(challenge) : undefined;
+        try {
+          return challenge ? createSecureContext(challenge) : undefined;
+        } catch (error) {
+          log.error("Cannot load the TLS-ALPN-01 challenge certificate", { host: name, error: (error as Error).message });
+          return undefined;
+        }
       },
       h2Port: () => this.h2!.port,
       serve: (transport, clientAddress) => options.http1.accept(transport, "https", clientAddress),

@@ -11,6 +11,7 @@ import * as path from "node:path";
 import type * as AcmeClient from "acme-client";
 import { writePrivate } from "./certificates.ts";
 import { runDnsHook, waitForTxt } from "./dns-hook.ts";
+import { alpnChallengeCertificate } from "./self-signed.ts";
 import { log } from "../log.ts";
 
 /** Let's Encrypt's directories (the same URLs acme-client lists). */
@@ -226,15 +227,16 @@ export class AcmeIssuer {
       // record itself, see `publish`.)
       skipChallengeVerification: true,
       // The CA validates as soon as this returns: the answer must be out by then.
-      challengeCreateFn: (authz, offered, keyAuthorization) => this.publish(acme, challenge, authz, offered, keyAuthorization),
+      challengeCreateFn: (authz, offered, keyAuthorization) => this.publish(challenge, authz, offered, keyAuthorization),
       challengeRemoveFn: (authz, offered, keyAuthorization) => this.withdraw(challenge, authz, offered, keyAuthorization),
     });
     return { cert, key: key.toString() };
   }
 
   /** Puts up the answer to one challenge: on every process's HTTP or HTTPS port, or in DNS by the hook. */
-  private async publish(acme: Acme, challenge: AcmeChallenge, authz: AcmeClient.Authorization, offered: { type: string; token: string }, keyAuthorization: string) {
+  private async publish(challenge: AcmeChallenge, authz: AcmeClient.Authorization, offered: { type: string; token: string }, keyAuthorization: string) {
     const name = authz.identifier.value;
+    log.info("Answering ACME challenge", { host: name, challenge: offered.type });
     if (challenge.type === "dns-01") {
       // For dns-01 acme-client hands over the record's value, the key authorization's digest (RFC 8555 §8.4).
       const fqdn = dnsRecordName(name);
@@ -243,8 +245,7 @@ export class AcmeIssuer {
       return;
     }
     if (offered.type === "tls-alpn-01") {
-      const [alpnKey, alpnCert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization, await acme.crypto.createPrivateEcdsaKey());
-      this.alpnChallenges.set(name, { cert: alpnCert.toString(), key: alpnKey.toString() });
+      this.alpnChallenges.set(name, alpnChallengeCertificate(name, keyAuthorization));
     } else {
       this.challenges.set(offered.token, keyAuthorization);
     }

@@ -1,0 +1,265 @@
+// The other ACME challenges (README "TLS"), against a real pebble whose
+// HTTP-01 validations go to a port nothing listens on, so that only the
+// challenge under test can pass:
+// - TLS-ALPN-01 (`--tls-challenge tls-alpn-01`): pebble validates on the
+//   proxy's real HTTPS port, with one process and with two workers; an
+//   `acme-tls/1` hello without an open challenge is refused.
+// - DNS-01 through `--tls-dns-hook`: a wildcard host, with a hook script that
+//   sets the TXT record in pebble-challtestsrv (pebble's DNS) through its
+//   management API; the record is removed afterwards; a failing hook fails
+//   the order with its stderr in the log and is retried; bad input changes
+//   nothing.
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { Resolver } from "node:dns/promises";
+import { X509Certificate } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as tls from "node:tls";
+import { startBackend, type Backend } from "./support/backend.ts";
+import type { Echo } from "./support/helpers.ts";
+import { pebbleAvailable, startPebble, type Pebble } from "./support/pebble.ts";
+import { freePort, Proxy, tempDir } from "./support/proxy.ts";
+import { curlHttps } from "./support/tls-tools.ts";
+
+setDefaultTimeout(60_000);
+
+/** Pebble issues in about a second; DNS-01 adds the hook and a look-up or two. */
+const ISSUE_TIMEOUT_MS = 20_000;
+
+const backends: Backend[] = [];
+function backend(name: string): Backend {
+  const b = startBackend(name);
+  backends.push(b);
+  return b;
+}
+afterAll(async () => {
+  await Promise.all(backends.map((b) => b.stop()));
+});
+
+interface Stack {
+  pebble: Pebble;
+  proxy: Proxy;
+  httpsPort: number;
+  rootFile: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * pebble + a proxy on fixed ports. pebble's HTTP-01 port is one nothing
+ * listens on; its TLS-ALPN-01 port is the proxy's HTTPS port when
+ * `alpnOnProxy`, else another closed one.
+ */
+async function startStack(options: { alpnOnProxy: boolean; workers?: number; env?: Record<string, string> }): Promise<Stack> {
+  const [httpPort, httpsPort, closedHttp, closedTls] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const pebble = await startPebble(closedHttp, {}, { tlsPort: options.alpnOnProxy ? httpsPort : closedTls });
+  const env = {
+    PARACHUTE_ACME_DIRECTORY: pebble.directory,
+    PARACHUTE_ACME_CA: pebble.apiCaFile,
+    PARACHUTE_ACME_RETRY: "1s",
+    PARACHUTE_ACME_DNS_RESOLVER: pebble.dnsServer,
+    ...options.env,
+  };
+  const args = ["--http-port", String(httpPort), "--https-port", String(httpsPort), "--workers", String(options.workers ?? 1)];
+  let proxy: Proxy;
+  try {
+    proxy = await Proxy.start({ args, env });
+  } catch (error) {
+    await pebble.stop();
+    throw error;
+  }
+  const rootFile = path.join(pebble.dir, "issuing-root.pem");
+  fs.writeFileSync(rootFile, await pebble.rootPem());
+  return {
+    pebble,
+    proxy,
+    httpsPort,
+    rootFile,
+    async stop() {
+      await proxy.stop();
+      await pebble.stop();
+    },
+  };
+}
+
+async function deploy(proxy: Proxy, service: string, args: string[]) {
+  return proxy.cli(["deploy", service, "--health-check-interval", "100ms", ...args]);
+}
+
+async function deployOk(proxy: Proxy, service: string, args: string[]) {
+  const result = await deploy(proxy, service, args);
+  if (result.code !== 0) throw new Error(`deploy ${service} failed (${result.code}):\n${result.stderr}${result.stdout}`);
+}
+
+/** The lifecycle log lines (no request lines), for failure messages. */
+function lifecycle(proxy: Proxy): string {
+  return proxy.logs
+    .filter((l) => l.msg !== "Request")
+    .map((l) => JSON.stringify(l))
+    .join("\n");
+}
+
+function waitForHostLog(proxy: Proxy, msg: string, host: string, predicate: (l: Record<string, unknown>) => boolean = () => true) {
+  return proxy.waitForLog((l) => l.msg === msg && l.host === host && predicate(l), ISSUE_TIMEOUT_MS).catch((error: Error) => {
+    throw new Error(`${error.message}: waiting for "${msg}" for ${host}; proxy logs:\n${lifecycle(proxy)}`);
+  });
+}
+
+/** The certificate served for `servername` (verified against pebble's root) and the ALPN protocol agreed. */
+function handshake(port: number, servername: string, ca: string, alpn: string[]): Promise<{ cert: X509Certificate; authorized: boolean; alpn: string | false }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, servername, ca, rejectUnauthorized: false, ALPNProtocols: alpn }, () => {
+      const peer = socket.getPeerCertificate();
+      resolve({ cert: new X509Certificate(peer.raw), authorized: socket.authorized, alpn: socket.alpnProtocol ?? false });
+      socket.end();
+    });
+    socket.setTimeout(5_000, () => socket.destroy(new Error("handshake timed out")));
+    socket.on("error", reject);
+  });
+}
+
+/** The challenges the proxy answered, by identifier (a wildcard's is its base domain). */
+function challengesAnswered(proxy: Proxy): [unknown, unknown][] {
+  return proxy.logs.filter((l) => l.msg === "Answering ACME challenge").map((l) => [l.host, l.challenge]);
+}
+
+for (const workers of [1, 2]) {
+  describe.skipIf(!pebbleAvailable())(`TLS-ALPN-01 from pebble on the HTTPS port (--workers ${workers})`, () => {
+    let s: Stack;
+    let app: Backend;
+
+    beforeAll(async () => {
+      s = await startStack({ alpnOnProxy: true, workers });
+      app = backend("alpn-app");
+    });
+    afterAll(async () => {
+      await s?.stop();
+    });
+
+    test("a host whose HTTP port the CA cannot reach gets its certificate through acme-tls/1, and serves with it", async () => {
+      const host = `alpn${workers}.test`;
+      await deployOk(s.proxy, "web", ["--target", app.address, "--host", host, "--tls", "--tls-challenge", "tls-alpn-01"]);
+      await waitForHostLog(s.proxy, "Certificate issued", host);
+      expect(challengesAnswered(s.proxy)).toEqual([[host, "tls-alpn-01"]]);
+
+      const res = await curlHttps(host, s.httpsPort, "/echo", s.rootFile);
+      expect(res.exit).toBe(0);
+      expect(res.status).toBe(200);
+      expect((JSON.parse(res.body) as Echo).backend).toBe("alpn-app");
+      const served = await handshake(s.httpsPort, host, fs.readFileSync(s.rootFile, "utf8"), ["http/1.1"]);
+      expect(served.authorized).toBe(true);
+      expect(served.cert.checkHost(host)).toBe(host);
+
+      // With no challenge open, acme-tls/1 gets no certificate at all: not
+      // the challenge one, and never the service's.
+      const refused = await handshake(s.httpsPort, host, fs.readFileSync(s.rootFile, "utf8"), ["acme-tls/1"]).then(
+        () => "handshake completed",
+        (error: Error) => error.message,
+      );
+      expect(refused).toMatch(/unrecognized name|unrecognized_name|alert/i);
+    });
+  });
+}
+
+describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --tls-dns-hook", () => {
+  let s: Stack;
+  let app: Backend;
+  let dir: string;
+  /** Each line the test hook logs: `<action> <fqdn> <value>`. */
+  let hookLog: string;
+  let hook: string;
+
+  /** A hook that sets and clears TXT records in pebble-challtestsrv, and logs each call. */
+  function writeHook(name: string, body: string): string {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, `#!/bin/sh\necho "$1 $2 $3" >> '${hookLog}'\n${body}`, { mode: 0o755 });
+    return file;
+  }
+
+  function hookCalls(): string[] {
+    return fs.existsSync(hookLog) ? fs.readFileSync(hookLog, "utf8").trim().split("\n") : [];
+  }
+
+  beforeAll(async () => {
+    s = await startStack({ alpnOnProxy: false });
+    app = backend("wild-app");
+    dir = tempDir("parachute-dns-hook-");
+    hookLog = path.join(dir, "calls.log");
+    const api = s.pebble.challengeServerUrl;
+    hook = writeHook(
+      "challtestsrv-hook",
+      `set -e
+case "$1" in
+  add) curl -sSf -d "{\\"host\\":\\"$2.\\",\\"value\\":\\"$3\\"}" ${api}/set-txt ;;
+  remove) curl -sSf -d "{\\"host\\":\\"$2.\\"}" ${api}/clear-txt ;;
+  *) echo "unknown action $1" >&2; exit 2 ;;
+esac
+`,
+    );
+  });
+  afterAll(async () => {
+    await s?.stop();
+  });
+
+  test("a wildcard host gets one certificate for every name under it; the TXT record is published, seen, then removed", async () => {
+    await deployOk(s.proxy, "wild", ["--target", app.address, "--host", "*.wild.test", "--tls", "--tls-dns-hook", hook]);
+    await waitForHostLog(s.proxy, "Certificate issued", "*.wild.test");
+    expect(challengesAnswered(s.proxy)).toEqual([["wild.test", "dns-01"]]);
+
+    const calls = hookCalls();
+    expect(calls).toHaveLength(2);
+    const [add, remove] = calls.map((line) => line.split(" "));
+    expect(add![0]).toBe("add");
+    expect(add![1]).toBe("_acme-challenge.wild.test");
+    // The record's value: a base64url SHA-256 digest (RFC 8555 §8.4).
+    expect(add![2]).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(remove).toEqual(["remove", add![1]!, add![2]!]);
+    const resolver = new Resolver();
+    resolver.setServers([s.pebble.dnsServer]);
+    const left = await resolver.resolveTxt("_acme-challenge.wild.test").catch(() => []);
+    expect(left.flat()).not.toContain(add![2]);
+
+    const ca = fs.readFileSync(s.rootFile, "utf8");
+    for (const name of ["a.wild.test", "b.wild.test"]) {
+      const res = await curlHttps(name, s.httpsPort, "/echo", s.rootFile);
+      expect(res.exit).toBe(0);
+      expect((JSON.parse(res.body) as Echo).backend).toBe("wild-app");
+      const served = await handshake(s.httpsPort, name, ca, ["h2", "http/1.1"]);
+      expect(served.authorized).toBe(true);
+      expect(served.cert.subjectAltName).toBe("DNS:*.wild.test");
+    }
+  });
+
+  test("a failing hook fails the order with its stderr in the log, removes what it may have added, and is retried with backoff", async () => {
+    const failing = writeHook("failing-hook", `echo "no API token for zone broken.test" >&2\nexit 3\n`);
+    fs.writeFileSync(hookLog, "");
+    await deployOk(s.proxy, "broken", ["--target", app.address, "--host", "*.broken.test", "--tls", "--tls-dns-hook", failing]);
+    const first = await waitForHostLog(s.proxy, "Certificate request failed", "*.broken.test", (l) => l.attempt === 1);
+    expect(first.reason).toBe(`DNS hook ${failing} add _acme-challenge.broken.test failed (exit 3): no API token for zone broken.test`);
+    await waitForHostLog(s.proxy, "Certificate request failed", "*.broken.test", (l) => l.attempt === 2);
+    const actions = hookCalls().map((line) => line.split(" ")[0]);
+    expect(actions.slice(0, 4)).toEqual(["add", "remove", "add", "remove"]);
+    // The other service's certificate is still served.
+    const res = await curlHttps("c.wild.test", s.httpsPort, "/echo", s.rootFile);
+    expect(res.status).toBe(200);
+  });
+
+  test("bad input is refused naming it, and nothing changes", async () => {
+    const before = await s.proxy.listJson();
+    const cases: [string[], string][] = [
+      [["--host", "*.other.test", "--tls"], "wildcard host *.other.test needs DNS-01 (--tls-dns-hook CMD)"],
+      [["--host", "*.other.test", "--tls", "--tls-dns-hook", path.join(dir, "missing-hook")], `--tls-dns-hook ${path.join(dir, "missing-hook")}: no such file`],
+      [["--host", "*.other.test", "--tls", "--tls-challenge", "tls-alpn-01"], "ACME tls-alpn-01 cannot issue wildcards"],
+      [["--host", "other.test", "--tls", "--tls-challenge", "dns-1"], 'invalid TLS challenge "dns-1"'],
+    ];
+    for (const [args, message] of cases) {
+      const result = await deploy(s.proxy, "other", ["--target", app.address, ...args]);
+      expect(result.code).not.toBe(0);
+      expect(result.stderr).toContain(message);
+    }
+    // A hook path relative to the caller's directory is made absolute by the CLI, so the same check applies to it.
+    const relative = await s.proxy.cli(["deploy", "other", "--target", app.address, "--host", "*.other.test", "--tls", "--tls-dns-hook", "no-such-hook"]);
+    expect(relative.code).not.toBe(0);
+    expect(relative.stderr).toContain(`${path.resolve("no-such-hook")}: no such file`);
+    expect(await s.proxy.listJson()).toEqual(before);
+  });
+});

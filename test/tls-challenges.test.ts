@@ -167,6 +167,9 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
   /** Each line the test hook logs: `<action> <fqdn> <value>`. */
   let hookLog: string;
   let hook: string;
+  /** The hook's shell commands that set and clear the TXT record `$2` = `$3` in challtestsrv. */
+  let setTxt: string;
+  let clearTxt: string;
 
   /** A hook that sets and clears TXT records in pebble-challtestsrv, and logs each call. */
   function writeHook(name: string, body: string): string {
@@ -185,12 +188,14 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
     dir = tempDir("parachute-dns-hook-");
     hookLog = path.join(dir, "calls.log");
     const api = s.pebble.challengeServerUrl;
+    setTxt = `curl -sSf -d "{\\"host\\":\\"$2.\\",\\"value\\":\\"$3\\"}" ${api}/set-txt`;
+    clearTxt = `curl -sSf -d "{\\"host\\":\\"$2.\\"}" ${api}/clear-txt`;
     hook = writeHook(
       "challtestsrv-hook",
       `set -e
 case "$1" in
-  add) curl -sSf -d "{\\"host\\":\\"$2.\\",\\"value\\":\\"$3\\"}" ${api}/set-txt ;;
-  remove) curl -sSf -d "{\\"host\\":\\"$2.\\"}" ${api}/clear-txt ;;
+  add) ${setTxt} ;;
+  remove) ${clearTxt} ;;
   *) echo "unknown action $1" >&2; exit 2 ;;
 esac
 `,
@@ -227,6 +232,17 @@ esac
       expect(served.authorized).toBe(true);
       expect(served.cert.subjectAltName).toBe("DNS:*.wild.test");
     }
+  });
+
+  test("the CA is asked to validate only once the record is visible: a provider that publishes 2 s after the hook returns", async () => {
+    // pebble validates at once (PEBBLE_VA_NOSLEEP): without the wait, this order's first attempt would fail.
+    const slow = writeHook("slow-hook", `case "$1" in\n  add) (sleep 2; ${setTxt}) >/dev/null 2>&1 & ;;\n  remove) ${clearTxt} ;;\nesac\n`);
+    const from = s.proxy.logMark();
+    await deployOk(s.proxy, "slow", ["--target", app.address, "--host", "*.slow.test", "--tls", "--tls-dns-hook", slow]);
+    const answered = await waitForHostLog(s.proxy, "Answering ACME challenge", "slow.test");
+    const issued = await waitForHostLog(s.proxy, "Certificate issued", "*.slow.test");
+    expect(Date.parse(issued.time as string) - Date.parse(answered.time as string)).toBeGreaterThanOrEqual(2_000);
+    expect(s.proxy.logs.slice(from).filter((l) => l.msg === "Certificate request failed")).toEqual([]);
   });
 
   test("a failing hook fails the order with its stderr in the log, removes what it may have added, and is retried with backoff", async () => {

@@ -69,10 +69,12 @@ export interface PropagationSettings {
 export async function waitForTxt(fqdn: string, value: string, settings: PropagationSettings): Promise<boolean> {
   const started = Date.now();
   const servers = settings.resolvers?.length ? settings.resolvers : await authoritativeServers(fqdn);
-  const resolver = new Resolver({ timeout: QUERY_TIMEOUT_MS, tries: 1 });
-  if (servers.length) resolver.setServers(servers);
   let last = "";
   while (Date.now() - started < settings.timeoutMs) {
+    // A new resolver for each look-up: one resolver keeps answers in its
+    // c-ares query cache, the "not found" too, and would never see the record.
+    const resolver = new Resolver({ timeout: QUERY_TIMEOUT_MS, tries: 1 });
+    if (servers.length) resolver.setServers(servers);
     try {
       const records = await resolver.resolveTxt(fqdn);
       if (records.some((chunks) => chunks.join("") === value)) return true;

@@ -112,7 +112,7 @@ function handshake(port: number, servername: string, ca: string, alpn: string[])
       resolve({ cert: new X509Certificate(peer.raw), authorized: socket.authorized, alpn: socket.alpnProtocol ?? false });
       socket.end();
     });
-    socket.setTimeout(5_000, () => socket.destroy(new Error("handshake timed out")));
+    socket.setTimeout(15_000, () => socket.destroy(new Error("handshake timed out")));
     socket.on("error", reject);
   });
 }
@@ -240,9 +240,14 @@ esac
     const from = s.proxy.logMark();
     await deployOk(s.proxy, "slow", ["--target", app.address, "--host", "*.slow.test", "--tls", "--tls-dns-hook", slow]);
     const answered = await waitForHostLog(s.proxy, "Answering ACME challenge", "slow.test");
+    // A handshake for a name under the wildcard, while its order runs, waits for the wildcard's certificate.
+    const early = handshake(s.httpsPort, "early.slow.test", fs.readFileSync(s.rootFile, "utf8"), ["http/1.1"]);
     const issued = await waitForHostLog(s.proxy, "Certificate issued", "*.slow.test");
     expect(Date.parse(issued.time as string) - Date.parse(answered.time as string)).toBeGreaterThanOrEqual(2_000);
     expect(s.proxy.logs.slice(from).filter((l) => l.msg === "Certificate request failed")).toEqual([]);
+    const served = await early;
+    expect(served.authorized).toBe(true);
+    expect(served.cert.subjectAltName).toBe("DNS:*.slow.test");
   });
 
   test("a failing hook fails the order with its stderr in the log, removes what it may have added, and is retried with backoff", async () => {

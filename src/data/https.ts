@@ -3,6 +3,7 @@
 // takes effect at the next handshake; open connections keep theirs.
 import { createSecureContext, type SecureContext } from "node:tls";
 import { log } from "../log.ts";
+import { certificateHostsFor } from "../tls/certificates.ts";
 import { H2Server, type H2Certificate } from "./h2-server.ts";
 import type { Http1Server } from "./http1-server.ts";
 import type { Pipeline } from "./pipeline.ts";
@@ -32,10 +33,11 @@ export interface HttpsOptions {
 
 /** The entry for an SNI name: exact, then a wildcard one level up. */
 function lookup<T>(map: Map<string, T>, name: string): T | undefined {
-  const exact = map.get(name);
-  if (exact) return exact;
-  const dot = name.indexOf(".");
-  return dot > 0 ? map.get(`*${name.slice(dot)}`) : undefined;
+  for (const host of certificateHostsFor(name)) {
+    const found = map.get(host);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 export class HttpsListener {

@@ -6,7 +6,7 @@ import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
 import type { AcmeChallenge, AcmeIssuer } from "./acme.ts";
-import { CertificateCache, certificateExpiry, type Certificate } from "./certificates.ts";
+import { CertificateCache, certificateExpiry, certificateHostsFor, type Certificate } from "./certificates.ts";
 
 export interface RenewalSettings {
   /** Renew when a certificate expires within this long (default 30 days). */
@@ -68,8 +68,9 @@ export class CertificateManager {
     return [...this.certs].map(([host, c]) => ({ host, cert: c.cert, key: c.key }));
   }
 
-  has(host: string): boolean {
-    return this.certs.has(host);
+  /** Whether a TLS name has a certificate: its own or its wildcard's. */
+  has(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.certs.has(host));
   }
 
   challenge(token: string): string | undefined {
@@ -94,9 +95,11 @@ export class CertificateManager {
    * for it is running (nothing to wait for, e.g. failing and backing off),
    * when its order fails, or after `timeoutMs`.
    */
-  waitFor(host: string, timeoutMs: number): Promise<boolean> {
-    if (this.certs.has(host)) return Promise.resolve(true);
-    if (!this.issuing.has(host)) return Promise.resolve(false);
+  waitFor(name: string, timeoutMs: number): Promise<boolean> {
+    if (this.has(name)) return Promise.resolve(true);
+    // A name under a wildcard waits for the wildcard's order.
+    const host = certificateHostsFor(name).find((h) => this.issuing.has(h));
+    if (!host) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
       const list = this.waiters.get(host) ?? [];

@@ -103,3 +103,16 @@ test("a handshake waits for a certificate only while its order runs", async () =
   certificates.apply({ certificates: [], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await failing).toBe(false);
 });
+
+test("a name under a wildcard has the wildcard's certificate, and waits for the wildcard's order", async () => {
+  const certificates = new ReplicaCertificates();
+  certificates.apply({ certificates: [], issuing: ["*.example.com"], challenges: [], alpnChallenges: [] });
+  expect(certificates.has("a.example.com")).toBe(false);
+  const waiting = certificates.waitFor("a.example.com", 5_000);
+  certificates.apply({ certificates: [{ host: "*.example.com", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
+  expect(await waiting).toBe(true);
+  expect(certificates.has("a.example.com")).toBe(true);
+  // One label only (RFC 6125 §6.4.3), as the router matches it.
+  expect(certificates.has("b.a.example.com")).toBe(false);
+  expect(certificates.has("example.com")).toBe(false);
+});

@@ -11,6 +11,7 @@ import type { RoutingState, ServiceState, TargetState } from "../service/routing
 import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
+import { certificateHostsFor } from "../tls/certificates.ts";
 import type { TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
@@ -91,8 +92,13 @@ export class ReplicaCertificates implements CertificateView {
     for (const wake of [...this.waiters]) wake();
   }
 
-  has(host: string): boolean {
-    return this.hosts.has(host);
+  /** Whether a TLS name has a certificate: its own or its wildcard's. */
+  has(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.hosts.has(host));
+  }
+
+  private issuingFor(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.issuing.has(host));
   }
 
   challenge(token: string): string | undefined {
@@ -104,8 +110,8 @@ export class ReplicaCertificates implements CertificateView {
   }
 
   waitFor(host: string, timeoutMs: number): Promise<boolean> {
-    if (this.hosts.has(host)) return Promise.resolve(true);
-    if (!this.issuing.has(host)) return Promise.resolve(false);
+    if (this.has(host)) return Promise.resolve(true);
+    if (!this.issuingFor(host)) return Promise.resolve(false);
     return new Promise((resolve) => {
       const done = (issued: boolean) => {
         clearTimeout(timer);
@@ -113,8 +119,8 @@ export class ReplicaCertificates implements CertificateView {
         resolve(issued);
       };
       const check = () => {
-        if (this.hosts.has(host)) done(true);
-        else if (!this.issuing.has(host)) done(false);
+        if (this.has(host)) done(true);
+        else if (!this.issuingFor(host)) done(false);
       };
       const timer = setTimeout(() => done(false), timeoutMs);
       this.waiters.add(check);

@@ -4,11 +4,12 @@
 // - TLS-ALPN-01 (`--tls-challenge tls-alpn-01`): pebble validates on the
 //   proxy's real HTTPS port, with one process and with two workers; an
 //   `acme-tls/1` hello without an open challenge is refused.
-// - DNS-01 through `--tls-dns-hook`: a wildcard host, with a hook script that
-//   sets the TXT record in pebble-challtestsrv (pebble's DNS) through its
-//   management API; the record is removed afterwards; a failing hook fails
-//   the order with its stderr in the log and is retried; bad input changes
-//   nothing.
+// - DNS-01 through `--tls-dns-hook`: a wildcard host, with the repo's example
+//   hook examples/dns-hooks/challtestsrv.sh, which sets the TXT record in
+//   pebble-challtestsrv (pebble's DNS) through its management API; the
+//   record is removed afterwards; the CA is asked only once the record is
+//   visible; a failing hook fails the order with its stderr in the log and
+//   is retried; bad input changes nothing.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Resolver } from "node:dns/promises";
 import { X509Certificate } from "node:crypto";
@@ -49,7 +50,7 @@ interface Stack {
  * listens on; its TLS-ALPN-01 port is the proxy's HTTPS port when
  * `alpnOnProxy`, else another closed one.
  */
-async function startStack(options: { alpnOnProxy: boolean; workers?: number; env?: Record<string, string> }): Promise<Stack> {
+async function startStack(options: { alpnOnProxy: boolean; workers?: number; env?: (pebble: Pebble) => Record<string, string> }): Promise<Stack> {
   const [httpPort, httpsPort, closedHttp, closedTls] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
   const pebble = await startPebble(closedHttp, {}, { tlsPort: options.alpnOnProxy ? httpsPort : closedTls });
   const env = {
@@ -57,7 +58,7 @@ async function startStack(options: { alpnOnProxy: boolean; workers?: number; env
     PARACHUTE_ACME_CA: pebble.apiCaFile,
     PARACHUTE_ACME_RETRY: "1s",
     PARACHUTE_ACME_DNS_RESOLVER: pebble.dnsServer,
-    ...options.env,
+    ...options.env?.(pebble),
   };
   const args = ["--http-port", String(httpPort), "--https-port", String(httpsPort), "--workers", String(options.workers ?? 1)];
   let proxy: Proxy;
@@ -167,11 +168,10 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
   /** Each line the test hook logs: `<action> <fqdn> <value>`. */
   let hookLog: string;
   let hook: string;
-  /** The hook's shell commands that set and clear the TXT record `$2` = `$3` in challtestsrv. */
-  let setTxt: string;
-  let clearTxt: string;
+  /** The example hook from the repo, which finds challtestsrv through the proxy's environment. */
+  const example = path.join(import.meta.dir, "..", "examples", "dns-hooks", "challtestsrv.sh");
 
-  /** A hook that sets and clears TXT records in pebble-challtestsrv, and logs each call. */
+  /** A hook that logs each call, then runs `body`. */
   function writeHook(name: string, body: string): string {
     const file = path.join(dir, name);
     fs.writeFileSync(file, `#!/bin/sh\necho "$1 $2 $3" >> '${hookLog}'\n${body}`, { mode: 0o755 });
@@ -183,23 +183,11 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
   }
 
   beforeAll(async () => {
-    s = await startStack({ alpnOnProxy: false });
+    s = await startStack({ alpnOnProxy: false, env: (pebble) => ({ CHALLTESTSRV: pebble.challengeServerUrl }) });
     app = backend("wild-app");
     dir = tempDir("parachute-dns-hook-");
     hookLog = path.join(dir, "calls.log");
-    const api = s.pebble.challengeServerUrl;
-    setTxt = `curl -sSf -d "{\\"host\\":\\"$2.\\",\\"value\\":\\"$3\\"}" ${api}/set-txt`;
-    clearTxt = `curl -sSf -d "{\\"host\\":\\"$2.\\"}" ${api}/clear-txt`;
-    hook = writeHook(
-      "challtestsrv-hook",
-      `set -e
-case "$1" in
-  add) ${setTxt} ;;
-  remove) ${clearTxt} ;;
-  *) echo "unknown action $1" >&2; exit 2 ;;
-esac
-`,
-    );
+    hook = writeHook("challtestsrv-hook", `exec '${example}' "$@"\n`);
   });
   afterAll(async () => {
     await s?.stop();
@@ -236,7 +224,7 @@ esac
 
   test("the CA is asked to validate only once the record is visible: a provider that publishes 2 s after the hook returns", async () => {
     // pebble validates at once (PEBBLE_VA_NOSLEEP): without the wait, this order's first attempt would fail.
-    const slow = writeHook("slow-hook", `case "$1" in\n  add) (sleep 2; ${setTxt}) >/dev/null 2>&1 & ;;\n  remove) ${clearTxt} ;;\nesac\n`);
+    const slow = writeHook("slow-hook", `case "$1" in\n  add) (sleep 2; exec '${example}' "$@") >/dev/null 2>&1 & ;;\n  *) exec '${example}' "$@" ;;\nesac\n`);
     const from = s.proxy.logMark();
     await deployOk(s.proxy, "slow", ["--target", app.address, "--host", "*.slow.test", "--tls", "--tls-dns-hook", slow]);
     const answered = await waitForHostLog(s.proxy, "Answering ACME challenge", "slow.test");

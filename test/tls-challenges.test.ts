@@ -99,10 +99,16 @@ function lifecycle(proxy: Proxy): string {
     .join("\n");
 }
 
-function waitForHostLog(proxy: Proxy, msg: string, host: string, predicate: (l: Record<string, unknown>) => boolean = () => true) {
-  return proxy.waitForLog((l) => l.msg === msg && l.host === host && predicate(l), ISSUE_TIMEOUT_MS).catch((error: Error) => {
-    throw new Error(`${error.message}: waiting for "${msg}" for ${host}; proxy logs:\n${lifecycle(proxy)}`);
+/** Waits for a log line `msg` matching `fields` (and `predicate`), with the proxy's logs in the error. */
+function waitForLine(proxy: Proxy, msg: string, fields: Record<string, unknown>, predicate: (l: Record<string, unknown>) => boolean = () => true) {
+  const matches = (l: Record<string, unknown>) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v) && predicate(l);
+  return proxy.waitForLog(matches, ISSUE_TIMEOUT_MS).catch((error: Error) => {
+    throw new Error(`${error.message}: waiting for "${msg}" ${JSON.stringify(fields)}; proxy logs:\n${lifecycle(proxy)}`);
   });
+}
+
+function waitForHostLog(proxy: Proxy, msg: string, host: string, predicate?: (l: Record<string, unknown>) => boolean) {
+  return waitForLine(proxy, msg, { host }, predicate);
 }
 
 /** The certificate served for `servername` (verified against pebble's root) and the ALPN protocol agreed. */
@@ -165,28 +171,25 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
   let s: Stack;
   let app: Backend;
   let dir: string;
-  /** Each line the test hook logs: `<action> <fqdn> <value>`. */
-  let hookLog: string;
   let hook: string;
   /** The example hook from the repo, which finds challtestsrv through the proxy's environment. */
   const example = path.join(import.meta.dir, "..", "examples", "dns-hooks", "challtestsrv.sh");
 
-  /** A hook that logs each call, then runs `body`. */
+  /** A hook that logs each call (`<action> <fqdn> <value>`, to `<name>.log`), then runs `body`. */
   function writeHook(name: string, body: string): string {
     const file = path.join(dir, name);
-    fs.writeFileSync(file, `#!/bin/sh\necho "$1 $2 $3" >> '${hookLog}'\n${body}`, { mode: 0o755 });
+    fs.writeFileSync(file, `#!/bin/sh\necho "$1 $2 $3" >> '${file}.log'\n${body}`, { mode: 0o755 });
     return file;
   }
 
-  function hookCalls(): string[] {
-    return fs.existsSync(hookLog) ? fs.readFileSync(hookLog, "utf8").trim().split("\n") : [];
+  function hookCalls(hook: string): string[] {
+    return fs.existsSync(`${hook}.log`) ? fs.readFileSync(`${hook}.log`, "utf8").trim().split("\n") : [];
   }
 
   beforeAll(async () => {
-    s = await startStack({ alpnOnProxy: false, env: (pebble) => ({ CHALLTESTSRV: pebble.challengeServerUrl }) });
+    s = await startStack({ alpnOnProxy: false, env: (pebble) => ({ CHALLTESTSRV: pebble.challengeServerUrl, PARACHUTE_ACME_DNS_WAIT: "5s" }) });
     app = backend("wild-app");
     dir = tempDir("parachute-dns-hook-");
-    hookLog = path.join(dir, "calls.log");
     hook = writeHook("challtestsrv-hook", `exec '${example}' "$@"\n`);
   });
   afterAll(async () => {
@@ -198,7 +201,7 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
     await waitForHostLog(s.proxy, "Certificate issued", "*.wild.test");
     expect(challengesAnswered(s.proxy)).toEqual([["wild.test", "dns-01"]]);
 
-    const calls = hookCalls();
+    const calls = hookCalls(hook);
     expect(calls).toHaveLength(2);
     const [add, remove] = calls.map((line) => line.split(" "));
     expect(add![0]).toBe("add");
@@ -238,14 +241,25 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
     expect(served.cert.subjectAltName).toBe("DNS:*.slow.test");
   });
 
+  test("a record that never shows up: after PARACHUTE_ACME_DNS_WAIT the CA is asked anyway, and its refusal fails the order", async () => {
+    const silent = writeHook("silent-hook", "exit 0\n");
+    await deployOk(s.proxy, "silent", ["--target", app.address, "--host", "*.silent.test", "--tls", "--tls-dns-hook", silent]);
+    const warned = await waitForLine(s.proxy, "DNS-01 record not visible yet; asking the CA to validate anyway", { fqdn: "_acme-challenge.silent.test" });
+    expect(warned.resolvers).toBe(s.pebble.dnsServer);
+    expect(warned.waited_ms).toBeGreaterThanOrEqual(5_000);
+    const failed = await waitForHostLog(s.proxy, "Certificate request failed", "*.silent.test");
+    expect(String(failed.reason)).toMatch(/TXT/i);
+    expect(failed.attempt).toBe(1);
+    expect((await s.proxy.cli(["remove", "silent"])).code).toBe(0);
+  });
+
   test("a failing hook fails the order with its stderr in the log, removes what it may have added, and is retried with backoff", async () => {
     const failing = writeHook("failing-hook", `echo "no API token for zone broken.test" >&2\nexit 3\n`);
-    fs.writeFileSync(hookLog, "");
     await deployOk(s.proxy, "broken", ["--target", app.address, "--host", "*.broken.test", "--tls", "--tls-dns-hook", failing]);
     const first = await waitForHostLog(s.proxy, "Certificate request failed", "*.broken.test", (l) => l.attempt === 1);
     expect(first.reason).toBe(`DNS hook ${failing} add _acme-challenge.broken.test failed (exit 3): no API token for zone broken.test`);
     await waitForHostLog(s.proxy, "Certificate request failed", "*.broken.test", (l) => l.attempt === 2);
-    const actions = hookCalls().map((line) => line.split(" ")[0]);
+    const actions = hookCalls(failing).map((line) => line.split(" ")[0]);
     expect(actions.slice(0, 4)).toEqual(["add", "remove", "add", "remove"]);
     // The other service's certificate is still served.
     const res = await curlHttps("c.wild.test", s.httpsPort, "/echo", s.rootFile);

@@ -220,6 +220,7 @@ export class AcmeIssuer {
     // With the account URL known, auto skips its own registration.
     const cert = await client.auto({
       csr,
+      // Only this type: acme-client fails the order if the CA does not offer it.
       challengePriority: [challenge.type],
       // The self-check would resolve the host through system DNS and port 80,
       // which is wrong behind NAT, split DNS or a non-standard port; the CA's
@@ -236,7 +237,7 @@ export class AcmeIssuer {
   /** Puts up the answer to one challenge: on every process's HTTP or HTTPS port, or in DNS by the hook. */
   private async publish(challenge: AcmeChallenge, authz: AcmeClient.Authorization, offered: { type: string; token: string }, keyAuthorization: string) {
     const name = authz.identifier.value;
-    log.info("Answering ACME challenge", { host: name, challenge: offered.type });
+    log.info("Answering ACME challenge", { host: name, challenge: challenge.type });
     if (challenge.type === "dns-01") {
       // For dns-01 acme-client hands over the record's value, the key authorization's digest (RFC 8555 §8.4).
       const fqdn = dnsRecordName(name);
@@ -244,7 +245,7 @@ export class AcmeIssuer {
       await waitForTxt(fqdn, keyAuthorization, { resolvers: this.settings.dnsResolvers, timeoutMs: this.settings.dnsWaitMs ?? DEFAULT_DNS_WAIT_MS });
       return;
     }
-    if (offered.type === "tls-alpn-01") {
+    if (challenge.type === "tls-alpn-01") {
       this.alpnChallenges.set(name, alpnChallengeCertificate(name, keyAuthorization));
     } else {
       this.challenges.set(offered.token, keyAuthorization);
@@ -265,7 +266,7 @@ export class AcmeIssuer {
       );
       return;
     }
-    if (offered.type === "tls-alpn-01") this.alpnChallenges.delete(name);
+    if (challenge.type === "tls-alpn-01") this.alpnChallenges.delete(name);
     else this.challenges.delete(offered.token);
   }
 }

@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import * as os from "node:os";
 import * as path from "node:path";
-import { availableCores, ConfigError, resolveAcmeOptions, resolveRunOptions, resolveSocketPath } from "./config.ts";
+import { availableCores, ConfigError, proxyProtocolPolicy, resolveAcmeOptions, resolveRunOptions, resolveSocketPath } from "./config.ts";
 
 const files = (contents: Record<string, string>) => (file: string) => contents[file];
 
@@ -75,6 +75,22 @@ test("--bind takes an IPv4 or IPv6 address (brackets dropped) or localhost", () 
   expect(resolveRunOptions({ bind: "localhost" }, {}).bind).toBe("localhost");
   expect(configError(() => resolveRunOptions({ bind: "example.com" }, {}))).toBe('invalid value for --bind: invalid address "example.com" (expected an IPv4 or IPv6 address)');
   expect(configError(() => resolveRunOptions({}, { BIND: "300.1.1.1" }))).toBe('invalid value for BIND: invalid address "300.1.1.1" (expected an IPv4 or IPv6 address)');
+});
+
+test("--proxy-protocol-from takes CIDRs, repeated or comma-separated; it turns the PROXY protocol on", () => {
+  const flags = resolveRunOptions({ "proxy-protocol-from": ["10.0.0.0/8", "2001:db8::/32"] }, {});
+  expect(flags.proxyProtocolFrom).toEqual(["10.0.0.0/8", "2001:db8::/32"]);
+  expect(proxyProtocolPolicy(flags)).toEqual({ from: ["10.0.0.0/8", "2001:db8::/32"] });
+  expect(resolveRunOptions({}, { PROXY_PROTOCOL_FROM: "10.0.0.0/8, 192.168.1.5" }).proxyProtocolFrom).toEqual(["10.0.0.0/8", "192.168.1.5"]);
+  expect(proxyProtocolPolicy(resolveRunOptions({ "proxy-protocol": true }, {}))).toEqual({ from: [] });
+  expect(proxyProtocolPolicy(resolveRunOptions({}, { PARACHUTE_PROXY_PROTOCOL: "true" }))).toEqual({ from: [] });
+  expect(proxyProtocolPolicy(resolveRunOptions({}, {}))).toBeUndefined();
+  expect(configError(() => resolveRunOptions({ "proxy-protocol-from": ["10.0.0.0/8", "10.0.0.0/40"] }, {}))).toBe(
+    'invalid value for --proxy-protocol-from: invalid CIDR "10.0.0.0/40" (prefix must be 0-32)',
+  );
+  expect(configError(() => resolveRunOptions({}, { PROXY_PROTOCOL_FROM: "lb.internal" }))).toBe(
+    'invalid value for PROXY_PROTOCOL_FROM: invalid CIDR "lb.internal" (expected an IPv4 or IPv6 address, optionally /prefix)',
+  );
 });
 
 test("the state directory is made absolute", () => {

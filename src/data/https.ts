@@ -7,6 +7,7 @@ import { certificateHostsFor } from "../tls/certificates.ts";
 import { H2Server, type H2Certificate } from "./h2-server.ts";
 import type { Http1Server } from "./http1-server.ts";
 import type { Pipeline } from "./pipeline.ts";
+import type { ProxyProtocolGate } from "./proxy-protocol-gate.ts";
 import { TlsFront } from "./tls-front.ts";
 
 /** A replaced HTTP/2 server keeps running this long: connections relayed just before the swap may still be in their handshake. */
@@ -21,6 +22,7 @@ export interface HttpsOptions {
   hostname: string | undefined;
   /** An inherited listening socket (see ListenOptions). */
   fd?: number;
+  proxyProtocol?: ProxyProtocolGate;
   pipeline: Pipeline;
   http1: Http1Server;
   /** Served to names no service has, and to clients without SNI. */
@@ -54,6 +56,7 @@ export class HttpsListener {
       port: options.port,
       hostname: options.hostname,
       fd: options.fd,
+      proxyProtocol: options.proxyProtocol,
       admit: options.admit,
       context: (name) => (name ? lookup(this.hosts, name)?.context : undefined) ?? this.fallbackContext,
       acmeContext: (name) => {

@@ -13,7 +13,6 @@
 import type { TCPSocketListener } from "bun";
 import { Duplex } from "node:stream";
 import { TLSSocket, type SecureContext } from "node:tls";
-import { normalizeClientIp } from "../proxy/headers.ts";
 import { parseClientHello } from "../tls/client-hello.ts";
 import { listenerFd, listenTcp, type ListenOptions } from "./http1-server.ts";
 import { SocketTransport, socketHandlers, TlsTransport, type Transport } from "./transport.ts";
@@ -61,7 +60,7 @@ export class TlsFront {
   }
 
   start() {
-    this.listener = listenTcp(this.options, (transport) => this.readHello(transport));
+    this.listener = listenTcp(this.options, (transport, clientAddress) => this.readHello(transport, clientAddress));
   }
 
   stop(force: boolean) {
@@ -69,7 +68,7 @@ export class TlsFront {
   }
 
   /** Collects the ClientHello, which may come in several pieces. */
-  private readHello(transport: SocketTransport) {
+  private readHello(transport: SocketTransport, clientAddress: string) {
     const chunks: Uint8Array[] = [];
     let bytes = 0;
     const timer = setTimeout(() => transport.destroy(), HELLO_TIMEOUT_MS);
@@ -87,7 +86,7 @@ export class TlsFront {
         chunks.push(hello);
         const name = parsed.complete ? parsed.serverName : undefined;
         if (parsed.complete && parsed.offersAcmeTls) return this.answerAcme(transport, chunks, name);
-        void this.route(transport, chunks, name, parsed.complete && parsed.offersH2 === true);
+        void this.route(transport, clientAddress, chunks, name, parsed.complete && parsed.offersH2 === true);
       },
       drain() {},
       end: () => transport.destroy(),
@@ -95,7 +94,7 @@ export class TlsFront {
     };
   }
 
-  private async route(transport: SocketTransport, received: Uint8Array[], serverName: string | undefined, h2: boolean) {
+  private async route(transport: SocketTransport, clientAddress: string, received: Uint8Array[], serverName: string | undefined, h2: boolean) {
     let admitted = true;
     try {
       admitted = await this.options.admit(serverName);
@@ -107,7 +106,6 @@ export class TlsFront {
       transport.write(UNRECOGNIZED_NAME_ALERT);
       return transport.end();
     }
-    const clientAddress = normalizeClientIp(transport.remoteAddress);
     if (h2) return this.relay(transport, received, clientAddress);
     this.terminate(transport, received, serverName, clientAddress);
   }

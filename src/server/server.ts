@@ -8,8 +8,9 @@ import * as path from "node:path";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
-import type { RunOptions } from "../config.ts";
+import { proxyProtocolPolicy, proxySettings, type RunOptions } from "../config.ts";
 import { log, surviveStrayErrors } from "../log.ts";
+import { formatDuration } from "../values.ts";
 import { metrics } from "../metrics.ts";
 import { CommandError, type Progress } from "../service/command-error.ts";
 import { Registry } from "../service/registry.ts";
@@ -72,6 +73,8 @@ interface Traffic {
   describe(): Record<string, unknown>;
   /** The /metrics text. */
   metrics(): Promise<string>;
+  /** The published health check answers 503 from now on; traffic goes on. */
+  leave(): void;
   /** Stops accepting and lets what is in flight finish within `graceMs`; true when it all did. */
   drain(graceMs: number): Promise<boolean>;
   abort(): void;
@@ -103,6 +106,8 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     httpsPort: handover ? handover.httpsPort : options.httpsPort,
     httpFd: handover?.httpFd,
     httpsFd: handover?.httpsFd,
+    settings: proxySettings(options),
+    proxyProtocol: proxyProtocolPolicy(options),
   });
   const https = listeners.https;
   if (https) {
@@ -115,6 +120,7 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     fds: listeners.fds,
     describe: () => ({}),
     metrics: async () => metrics.render(),
+    leave: () => listeners.leave(),
     drain: (graceMs) => listeners.drain(graceMs),
     abort: () => listeners.abort(),
   };
@@ -129,7 +135,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     ? handover.httpsFd !== undefined ? { fd: handover.httpsFd, port: handover.httpsPort } : undefined
     : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
   if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
-  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0 });
+  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options), proxyProtocol: proxyProtocolPolicy(options) });
   const tlsState = (): TlsState => ({
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),
@@ -156,6 +162,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     fds: { httpFd: http.fd, httpsFd: https?.fd },
     describe: () => ({ workers: options.workers, worker_pids: pool.pids }),
     metrics: async () => metrics.render(await pool.samples()),
+    leave: () => pool.leave(),
     drain: async (graceMs) => {
       // Once the workers close theirs too, the ports refuse new connections.
       for (const fd of [http.fd, https?.fd]) if (fd !== undefined) releaseListeningSocket(fd);
@@ -199,6 +206,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     socket: options.socket,
     state_dir: options.stateDir,
     pid: process.pid,
+    ...proxyProtocolFields(options),
     ...traffic.describe(),
     ...(handover ? { upgraded_from: handover.from } : {}),
   });
@@ -206,6 +214,13 @@ export async function runServer(options: RunOptions): Promise<void> {
   process.on("SIGINT", () => void server.shutdown("SIGINT"));
   surviveStrayErrors();
   if (handover) await announceWhenServing(server.adminPath);
+}
+
+/** The "Server started" fields saying whether the listeners expect PROXY protocol headers, and from whom. */
+function proxyProtocolFields(options: RunOptions): Record<string, unknown> {
+  const policy = proxyProtocolPolicy(options);
+  if (!policy) return {};
+  return { proxy_protocol: true, proxy_protocol_from: policy.from.length ? policy.from : "any" };
 }
 
 /** What this process was started as: a worker, a successor in an upgrade (with its handover), or a first server. */
@@ -331,12 +346,26 @@ class RunningServer {
     return graceful;
   }
 
+  /**
+   * With the published health check, it answers 503 for the grace first
+   * while traffic is served as before, so that the load balancers in front
+   * stop sending here before the ports close.
+   */
+  private async leave() {
+    if (!this.options.publishHealthCheck) return;
+    this.traffic.leave();
+    const grace = this.options.publishHealthCheckGrace;
+    log.info("Leaving: the published health check answers 503", { closing_in: formatDuration(grace) });
+    await Bun.sleep(grace);
+  }
+
   async shutdown(signal: string) {
     if (this.stopping) return;
     this.stopping = true;
     log.info("Shutting down", { signal });
     this.adminServer.stop(true);
     this.metricsServer?.stop(true);
+    await this.leave();
     this.exit({ graceful: await this.drain(SHUTDOWN_GRACE_MS) });
   }
 
@@ -357,6 +386,9 @@ class RunningServer {
     await this.registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
     const successor = await this.handOver(request, progress);
     log.info("Handing over", { to_pid: successor.pid });
+    // The successor accepts on the same sockets already: no grace, but a
+    // balancer probing over a connection kept open to this process is told to go.
+    this.traffic.leave();
     progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
     this.stopping = true;
     this.metricsServer?.stop(true);

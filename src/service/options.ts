@@ -4,7 +4,7 @@
 // proxy uses. The TypeScript type, the admin API schema, the state schema, the
 // CLI flags with their help, and the README's flag table all derive from here.
 import * as v from "valibot";
-import { booleanSchema, durationSchema, hostSchema, listSchema as list, pathPrefixSchema, remotePortSchema, sizeSchema, wholeSchema as whole } from "../values.ts";
+import { booleanSchema, durationSchema, hostSchema, listSchema as list, pathPrefixSchema, portSchema, sizeSchema, wholeSchema as whole } from "../values.ts";
 
 /** How a field is given on the command line. */
 export type FieldKind = "value" | "boolean" | "list";
@@ -99,7 +99,16 @@ export const SERVICE_OPTIONS = {
   healthCheckPath: field({ flag: "health-check-path", kind: "value", input: healthCheckPath, default: "/up", help: "health check path", hint: "PATH" }),
   healthCheckInterval: field({ flag: "health-check-interval", kind: "value", input: checkInterval, stored: whole, default: "1s", help: "time between health checks", hint: "DURATION" }),
   healthCheckTimeout: field({ flag: "health-check-timeout", kind: "value", input: checkTimeout, stored: whole, default: "5s", help: "timeout of one health check", hint: "DURATION" }),
-  healthCheckPort: field({ flag: "health-check-port", kind: "value", input: remotePortSchema, stored: v.optional(whole), help: "health check port", hint: "PORT", shownDefault: "the target's" }),
+  healthCheckPort: field({
+    flag: "health-check-port",
+    kind: "value",
+    // 0 is kamal-proxy's way of saying "the target's port", and so it is here.
+    input: v.pipe(portSchema, v.transform((port) => port || undefined)),
+    stored: v.optional(whole),
+    help: "health check port; 0 = the target's",
+    hint: "PORT",
+    shownDefault: "the target's",
+  }),
   healthCheckHost: optionalText("health-check-host", "Host header for health checks", "NAME"),
   targetTimeout: duration("target-timeout", "30s", "max wait for a target's response headers, then 504"),
   forwardHeaders: field({
@@ -110,11 +119,37 @@ export const SERVICE_OPTIONS = {
     help: "trust and extend inbound X-Forwarded-*",
     shownDefault: "true without TLS, false with TLS",
   }),
+  clientIpHeader: field({
+    flag: "client-ip-header",
+    kind: "value",
+    input: headerName,
+    stored: v.optional(v.string()),
+    help: "header holding the client's IP (set by a proxy in front); stands in for the inbound X-Forwarded-For",
+    hint: "NAME",
+  }),
+  basicAuthFile: field({
+    flag: "basic-auth-file",
+    kind: "value",
+    // An empty name (an unset variable in a script) must not deploy an open service.
+    input: v.pipe(v.string(), v.nonEmpty("--basic-auth-file needs a file name")),
+    stored: v.optional(v.string()),
+    help: "htpasswd file (bcrypt or argon2); requests need its credentials (read at deploy)",
+    hint: "FILE",
+  }),
   bufferRequests: flag("buffer-requests", false, "read request bodies fully before forwarding"),
   bufferResponses: flag("buffer-responses", false, "read response bodies fully before relaying"),
   bufferMemory: size("buffer-memory", "1m", "in-memory part of a buffer; the rest spills to a temp file"),
-  maxRequestBody: size("max-request-body", "0", "largest request body when buffering (413 above); 0 = no limit"),
-  maxResponseBody: size("max-response-body", "0", "largest response body when buffering (502 above); 0 = no limit"),
+  maxRequestBody: field({
+    flag: "max-request-body",
+    kind: "value",
+    input: sizeSchema,
+    stored: whole,
+    default: "0",
+    shownDefault: "0 (run's --max-request-body)",
+    help: "largest request body (413 above); 0 = the run default, no limit unless that is set",
+    hint: "SIZE",
+  }),
+  maxResponseBody: size("max-response-body", "0", "largest response body with --buffer-responses (502 above); 0 = no limit"),
   errorPages: optionalText("error-pages", "directory with custom <status>.html error pages", "DIR"),
   logRequestHeaders: field({ flag: "log-request-header", kind: "list", input: list(headerName), default: [], help: "request header(s) to add to the request log", hint: "NAME" }),
   logResponseHeaders: field({ flag: "log-response-header", kind: "list", input: list(headerName), default: [], help: "response header(s) to add to the request log", hint: "NAME" }),

@@ -5,7 +5,9 @@
 // service saved.ts, and what `list` shows view.ts.
 import { log } from "../log.ts";
 import { metrics, type GaugeSource } from "../metrics.ts";
+import { BasicAuth } from "../proxy/basic-auth.ts";
 import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
+import { loadHtpasswd } from "../proxy/htpasswd.ts";
 import { Router } from "../routing/router.ts";
 import type { SavedState, StateStore } from "../state/store.ts";
 import { CertificateError, loadCustomCertificate, type Certificate } from "../tls/certificates.ts";
@@ -160,6 +162,7 @@ export class Registry extends ServiceTable implements GaugeSource {
     // 1. Validate everything first; nothing changes on any error.
     const options = this.optionsFrom(request);
     const pages = options.errorPages ? this.loadPages(options.errorPages) : undefined;
+    const basicAuth = options.basicAuthFile ? this.loadBasicAuth(name, options.basicAuthFile) : undefined;
     const certificate = this.loadCertificate(options);
     this.checkConflicts(name, options);
 
@@ -188,6 +191,7 @@ export class Registry extends ServiceTable implements GaugeSource {
       service.cutover({ readers });
       this.services.set(name, service);
     }
+    service.basicAuth = basicAuth;
     if (pages) this.pages.set(name, pages);
     else this.pages.delete(name);
     if (certificate) this.customCertificates.set(name, certificate);
@@ -232,6 +236,8 @@ export class Registry extends ServiceTable implements GaugeSource {
     if (request.canonicalHost && !request.hosts.includes(request.canonicalHost)) {
       throw new CommandError(`canonical host "${request.canonicalHost}" must be one of the service's hosts`);
     }
+    // As kamal-proxy: an unbuffered response is on its way to the client before its size is known.
+    if (options.maxResponseBody > 0 && !options.bufferResponses) throw new CommandError("--max-response-body needs --buffer-responses");
     if (Boolean(request.tlsCertificatePath) !== Boolean(request.tlsPrivateKeyPath)) {
       throw new CommandError("--tls-certificate-path and --tls-private-key-path go together (both or neither)");
     }
@@ -251,6 +257,14 @@ export class Registry extends ServiceTable implements GaugeSource {
   private loadPages(dir: string): CustomPages {
     try {
       return loadCustomPages(dir);
+    } catch (error) {
+      throw new CommandError((error as Error).message);
+    }
+  }
+
+  private loadBasicAuth(name: string, file: string): BasicAuth {
+    try {
+      return new BasicAuth(loadHtpasswd(file), name);
     } catch (error) {
       throw new CommandError((error as Error).message);
     }
@@ -469,6 +483,16 @@ export class Registry extends ServiceTable implements GaugeSource {
           this.pages.set(saved.name, loadCustomPages(options.errorPages));
         } catch (error) {
           log.warn("Error pages unavailable; using built-in pages", { service: saved.name, error: (error as Error).message });
+        }
+      }
+      if (options.basicAuthFile && !service.basicAuth) {
+        // State written by hand without the entries: the file is read now, and
+        // without it the service refuses every request rather than open up.
+        try {
+          service.basicAuth = new BasicAuth(loadHtpasswd(options.basicAuthFile), saved.name);
+        } catch (error) {
+          service.basicAuth = new BasicAuth([], saved.name);
+          log.error("Basic auth credentials unavailable; every request is refused", { service: saved.name, error: (error as Error).message });
         }
       }
       if (options.tlsCertificatePath) {

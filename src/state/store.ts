@@ -39,6 +39,8 @@ const ServiceSchema = v.object({
   mode: v.optional(v.picklist(["running", "paused", "stopped"]), "running"),
   stopMessage: v.optional(v.string(), ""),
   maxPauseMs: v.optional(whole, 30_000),
+  /** The --basic-auth-file entries as read at deploy: a restart enforces them without the file. */
+  basicAuth: v.optional(v.array(v.tuple([v.string(), v.string()]))),
   rollout: v.optional(
     v.object({
       targets: v.array(targetSchema),

@@ -4,7 +4,8 @@
 import * as v from "valibot";
 import type { RequestSamples } from "../metrics.ts";
 import type { RoutingState } from "../service/routing-state.ts";
-import { jsonFromEnv, portSchema } from "../values.ts";
+import { cidrSchema } from "../proxy/cidr.ts";
+import { jsonFromEnv, portSchema, wholeSchema } from "../values.ts";
 
 /** A stopping worker's exit code when its drain had to cut what was left (the `stopped` message may not get out first). */
 export const CUT_EXIT_CODE = 3;
@@ -20,6 +21,10 @@ const WorkerSettingsSchema = v.object({
   httpsFd: v.optional(fdSchema),
   /** The public HTTPS port, for redirects. */
   httpsPort: portSchema,
+  /** The run options every data plane applies (ProxySettings). */
+  proxy: v.object({ maxRequestBody: wholeSchema, publishHealthCheck: v.boolean() }),
+  /** The senders trusted with PROXY protocol headers (none: any); absent: off. */
+  proxyProtocol: v.optional(v.object({ from: v.array(cidrSchema) })),
 });
 export type WorkerSettings = v.InferOutput<typeof WorkerSettingsSchema>;
 
@@ -42,6 +47,8 @@ export type ToWorker =
   | { type: "tls"; change: number; state: TlsState }
   | { type: "drain"; id: number; service: string; targets: string[]; timeoutMs: number; leaving: boolean }
   | { type: "samples"; id: number }
+  /** The published health check answers 503 from now on (the server is leaving). */
+  | { type: "leave" }
   | { type: "stop"; graceMs: number };
 
 export type FromWorker =

@@ -3,6 +3,8 @@
 // keeps its Target objects across changes, since they count this worker's
 // requests in flight (which drains wait for). It runs no health checks: the
 // control plane's verdicts arrive with the state.
+import { BasicAuth } from "../proxy/basic-auth.ts";
+import type { Credential } from "../proxy/htpasswd.ts";
 import { Router } from "../routing/router.ts";
 import type { CertificateView } from "../data/pipeline.ts";
 import type { ServiceLoad } from "../metrics.ts";
@@ -56,6 +58,9 @@ export class ReplicaRoutes extends ServiceTable {
     if (saved.mode === "paused") pause.pause(saved.maxPauseMs);
     else if (saved.mode === "stopped" && (pause.mode !== "stopped" || pause.message !== saved.stopMessage)) pause.stop(saved.stopMessage);
     else if (saved.mode === "running" && pause.mode !== "running") pause.resume();
+    // Rebuilt only when the entries change (a deploy): it remembers verified credentials.
+    if (!saved.basicAuth) current.basicAuth = undefined;
+    else if (!current.basicAuth || !sameEntries(current.basicAuth.entries, saved.basicAuth)) current.basicAuth = new BasicAuth(saved.basicAuth, saved.name);
     if (saved.pages) this.pages.set(saved.name, new Map(saved.pages));
     else this.pages.delete(saved.name);
   }
@@ -75,6 +80,10 @@ export class ReplicaRoutes extends ServiceTable {
   inFlight(): ServiceLoad[] {
     return [...this.services.values()].map((s) => s.load());
   }
+}
+
+function sameEntries(a: readonly Credential[], b: readonly Credential[]): boolean {
+  return a.length === b.length && a.every(([user, hash], i) => b[i]![0] === user && b[i]![1] === hash);
 }
 
 export class ReplicaCertificates implements CertificateView {

@@ -22,6 +22,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
   const certificates = new ReplicaCertificates();
   let listeners: DataPlaneListeners | undefined;
   let stopping = false;
+  let leaving = false;
   metrics.source = { inFlight: () => routes.inFlight(), targetHealth: () => [], certificateExpiry: () => [] };
 
   const stop = async (graceMs: number) => {
@@ -48,6 +49,8 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         httpFd: settings.httpFd,
         httpsFd: settings.httpsFd,
         redirectHttpsPort: settings.httpsPort,
+        settings: settings.proxy,
+        proxyProtocol: settings.proxyProtocol,
       });
     } catch (error) {
       log.error("Worker cannot serve", { error: (error as Error).message });
@@ -55,6 +58,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
       process.exit(1);
     }
     listeners.https?.update(latestCertificates);
+    if (leaving) listeners.leave();
     log.info("Worker started", { pid: process.pid });
     send({ type: "ready" });
   };
@@ -85,6 +89,9 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         return;
       case "samples":
         return send({ type: "samples", id: message.id, samples: metrics.requestSamples() });
+      case "leave":
+        leaving = true;
+        return listeners?.leave();
       case "stop":
         return void stop(message.graceMs);
     }

@@ -3,7 +3,8 @@
 // challenge under test can pass:
 // - TLS-ALPN-01 (`--tls-challenge tls-alpn-01`): pebble validates on the
 //   proxy's real HTTPS port, with one process and with two workers; an
-//   `acme-tls/1` hello without an open challenge is refused.
+//   `acme-tls/1` hello without an open challenge is refused; by default
+//   (`auto`) a failed HTTP-01 is followed by TLS-ALPN-01.
 // - DNS-01 through `--tls-dns-hook`: a wildcard host, with the repo's example
 //   hook examples/dns-hooks/challtestsrv.sh, which sets the TXT record in
 //   pebble-challtestsrv (pebble's DNS) through its management API; the
@@ -163,6 +164,33 @@ for (const workers of [1, 2]) {
         (error: Error) => error.message,
       );
       expect(refused).toMatch(/unrecognized name|unrecognized_name|alert/i);
+    });
+
+    test("by default (auto) a failed HTTP-01 is followed by TLS-ALPN-01 in the same attempt", async () => {
+      const host = `auto${workers}.test`;
+      const from = s.proxy.logMark();
+      await deployOk(s.proxy, "auto", ["--target", app.address, "--host", host, "--tls"]);
+      await waitForHostLog(s.proxy, "Certificate issued", host);
+      const answered = s.proxy.logs.slice(from).filter((l) => l.msg === "Answering ACME challenge").map((l) => [l.host, l.challenge]);
+      expect(answered).toEqual([
+        [host, "http-01"],
+        [host, "tls-alpn-01"],
+      ]);
+      const fellBack = s.proxy.logs.slice(from).find((l) => l.msg === "ACME challenge failed; trying the next one");
+      expect(fellBack).toMatchObject({ host, challenge: "http-01" });
+      expect(s.proxy.logs.slice(from).filter((l) => l.msg === "Certificate request failed")).toEqual([]);
+      const res = await curlHttps(host, s.httpsPort, "/echo", s.rootFile);
+      expect(res.status).toBe(200);
+    });
+
+    test("--tls-challenge http-01 tries nothing else: the order fails with the CA's reason", async () => {
+      const host = `http${workers}.test`;
+      const from = s.proxy.logMark();
+      await deployOk(s.proxy, "http-only", ["--target", app.address, "--host", host, "--tls", "--tls-challenge", "http-01"]);
+      const failed = await waitForHostLog(s.proxy, "Certificate request failed", host);
+      expect(String(failed.reason)).toContain("/.well-known/acme-challenge/");
+      expect(s.proxy.logs.slice(from).filter((l) => l.msg === "Answering ACME challenge").map((l) => l.challenge)).toEqual(["http-01"]);
+      expect((await s.proxy.cli(["remove", "http-only"])).code).toBe(0);
     });
   });
 }

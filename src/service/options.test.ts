@@ -22,7 +22,7 @@ test("defaultOptions: every option at its documented default, durations in ms an
     tlsStaging: false,
     tlsCertificatePath: undefined,
     tlsPrivateKeyPath: undefined,
-    tlsChallenge: "http-01",
+    tlsChallenge: "auto",
     tlsDnsHook: undefined,
     tlsRedirect: true,
     canonicalHost: undefined,
@@ -160,7 +160,8 @@ test("requestEntries: a required field must be given, a defaulted one is filled 
   expect(describeIssues(v.safeParse(schema, { targets: [] }).issues!)).toBe("targets: at least one target is required");
 });
 
-test("--tls-challenge: a DNS hook means dns-01 unless another challenge is named; a bad type is an error naming it", () => {
+test("--tls-challenge: auto, or dns-01 with a DNS hook, unless another challenge is named; a bad type is an error naming it", () => {
+  expect(resolveOptions(request({})).tlsChallenge).toBe("auto");
   expect(resolveOptions(request({ tlsDnsHook: "/bin/hook" })).tlsChallenge).toBe("dns-01");
   expect(resolveOptions(request({ tlsChallenge: "tls-alpn-01" })).tlsChallenge).toBe("tls-alpn-01");
   expect(resolveOptions(request({ tlsChallenge: "tls-alpn-01", tlsDnsHook: "/bin/hook" })).tlsChallenge).toBe("tls-alpn-01");

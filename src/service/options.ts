@@ -52,7 +52,7 @@ const optionalText = (name: string, help: string, hint: string) =>
   field({ flag: name, kind: "value", input: v.string(), stored: v.optional(v.string()), help, hint });
 
 /** The ACME challenge types parachute answers (README "TLS"). */
-export const TLS_CHALLENGES = ["http-01", "tls-alpn-01", "dns-01"] as const;
+export const TLS_CHALLENGES = ["auto", "http-01", "tls-alpn-01", "dns-01"] as const;
 export type TlsChallenge = (typeof TLS_CHALLENGES)[number];
 
 const healthCheckPath = v.pipe(
@@ -87,10 +87,10 @@ export const SERVICE_OPTIONS = {
     flag: "tls-challenge",
     kind: "value",
     input: v.picklist(TLS_CHALLENGES, (issue) => `invalid TLS challenge ${issue.received} (expected ${TLS_CHALLENGES.join(", ")})`),
-    stored: v.optional(v.picklist(TLS_CHALLENGES), "http-01"),
-    help: "ACME challenge: http-01 (HTTP port), tls-alpn-01 (HTTPS port) or dns-01 (--tls-dns-hook)",
+    stored: v.optional(v.picklist(TLS_CHALLENGES), "auto"),
+    help: "ACME challenge: http-01 (HTTP port), tls-alpn-01 (HTTPS port), dns-01 (--tls-dns-hook), or auto: http-01, then tls-alpn-01",
     hint: "TYPE",
-    shownDefault: "dns-01 with --tls-dns-hook, else http-01",
+    shownDefault: "dns-01 with --tls-dns-hook, else auto",
   }),
   tlsDnsHook: optionalText("tls-dns-hook", "executable run as CMD add|remove FQDN VALUE to publish DNS-01 TXT records; wildcard hosts need it", "CMD"),
   tlsRedirect: flag("tls-redirect", true, "with TLS, redirect HTTP to HTTPS (301)"),
@@ -217,7 +217,7 @@ export function resolveOptions(request: ServiceOptionsRequest): ServiceOptions {
     hosts: [...new Set(request.hosts)],
     pathPrefixes: [...new Set(request.pathPrefixes)],
     forwardHeaders: request.forwardHeaders ?? !tls,
-    tlsChallenge: request.tlsChallenge ?? (request.tlsDnsHook ? "dns-01" : "http-01"),
+    tlsChallenge: request.tlsChallenge ?? (request.tlsDnsHook ? "dns-01" : "auto"),
   };
 }
 

@@ -83,7 +83,7 @@ test("deploy refuses bad combinations before changing anything", async () => {
     [{ tls: true }, "--tls needs at least one --host"],
     [
       { tls: true, hosts: ["*.example.com"] },
-      "wildcard host *.example.com needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME http-01 cannot issue wildcards",
+      "wildcard host *.example.com needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME http-01 and tls-alpn-01 cannot issue wildcards",
     ],
     [
       { tls: true, hosts: ["*.example.com"], tlsChallenge: "tls-alpn-01" },
@@ -91,6 +91,7 @@ test("deploy refuses bad combinations before changing anything", async () => {
     ],
     [{ tls: true, hosts: ["*.example.com"], tlsChallenge: "dns-01" }, "--tls-challenge dns-01 needs --tls-dns-hook CMD"],
     [{ tls: true, hosts: ["a.test"], tlsChallenge: "http-01", tlsDnsHook: "/bin/true" }, "--tls-dns-hook is for --tls-challenge dns-01, not http-01"],
+    [{ tls: true, hosts: ["a.test"], tlsChallenge: "auto", tlsDnsHook: "/bin/true" }, "--tls-dns-hook is for --tls-challenge dns-01, not auto"],
     [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: "/nonexistent/hook" }, "--tls-dns-hook /nonexistent/hook: no such file"],
     [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: "/tmp" }, "--tls-dns-hook /tmp is not a file"],
     [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: notExecutable }, `--tls-dns-hook ${notExecutable} is not executable`],

@@ -230,7 +230,7 @@ export class Registry extends ServiceTable implements GaugeSource {
     const wildcard = request.hosts.find((h) => h.startsWith("*."));
     if (tls && wildcard && !request.tlsCertificatePath && options.tlsChallenge !== "dns-01") {
       throw new CommandError(
-        `wildcard host ${wildcard} needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME ${options.tlsChallenge} cannot issue wildcards`,
+        `wildcard host ${wildcard} needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME ${options.tlsChallenge === "auto" ? "http-01 and tls-alpn-01" : options.tlsChallenge} cannot issue wildcards`,
       );
     }
     if (request.canonicalHost && !request.hosts.includes(request.canonicalHost)) {

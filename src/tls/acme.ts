@@ -37,8 +37,27 @@ export interface AcmeSettings {
   dnsWaitMs?: number;
 }
 
-/** The challenge a service's certificates are ordered with (`--tls-challenge`, `--tls-dns-hook`). */
+/** A challenge a service's certificates are ordered with (`--tls-challenge`, `--tls-dns-hook`). */
 export type AcmeChallenge = { type: "http-01" } | { type: "tls-alpn-01" } | { type: "dns-01"; hook: string };
+
+/**
+ * The challenges to try, in order, for a service's options. `auto` is
+ * HTTP-01, then TLS-ALPN-01 when the CA could not validate that (port 80
+ * closed or taken): whether the CA reaches a port cannot be seen from
+ * here, and kamal-proxy's ACME client (Go's autocert) likewise tries both.
+ */
+export function challengesFor(options: { tlsChallenge: string; tlsDnsHook?: string }): AcmeChallenge[] {
+  switch (options.tlsChallenge) {
+    case "dns-01":
+      return options.tlsDnsHook ? [{ type: "dns-01", hook: options.tlsDnsHook }] : [];
+    case "http-01":
+      return [{ type: "http-01" }];
+    case "tls-alpn-01":
+      return [{ type: "tls-alpn-01" }];
+    default:
+      return [{ type: "http-01" }, { type: "tls-alpn-01" }];
+  }
+}
 
 /** A TLS-ALPN-01 challenge certificate (RFC 8737 §3), served for its host while the challenge is open. */
 export interface AlpnCertificate {
@@ -183,17 +202,25 @@ export class AcmeIssuer {
 
   /**
    * Orders a certificate for one host from one directory (see
-   * `directoryFor`); resolves with its PEM chain and key. A failure is
-   * explained in terms an operator can act on; the caller (manager.ts)
-   * retries it with backoff, as acme-client retries single requests but never
-   * a whole order.
+   * `directoryFor`), by the first of `challenges` the CA validates; resolves
+   * with its PEM chain and key. A failure is explained in terms an operator
+   * can act on; the caller (manager.ts) retries it with backoff, as
+   * acme-client retries single requests but never a whole order.
    */
-  async issue(host: string, directoryUrl: string, challenge: AcmeChallenge = { type: "http-01" }): Promise<{ cert: string; key: string }> {
-    try {
-      return await this.order(host, directoryUrl, challenge);
-    } catch (error) {
-      throw await this.explain(error, directoryUrl);
+  async issue(host: string, directoryUrl: string, challenges: AcmeChallenge[] = [{ type: "http-01" }]): Promise<{ cert: string; key: string }> {
+    const failures: string[] = [];
+    for (const [i, challenge] of challenges.entries()) {
+      try {
+        return await this.order(host, directoryUrl, challenge);
+      } catch (error) {
+        const explained = await this.explain(error, directoryUrl);
+        // An unreachable CA (a TypeError, see `explain`) fails every challenge alike.
+        if (challenges.length === 1 || error instanceof TypeError) throw explained;
+        failures.push(`${challenge.type}: ${explained.message}`);
+        if (i < challenges.length - 1) log.warn("ACME challenge failed; trying the next one", { host, challenge: challenge.type, reason: explained.message });
+      }
     }
+    throw new Error(failures.join("; ") || "no ACME challenge to answer");
   }
 
   /**

@@ -5,7 +5,7 @@
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
-import type { AcmeChallenge, AcmeIssuer } from "./acme.ts";
+import { challengesFor, type AcmeChallenge, type AcmeIssuer } from "./acme.ts";
 import { CertificateCache, certificateExpiry, certificateHostsFor, type Certificate } from "./certificates.ts";
 
 export interface RenewalSettings {
@@ -29,8 +29,8 @@ interface Wanted {
   host: string;
   /** The ACME directory its certificate must come from (unused with a custom certificate). */
   directory: string;
-  /** How its ACME certificate is ordered. */
-  challenge: AcmeChallenge;
+  /** How its ACME certificate is ordered: these challenges, in turn. */
+  challenges: AcmeChallenge[];
   custom?: Certificate;
 }
 
@@ -129,8 +129,8 @@ export class CertificateManager {
       if (!service.options.tls) continue;
       const custom = customs.get(service.name);
       const directory = this.issuer.directoryFor(service.options.tlsStaging);
-      const challenge = challengeOf(service);
-      for (const host of service.options.hosts) wanted.set(host, { host, directory, challenge, custom });
+      const challenges = challengesFor(service.options);
+      for (const host of service.options.hosts) wanted.set(host, { host, directory, challenges, custom });
     }
     this.wanted = wanted;
     let changed = false;
@@ -220,7 +220,7 @@ export class CertificateManager {
     const renewing = this.certs.get(host)?.directory === directory;
     log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host, directory });
     const work = this.issuer
-      .issue(host, directory, want.challenge)
+      .issue(host, directory, want.challenges)
       .then(({ cert, key }) => this.issued(want, cert, key, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
@@ -293,12 +293,6 @@ export class CertificateManager {
     if (this.certs.get(host)?.directory === want.directory) return;
     this.issueInBackground(want);
   }
-}
-
-function challengeOf(service: Service): AcmeChallenge {
-  const { tlsChallenge, tlsDnsHook } = service.options;
-  if (tlsChallenge === "dns-01" && tlsDnsHook) return { type: "dns-01", hook: tlsDnsHook };
-  return { type: tlsChallenge === "tls-alpn-01" ? "tls-alpn-01" : "http-01" };
 }
 
 function isValid(cert: Certificate): boolean {

@@ -253,6 +253,14 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
     }
   });
 
+  test("DNS-01 serves a plain host too (a host the CA cannot reach at all)", async () => {
+    await deployOk(s.proxy, "plain", ["--target", app.address, "--host", "plain.test", "--tls", "--tls-dns-hook", hook]);
+    await waitForHostLog(s.proxy, "Certificate issued", "plain.test");
+    expect(hookCalls(hook).filter((line) => line.includes("_acme-challenge.plain.test ")).map((line) => line.split(" ")[0])).toEqual(["add", "remove"]);
+    const res = await curlHttps("plain.test", s.httpsPort, "/echo", s.rootFile);
+    expect(res.status).toBe(200);
+  });
+
   test("the CA is asked to validate only once the record is visible: a provider that publishes 2 s after the hook returns", async () => {
     // pebble validates at once (PEBBLE_VA_NOSLEEP): without the wait, this order's first attempt would fail.
     const slow = writeHook("slow-hook", `case "$1" in\n  add) (sleep 2; exec '${example}' "$@") >/dev/null 2>&1 & ;;\n  *) exec '${example}' "$@" ;;\nesac\n`);

@@ -9,8 +9,10 @@
 //   hook examples/dns-hooks/challtestsrv.sh, which sets the TXT record in
 //   pebble-challtestsrv (pebble's DNS) through its management API; the
 //   record is removed afterwards; the CA is asked only once the record is
-//   visible; a failing hook fails the order with its stderr in the log and
-//   is retried; bad input changes nothing.
+//   visible (or, after PARACHUTE_ACME_DNS_WAIT, anyway); a failing hook
+//   fails the order with its stderr in the log and is retried; a plain host
+//   works too; a restart serves the cached wildcard certificate with no new
+//   order; bad input changes nothing.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Resolver } from "node:dns/promises";
 import { X509Certificate } from "node:crypto";
@@ -21,7 +23,7 @@ import { startBackend, type Backend } from "./support/backend.ts";
 import type { Echo } from "./support/helpers.ts";
 import { pebbleAvailable, startPebble, type Pebble } from "./support/pebble.ts";
 import { freePort, Proxy, tempDir } from "./support/proxy.ts";
-import { curlHttps } from "./support/tls-tools.ts";
+import { curlHttps, restart } from "./support/tls-tools.ts";
 
 setDefaultTimeout(60_000);
 
@@ -300,6 +302,23 @@ describe.skipIf(!pebbleAvailable())("wildcard certificates through DNS-01 and --
     // The other service's certificate is still served.
     const res = await curlHttps("c.wild.test", s.httpsPort, "/echo", s.rootFile);
     expect(res.status).toBe(200);
+  });
+
+  test("after a restart the wildcard certificate comes from the cache, with its service's challenge and hook restored: no order, no hook run", async () => {
+    const ca = fs.readFileSync(s.rootFile, "utf8");
+    const before = await handshake(s.httpsPort, "a.wild.test", ca, ["http/1.1"]);
+    const calls = hookCalls(hook).length;
+    await s.proxy.kill("SIGKILL");
+    const from = s.proxy.logMark();
+    await restart(s.proxy);
+    const after = await handshake(s.httpsPort, "z.wild.test", ca, ["http/1.1"]);
+    expect(after.cert.fingerprint256).toBe(before.cert.fingerprint256);
+    expect(s.proxy.logs.slice(from).filter((l) => l.msg === "Requesting certificate" && l.host === "*.wild.test")).toEqual([]);
+    expect(hookCalls(hook)).toHaveLength(calls);
+    const wild = (await s.proxy.listJson()).find((service) => service.name === "wild");
+    expect(wild?.hosts).toEqual(["*.wild.test"]);
+    const saved = JSON.parse(fs.readFileSync(s.proxy.stateFile, "utf8")).services.find((service: { name: string }) => service.name === "wild");
+    expect(saved.options).toMatchObject({ tlsChallenge: "dns-01", tlsDnsHook: hook });
   });
 
   test("bad input is refused naming it, and nothing changes", async () => {

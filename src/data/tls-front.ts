@@ -85,7 +85,7 @@ export class TlsFront {
         chunks.length = 0;
         chunks.push(hello);
         const name = parsed.complete ? parsed.serverName : undefined;
-        if (parsed.complete && parsed.offersAcmeTls) return this.answerAcme(transport, chunks, name);
+        if (parsed.complete && parsed.offersAcmeTls) return this.answerAcme(transport, clientAddress, chunks, name);
         void this.route(transport, clientAddress, chunks, name, parsed.complete && parsed.offersH2 === true);
       },
       drain() {},
@@ -115,9 +115,9 @@ export class TlsFront {
    * refused as an unknown name, so no service's certificate is ever shown to
    * `acme-tls/1`.
    */
-  private answerAcme(raw: SocketTransport, received: Uint8Array[], serverName: string | undefined) {
+  private answerAcme(raw: SocketTransport, clientAddress: string, received: Uint8Array[], serverName: string | undefined) {
     const context = serverName ? this.options.acmeContext(serverName) : undefined;
-    if (context) return this.terminate(raw, received, serverName, "", context);
+    if (context) return this.terminate(raw, received, serverName, clientAddress, context);
     raw.write(UNRECOGNIZED_NAME_ALERT);
     raw.end();
   }

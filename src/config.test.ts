@@ -98,6 +98,15 @@ test("the state directory is made absolute", () => {
   expect(resolveRunOptions({}, { STATE_DIR: "/srv/parachute" }).stateDir).toBe("/srv/parachute");
 });
 
+test("the ACME cache: none by default (<state-dir>/certs), else the flag, PARACHUTE_TLS_ACME_CACHE_PATH or TLS_ACME_CACHE_PATH, made absolute", () => {
+  expect(resolveRunOptions({}, {}).tlsAcmeCachePath).toBeUndefined();
+  expect(resolveRunOptions({}, { TLS_ACME_CACHE_PATH: "/mnt/certs" }).tlsAcmeCachePath).toBe("/mnt/certs");
+  expect(resolveRunOptions({}, { PARACHUTE_TLS_ACME_CACHE_PATH: "/a", TLS_ACME_CACHE_PATH: "/b" }).tlsAcmeCachePath).toBe("/a");
+  expect(resolveRunOptions({ "tls-acme-cache-path": "shared/certs" }, { TLS_ACME_CACHE_PATH: "/b" }).tlsAcmeCachePath).toBe(path.resolve("shared/certs"));
+  expect(configError(() => resolveRunOptions({ "tls-acme-cache-path": "" }, {}))).toBe("invalid value for --tls-acme-cache-path: empty directory");
+  expect(configError(() => resolveRunOptions({}, { TLS_ACME_CACHE_PATH: "" }))).toBe("invalid value for TLS_ACME_CACHE_PATH: empty directory");
+});
+
 test("the admin socket: --socket, then PARACHUTE_SOCKET, then $XDG_RUNTIME_DIR, then the temp dir", () => {
   const env = { PARACHUTE_SOCKET: "/run/p.sock", XDG_RUNTIME_DIR: "/run/user/1000" };
   expect(resolveSocketPath("my.sock", env)).toBe(path.resolve("my.sock"));

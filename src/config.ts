@@ -145,6 +145,15 @@ export const RUN_OPTIONS = {
     help: "state directory (created 0700)",
     hint: "DIR",
   }),
+  tlsAcmeCachePath: runField({
+    flag: "tls-acme-cache-path",
+    env: "TLS_ACME_CACHE_PATH",
+    schema: dirSchema,
+    fallback: (): string | undefined => undefined,
+    shownDefault: "`<state-dir>/certs`",
+    help: "ACME cache (account, certificates, keys); hosts sharing it order each certificate once",
+    hint: "DIR",
+  }),
   debug: runField({ flag: "debug", kind: "boolean", env: "DEBUG", schema: booleanSchema, fallback: () => false, shownDefault: "false", help: "debug logs" }),
   socket: runField({
     flag: "socket",

@@ -17,6 +17,7 @@ import { Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache } from "../tls/certificates.ts";
+import { Fleet } from "../tls/fleet.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
 import { listenTcp } from "../data/http1-server.ts";
 import { inheritedWorkerSettings, type TlsState } from "../workers/protocol.ts";
@@ -145,7 +146,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
   const publishTls = () => pool.publishTls(tlsState());
   certificates.onChange = () => void publishTls();
   certificates.onIssuingChange = () => void publishTls();
-  certificates.issuer.onChallengesChange = publishTls;
+  certificates.onChallengesChange = publishTls;
   const registry = makeRegistry(pool);
   // The workers' first state, which they get before they accept.
   void pool.publish(registry.routingState());
@@ -176,7 +177,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
 export async function runServer(options: RunOptions): Promise<void> {
   log.setDebug(options.debug);
   const role = inheritedRole();
-  if (role.worker) return await runWorker(role.worker);
+  if (role.worker) return await runWorker(role.worker, options.tlsAcmeCachePath);
   const handover = role.handover;
   const store = openStateDir(options.stateDir);
   // A successor shares the socket path with the predecessor that started it.
@@ -205,6 +206,7 @@ export async function runServer(options: RunOptions): Promise<void> {
     metrics_port: server.metricsPort,
     socket: options.socket,
     state_dir: options.stateDir,
+    ...(options.tlsAcmeCachePath ? { acme_cache: options.tlsAcmeCachePath } : {}),
     pid: process.pid,
     ...proxyProtocolFields(options),
     ...traffic.describe(),
@@ -251,20 +253,41 @@ function openStateDir(dir: string): StateStore {
   return store;
 }
 
+/** The ACME cache a fleet shares (`--tls-acme-cache-path`), created 0700 and checked writable now rather than at the first order. */
+function openSharedCache(dir: string): CertificateCache {
+  const cache = new CertificateCache(dir);
+  try {
+    cache.ensureDir();
+  } catch (error) {
+    throw new StartupError(`cannot create ACME cache directory ${dir}: ${(error as Error).message}`);
+  }
+  const probe = path.join(dir, `.write-check-${process.pid}-${Date.now()}`);
+  try {
+    fs.writeFileSync(probe, "", { mode: 0o600 });
+    fs.rmSync(probe, { force: true });
+  } catch (error) {
+    throw new StartupError(`ACME cache directory ${dir} is not writable: ${(error as Error).message}`);
+  }
+  return cache;
+}
+
 function certificateManager(options: RunOptions): CertificateManager {
-  const certsDir = path.join(options.stateDir, "certs");
+  const shared = options.tlsAcmeCachePath;
+  const certsDir = shared ?? path.join(options.stateDir, "certs");
+  const cache = shared ? openSharedCache(shared) : new CertificateCache(certsDir);
   let issuer: AcmeIssuer;
   try {
     issuer = new AcmeIssuer(certsDir, options.acme);
   } catch (error) {
     throw new StartupError(`cannot read PARACHUTE_ACME_CA ${options.acme.caFile}: ${(error as Error).message}`);
   }
-  return new CertificateManager(new CertificateCache(certsDir), issuer, {
+  const renewal = {
     ...DEFAULT_RENEWAL,
     renewBeforeMs: options.acme.renewBeforeMs,
     checkIntervalMs: options.acme.checkIntervalMs,
     backoffMs: options.acme.retryBackoffMs,
-  });
+  };
+  return new CertificateManager(cache, issuer, renewal, shared ? new Fleet(cache) : undefined);
 }
 
 /** The metrics listener: it only ever answers /metrics, never proxied traffic. */

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import https from "node:https";
 import * as path from "node:path";
 import type * as AcmeClient from "acme-client";
-import { writePrivate } from "./certificates.ts";
+import { writePrivate, writePrivateOnce } from "./certificates.ts";
 import { runDnsHook, waitForTxt } from "./dns-hook.ts";
 import { alpnChallengeCertificate } from "./self-signed.ts";
 import { log } from "../log.ts";
@@ -128,8 +128,8 @@ export class AcmeIssuer {
       } catch {
         fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
         const key = await (await this.acme()).crypto.createPrivateEcdsaKey();
-        writePrivate(file, key.toString());
-        return key;
+        // Hosts sharing the cache may create it at once: all use the one that was written first.
+        return Buffer.from(writePrivateOnce(file, key.toString()));
       }
     })();
     this.accountKey.catch(() => (this.accountKey = undefined));

@@ -1,12 +1,15 @@
 // Keeps one certificate per TLS host: custom certificates as deployed, ACME
 // certificates from the disk cache or issued in the background (each only for
 // the directory that issued it), renewed before they expire. Whenever the set
-// of certificates changes, `onChange` rebuilds the HTTPS listener.
+// of certificates changes, `onChange` rebuilds the HTTPS listener. With a
+// cache shared by a fleet (fleet.ts), orders go through its lock, and the
+// periodic check also loads what other hosts renewed.
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
 import { challengesFor, type AcmeChallenge, type AcmeIssuer } from "./acme.ts";
 import { CertificateCache, certificateExpiry, certificateHostsFor, type Certificate } from "./certificates.ts";
+import type { Fleet, Obtained } from "./fleet.ts";
 
 export interface RenewalSettings {
   /** Renew when a certificate expires within this long (default 30 days). */
@@ -47,12 +50,21 @@ export class CertificateManager {
   onChange: () => void = () => {};
   /** Called when an order starts or ends (workers wait for a certificate only while one runs). */
   onIssuingChange: () => void = () => {};
+  /** Called when the open challenges change; resolves once every process that answers them has the current set. */
+  onChallengesChange: () => Promise<void> = () => Promise.resolve();
 
   constructor(
     private readonly cache: CertificateCache,
     readonly issuer: AcmeIssuer,
     private readonly renewal: RenewalSettings = DEFAULT_RENEWAL,
-  ) {}
+    /** Set when the cache is shared with other hosts (`--tls-acme-cache-path`). */
+    private readonly fleet?: Fleet,
+  ) {
+    issuer.onChallengesChange = () => {
+      this.fleet?.publishChallenges(issuer.challenges);
+      return this.onChallengesChange();
+    };
+  }
 
   start() {
     this.renewTimer = setInterval(() => this.renewDue(), this.renewal.checkIntervalMs);
@@ -74,7 +86,7 @@ export class CertificateManager {
   }
 
   challenge(token: string): string | undefined {
-    return this.issuer.challenges.get(token);
+    return this.issuer.challenges.get(token) ?? this.fleet?.challenge(token);
   }
 
   alpnChallenge(host: string) {
@@ -202,10 +214,51 @@ export class CertificateManager {
   }
 
   private renewDue() {
+    if (this.fleet) this.reloadShared();
     for (const want of this.wanted.values()) {
       const cert = this.certs.get(want.host);
       if (!want.custom && cert && this.dueForRenewal(cert)) this.issueInBackground(want);
     }
+  }
+
+  /**
+   * Serves what another host of the fleet put in the shared cache: a
+   * certificate it renewed (later expiry than the one served), or one for a
+   * host this one has none for from that directory (its own order failing
+   * and backing off).
+   */
+  private reloadShared() {
+    let changed = false;
+    for (const want of this.wanted.values()) {
+      if (want.custom || this.issuing.has(want.host)) continue;
+      const current = this.certs.get(want.host);
+      const cached = this.cache.load(want.host, want.directory);
+      if (!cached || !isValid(cached) || cached.cert === current?.cert) continue;
+      // A stand-in from another directory gives way to any valid one from the wanted directory.
+      if (current?.directory === want.directory && cached.notAfter.getTime() <= current.notAfter.getTime()) continue;
+      this.cancelRetry(want.host);
+      this.certs.set(want.host, cached);
+      log.info("Certificate reloaded from the shared cache", { host: want.host, not_after: cached.notAfter.toISOString() });
+      changed = true;
+    }
+    if (changed) this.changed();
+  }
+
+  /** The certificate from the CA, cached before it is served; in a fleet, only if no other host has it (`Fleet.obtain`). */
+  private obtain(want: Wanted): Promise<Obtained> {
+    const { host, directory } = want;
+    const order = async () => {
+      const pair = await this.issuer.issue(host, directory, want.challenges);
+      // Cached even if the host wants another directory now: a switch back finds it.
+      try {
+        this.cache.save(host, directory, pair.cert, pair.key);
+      } catch (error) {
+        log.error("Cannot cache certificate; serving it anyway", { host, error: (error as Error).message });
+      }
+      return pair;
+    };
+    if (!this.fleet) return order().then((pair) => ({ ...pair, from: "order" as const }));
+    return this.fleet.obtain(host, directory, (cached) => isValid(cached) && !this.dueForRenewal(cached), order);
   }
 
   private issueInBackground(want: Wanted) {
@@ -219,11 +272,12 @@ export class CertificateManager {
     if (retry) this.cancelRetry(host);
     const renewing = this.certs.get(host)?.directory === directory;
     log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host, directory });
-    const work = this.issuer
-      .issue(host, directory, want.challenges)
-      .then(({ cert, key }) => this.issued(want, cert, key, renewing))
+    const work = this.obtain(want)
+      .then((obtained) => this.issued(want, obtained, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
+        // Challenges end without a change notice (acme-client removes them after validation).
+        this.fleet?.publishChallenges(this.issuer.challenges);
         this.issuing.delete(host);
         this.wake(host, this.certs.has(host));
         this.onIssuingChange();
@@ -233,21 +287,16 @@ export class CertificateManager {
     this.onIssuingChange();
   }
 
-  private issued(want: Wanted, cert: string, key: string, renewing: boolean) {
+  private issued(want: Wanted, { cert, key, from }: Obtained, renewing: boolean) {
     const { host, directory } = want;
     this.attempts.delete(host);
-    // Cached even if the host wants another directory now: a switch back finds it.
-    try {
-      this.cache.save(host, directory, cert, key);
-    } catch (error) {
-      log.error("Cannot cache certificate; serving it anyway", { host, error: (error as Error).message });
-    }
     // Other deploys re-sync the wanted set while an order runs; what
     // matters is that the host still wants a certificate from this directory.
     if (this.wantedDirectory(host) !== directory) return;
     const notAfter = certificateExpiry(cert);
     this.certs.set(host, { cert, key, notAfter, source: "acme", directory });
-    log.info(renewing ? "Certificate renewed" : "Certificate issued", { host, not_after: notAfter.toISOString() });
+    if (from === "cache") log.info("Certificate loaded from the shared cache", { host, not_after: notAfter.toISOString() });
+    else log.info(renewing ? "Certificate renewed" : "Certificate issued", { host, not_after: notAfter.toISOString() });
     this.changed();
   }
 

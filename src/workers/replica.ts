@@ -14,6 +14,7 @@ import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
 import { certificateHostsFor } from "../tls/certificates.ts";
+import { SharedChallenges } from "../tls/fleet.ts";
 import type { TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
@@ -93,6 +94,13 @@ export class ReplicaCertificates implements CertificateView {
   private alpnChallenges = new Map<string, { cert: string; key: string }>();
   private readonly waiters = new Set<() => void>();
 
+  /** Other hosts' HTTP-01 answers, when the ACME cache is shared by a fleet (fleet.ts). */
+  private readonly shared: SharedChallenges | undefined;
+
+  constructor(acmeCachePath?: string) {
+    this.shared = acmeCachePath ? new SharedChallenges(acmeCachePath) : undefined;
+  }
+
   apply(state: TlsState) {
     this.hosts = new Set(state.certificates.map((c) => c.host));
     this.issuing = new Set(state.issuing);
@@ -111,7 +119,7 @@ export class ReplicaCertificates implements CertificateView {
   }
 
   challenge(token: string): string | undefined {
-    return this.challenges.get(token);
+    return this.challenges.get(token) ?? this.shared?.read(token);
   }
 
   alpnChallenge(host: string) {

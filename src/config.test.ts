@@ -126,6 +126,8 @@ test("ACME settings come from the environment, with floors on the check and retr
     renewBeforeMs: 30 * 86_400_000,
     checkIntervalMs: 12 * 3_600_000,
     retryBackoffMs: 30_000,
+    dnsResolvers: undefined,
+    dnsWaitMs: 120_000,
   });
   const acme = resolveAcmeOptions({
     PARACHUTE_ACME_DIRECTORY: "https://ca.test/dir",
@@ -135,6 +137,8 @@ test("ACME settings come from the environment, with floors on the check and retr
     PARACHUTE_ACME_RENEW_BEFORE: "1h",
     PARACHUTE_ACME_CHECK_INTERVAL: "1ms",
     PARACHUTE_ACME_RETRY: "0",
+    PARACHUTE_ACME_DNS_RESOLVER: "127.0.0.1:5353, 9.9.9.9,[::1]:53",
+    PARACHUTE_ACME_DNS_WAIT: "30s",
   });
   expect(acme).toEqual({
     directoryUrl: "https://ca.test/dir",
@@ -144,9 +148,14 @@ test("ACME settings come from the environment, with floors on the check and retr
     renewBeforeMs: 3_600_000,
     checkIntervalMs: 100,
     retryBackoffMs: 100,
+    dnsResolvers: ["127.0.0.1:5353", "9.9.9.9", "[::1]:53"],
+    dnsWaitMs: 30_000,
   });
   expect(resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "" }).directoryUrl).toBeUndefined();
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "not a url" }))).toBe('invalid value for PARACHUTE_ACME_DIRECTORY: invalid URL "not a url"');
+  expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DNS_RESOLVER: "ns1.example.com" }))).toBe(
+    'invalid value for PARACHUTE_ACME_DNS_RESOLVER: invalid resolver list "ns1.example.com" (expected ip or ip:port, comma-separated)',
+  );
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_RETRY: "soon" }))).toBe(
     'invalid value for PARACHUTE_ACME_RETRY: invalid duration "soon" (use e.g. 500ms, 30s, 2m, 1h, 1m30s)',
   );

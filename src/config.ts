@@ -19,6 +19,8 @@ export interface AcmeOptions {
   renewBeforeMs: number;
   checkIntervalMs: number;
   retryBackoffMs: number;
+  dnsResolvers?: string[];
+  dnsWaitMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -70,6 +72,16 @@ const commaListSchema = <T>(item: v.GenericSchema<unknown, T>) =>
     v.array(item),
   );
 
+/** DNS resolvers as node:dns takes them: `ip` or `ip:port` (`[ipv6]:port`), comma-separated. */
+const resolversSchema = v.pipe(
+  v.string(),
+  v.transform((text) => text.split(",").map((s) => s.trim()).filter(Boolean)),
+  v.check(
+    (list) => list.length > 0 && list.every((entry) => isIP(entry) || /^(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:.]+\]):\d{1,5}$/i.test(entry)),
+    (issue) => `invalid resolver list "${(issue.input as string[]).join(",")}" (expected ip or ip:port, comma-separated)`,
+  ),
+);
+
 function envValue<T>(schema: v.GenericSchema<unknown, T>, name: string, env: Env, fallback: T): T {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
@@ -87,6 +99,8 @@ export function resolveAcmeOptions(env: Env = process.env): AcmeOptions {
     renewBeforeMs: envValue(durationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),
     checkIntervalMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_CHECK_INTERVAL", env, 12 * 3_600_000), 100),
     retryBackoffMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_RETRY", env, 30_000), 100),
+    dnsResolvers: envValue(resolversSchema, "PARACHUTE_ACME_DNS_RESOLVER", env, undefined as string[] | undefined),
+    dnsWaitMs: envValue(durationSchema, "PARACHUTE_ACME_DNS_WAIT", env, 120_000),
   };
 }
 

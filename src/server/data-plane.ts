@@ -80,6 +80,7 @@ export class DataPlaneListeners {
         http1: this.http1,
         fallback: fallbackCertificate(),
         admit: (serverName) => admit(routes, certificates, serverName),
+        alpnChallenge: (serverName) => certificates.alpnChallenge(serverName),
       });
       listen("HTTPS", options.httpsPort, () => https.start());
       tlsContext.httpsPort = options.redirectHttpsPort || https.boundPort;

@@ -141,6 +141,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),
     challenges: [...certificates.issuer.challenges],
+    alpnChallenges: [...certificates.issuer.alpnChallenges].map(([host, c]) => ({ host, ...c })),
   });
   const publishTls = () => pool.publishTls(tlsState());
   certificates.onChange = () => void publishTls();

@@ -79,9 +79,24 @@ test("a redeploy replaces the targets and drains the old ones", async () => {
 
 test("deploy refuses bad combinations before changing anything", async () => {
   const { r } = registry();
+  const notExecutable = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "parachute-hook-")), "hook.sh");
+  fs.writeFileSync(notExecutable, "#!/bin/sh\n", { mode: 0o644 });
   const cases: [Record<string, unknown>, string][] = [
     [{ tls: true }, "--tls needs at least one --host"],
-    [{ tls: true, hosts: ["*.example.com"] }, "wildcard host *.example.com needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards"],
+    [
+      { tls: true, hosts: ["*.example.com"] },
+      "wildcard host *.example.com needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME http-01 and tls-alpn-01 cannot issue wildcards",
+    ],
+    [
+      { tls: true, hosts: ["*.example.com"], tlsChallenge: "tls-alpn-01" },
+      "wildcard host *.example.com needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME tls-alpn-01 cannot issue wildcards",
+    ],
+    [{ tls: true, hosts: ["*.example.com"], tlsChallenge: "dns-01" }, "--tls-challenge dns-01 needs --tls-dns-hook CMD"],
+    [{ tls: true, hosts: ["a.test"], tlsChallenge: "http-01", tlsDnsHook: "/bin/true" }, "--tls-dns-hook is for --tls-challenge dns-01, not http-01"],
+    [{ tls: true, hosts: ["a.test"], tlsChallenge: "auto", tlsDnsHook: "/bin/true" }, "--tls-dns-hook is for --tls-challenge dns-01, not auto"],
+    [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: "/nonexistent/hook" }, "--tls-dns-hook /nonexistent/hook: no such file"],
+    [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: "/tmp" }, "--tls-dns-hook /tmp is not a file"],
+    [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: notExecutable }, `--tls-dns-hook ${notExecutable} is not executable`],
     [{ hosts: ["a.test"], canonicalHost: "b.test" }, 'canonical host "b.test" must be one of the service\'s hosts'],
     [{ hosts: ["a.test"], tlsCertificatePath: "/x.pem" }, "--tls-certificate-path and --tls-private-key-path go together (both or neither)"],
     [{ errorPages: "/nonexistent/pages" }, 'error pages directory "/nonexistent/pages" cannot be used: no such directory'],

@@ -13,6 +13,7 @@ import { loadHtpasswd } from "../proxy/htpasswd.ts";
 import { Router } from "../routing/router.ts";
 import type { SavedState, StateStore } from "../state/store.ts";
 import { CertificateError, loadCustomCertificate, type Certificate } from "../tls/certificates.ts";
+import { dnsHookProblem } from "../tls/dns-hook.ts";
 import type { CertificateManager } from "../tls/manager.ts";
 import { formatDuration } from "../values.ts";
 import { ROLLBACK_OPTIONS, type DeployRequest, type PauseRequest, type RollbackRequest, type RolloutSetRequest, type ServiceRequest, type StopRequest, type TargetsRequest } from "../admin/requests.ts";
@@ -458,10 +459,18 @@ export class Registry extends ServiceTable implements GaugeSource {
     const options = resolveOptions(request);
     const tls = options.tls;
     if (tls && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host");
+    if (options.tlsChallenge === "dns-01" && !request.tlsDnsHook) throw new CommandError("--tls-challenge dns-01 needs --tls-dns-hook CMD");
+    if (request.tlsDnsHook && options.tlsChallenge !== "dns-01") {
+      throw new CommandError(`--tls-dns-hook is for --tls-challenge dns-01, not ${options.tlsChallenge}`);
+    }
+    if (request.tlsDnsHook) {
+      const problem = dnsHookProblem(request.tlsDnsHook);
+      if (problem) throw new CommandError(problem);
+    }
     const wildcard = request.hosts.find((h) => h.startsWith("*."));
-    if (tls && wildcard && !request.tlsCertificatePath) {
+    if (tls && wildcard && !request.tlsCertificatePath && options.tlsChallenge !== "dns-01") {
       throw new CommandError(
-        `wildcard host ${wildcard} needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards`,
+        `wildcard host ${wildcard} needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME ${options.tlsChallenge === "auto" ? "http-01 and tls-alpn-01" : options.tlsChallenge} cannot issue wildcards`,
       );
     }
     if (request.canonicalHost && !request.hosts.includes(request.canonicalHost)) {

@@ -17,6 +17,16 @@ export interface Certificate {
 
 export class CertificateError extends Error {}
 
+/**
+ * The certificate hosts that serve a TLS name, best first: the name itself,
+ * then the wildcard one level up (`a.example.com` → `*.example.com`), which
+ * covers exactly one label (RFC 6125 §6.4.3), as the router matches it.
+ */
+export function certificateHostsFor(name: string): string[] {
+  const dot = name.indexOf(".");
+  return dot > 0 ? [name, `*${name.slice(dot)}`] : [name];
+}
+
 /** Does the certificate cover this host? A wildcard host needs a wildcard certificate. */
 function covers(certificate: X509Certificate, host: string): boolean {
   if (host.startsWith("*.")) return certificate.checkHost(`parachute-check.${host.slice(2)}`) !== undefined;

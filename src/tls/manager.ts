@@ -7,8 +7,8 @@
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
-import type { AcmeIssuer } from "./acme.ts";
-import { CertificateCache, certificateExpiry, type Certificate } from "./certificates.ts";
+import { challengesFor, type AcmeChallenge, type AcmeIssuer } from "./acme.ts";
+import { CertificateCache, certificateExpiry, certificateHostsFor, type Certificate } from "./certificates.ts";
 import type { Fleet, Obtained } from "./fleet.ts";
 
 export interface RenewalSettings {
@@ -32,6 +32,8 @@ interface Wanted {
   host: string;
   /** The ACME directory its certificate must come from (unused with a custom certificate). */
   directory: string;
+  /** How its ACME certificate is ordered: these challenges, in turn. */
+  challenges: AcmeChallenge[];
   custom?: Certificate;
 }
 
@@ -78,12 +80,17 @@ export class CertificateManager {
     return [...this.certs].map(([host, c]) => ({ host, cert: c.cert, key: c.key }));
   }
 
-  has(host: string): boolean {
-    return this.certs.has(host);
+  /** Whether a TLS name has a certificate: its own or its wildcard's. */
+  has(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.certs.has(host));
   }
 
   challenge(token: string): string | undefined {
     return this.issuer.challenges.get(token) ?? this.fleet?.challenge(token);
+  }
+
+  alpnChallenge(host: string) {
+    return this.issuer.alpnChallenges.get(host);
   }
 
   /** Hosts whose order is running now. */
@@ -100,9 +107,11 @@ export class CertificateManager {
    * for it is running (nothing to wait for, e.g. failing and backing off),
    * when its order fails, or after `timeoutMs`.
    */
-  waitFor(host: string, timeoutMs: number): Promise<boolean> {
-    if (this.certs.has(host)) return Promise.resolve(true);
-    if (!this.issuing.has(host)) return Promise.resolve(false);
+  waitFor(name: string, timeoutMs: number): Promise<boolean> {
+    if (this.has(name)) return Promise.resolve(true);
+    // A name under a wildcard waits for the wildcard's order.
+    const host = certificateHostsFor(name).find((h) => this.issuing.has(h));
+    if (!host) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
       const list = this.waiters.get(host) ?? [];
@@ -132,7 +141,8 @@ export class CertificateManager {
       if (!service.options.tls) continue;
       const custom = customs.get(service.name);
       const directory = this.issuer.directoryFor(service.options.tlsStaging);
-      for (const host of service.options.hosts) wanted.set(host, { host, directory, custom });
+      const challenges = challengesFor(service.options);
+      for (const host of service.options.hosts) wanted.set(host, { host, directory, challenges, custom });
     }
     this.wanted = wanted;
     let changed = false;
@@ -238,7 +248,7 @@ export class CertificateManager {
   private obtain(want: Wanted): Promise<Obtained> {
     const { host, directory } = want;
     const order = async () => {
-      const pair = await this.issuer.issue(host, directory);
+      const pair = await this.issuer.issue(host, directory, want.challenges);
       // Cached even if the host wants another directory now: a switch back finds it.
       try {
         this.cache.save(host, directory, pair.cert, pair.key);

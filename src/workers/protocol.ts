@@ -39,6 +39,8 @@ export interface TlsState {
   certificates: { host: string; cert: string; key: string }[];
   issuing: string[];
   challenges: [token: string, keyAuthorization: string][];
+  /** TLS-ALPN-01 challenge certificates by host (RFC 8737). */
+  alpnChallenges: { host: string; cert: string; key: string }[];
 }
 
 export type ToWorker =

@@ -352,3 +352,21 @@ test("limits without a window are refused before anything changes", async () => 
   expect(error.message).toBe("--verify-max-errors and --verify-min-requests need --verify-window");
   expect(r.service("web")!.targets.map((t) => t.address)).toEqual([A]);
 });
+
+test("a switch back keeps the deploy's options when another service took a previous host during the window", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A], hosts: ["old.test"] }), progress);
+  const said: string[] = [];
+  const running = r.deploy(deploy({ service: "web", targets: [B], hosts: ["new.test"], verifyWindow: "10s", verifyMinRequests: "1" }), (l) => void said.push(l));
+  for (let i = 0; r.service("web")!.targets[0]!.address !== B; i++) {
+    if (i > 200) throw new Error("the deploy did not switch to B");
+    await Bun.sleep(5);
+  }
+  await r.deploy(deploy({ service: "api", targets: [A], hosts: ["old.test"] }), progress);
+  r.service("web")!.targets[0]!.tally!.record(503, "/");
+  await refused(running);
+  expect(r.service("web")!.targets.map((t) => t.address)).toEqual([A]);
+  expect(r.router.match("new.test", "/")?.service.name).toBe("web");
+  expect(r.router.match("old.test", "/")?.service.name).toBe("api");
+  expect(said).toContain("Warning: the previous hosts are now used by service api; the service keeps this deploy's options");
+});

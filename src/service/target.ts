@@ -25,6 +25,7 @@ export class Target {
   health: TargetHealth = "adding";
   /** Result of the last health check, for error messages and `list`. */
   lastCheck = "not checked yet";
+  lastCheckAt?: number;
   private readonly inflight = new Set<InFlight>();
   private idleWaiters: (() => void)[] = [];
 

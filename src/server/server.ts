@@ -296,7 +296,7 @@ function serveStatus(port: number, hostname: string, traffic: Traffic, registry:
     loopbackOnly: isLoopback(hostname) || hostname === "localhost",
   });
   // idleTimeout: an event stream writes every second; 30 s covers a slow worker scrape.
-  const server = listen("status", port, () => Bun.serve({ port, hostname, reusePort: true, development: false, idleTimeout: 30, fetch: app.fetch }));
+  const server = listen("status", port, () => Bun.serve({ port, hostname, reusePort: true, development: false, idleTimeout: 30, fetch: (req, bun) => app.fetch(req, { peer: bun.requestIP(req)?.address ?? "" }) }));
   return { server, sampler };
 }
 

@@ -3,7 +3,6 @@
 // the same JSON once a second. Read-only: GET and HEAD only. Served on its own
 // listener, never on the proxied ports.
 import { Hono, type Context, type Next } from "hono";
-import { getConnInfo } from "hono/bun";
 import { streamSSE } from "hono/streaming";
 import { isIP } from "node:net";
 import { PAGE_HTML, PAGE_SCRIPT, PAGE_STYLE } from "./page.ts";
@@ -37,19 +36,22 @@ const SECURITY_HEADERS = {
   "cache-control": "no-store",
 };
 
+/** What the listener tells the app about each request: the peer's address. */
+export type StatusBindings = { peer: string };
+
 export function createStatusApp({ sources, sampler, loopbackOnly }: StatusAppOptions) {
-  const app = new Hono();
+  const app = new Hono<{ Bindings: StatusBindings }>();
   const snapshot = (reading: Reading) => statusSnapshot(sources, reading, sampler);
 
   // A loopback listener is for the operator on this machine (or at the end of
   // an SSH tunnel). A peer from elsewhere is refused, and so is a Host that
   // is not a loopback name: a web page the operator visits cannot reach the
   // status page by DNS rebinding.
-  app.use(async (c: Context, next: Next) => {
+  app.use(async (c: Context<{ Bindings: StatusBindings }>, next: Next) => {
     if (loopbackOnly) {
-      const peer = getConnInfo(c).remote.address ?? "";
+      const peer = c.env.peer;
       if (!isLoopback(peer)) return c.text(`the status page answers loopback clients only (this one is ${peer}); open it through an SSH tunnel, or run with --status-bind\n`, 403);
-      if (!loopbackHost(c.req.header("host"))) return c.text("the status page answers only to a loopback host name (localhost, 127.0.0.1, [::1])\n", 403);
+      if (!loopbackHost(c.req.header("host") ?? new URL(c.req.url).host)) return c.text("the status page answers only to a loopback host name (localhost, 127.0.0.1, [::1])\n", 403);
     }
     if (c.req.method !== "GET" && c.req.method !== "HEAD") return c.text("the status page is read-only\n", 405, { allow: "GET, HEAD" });
     await next();

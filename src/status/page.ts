@@ -53,13 +53,14 @@ table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { text-align: left; padding: .25rem .5rem .25rem 0; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { color: var(--muted); font-weight: 600; }
 td.check { color: var(--muted); overflow-wrap: anywhere; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(9.5rem, 1fr)); gap: .6rem; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(7rem, 1fr)); gap: .6rem 1rem; }
 figure { margin: 0; }
 figcaption { font-size: .8rem; color: var(--muted); display: flex; justify-content: space-between; gap: .3rem; }
 figcaption b { color: var(--fg); font-variant-numeric: tabular-nums; }
 svg.chart { width: 100%; height: 3.2rem; display: block; border-bottom: 1px solid var(--line); }
-svg.chart polyline { fill: none; stroke: var(--chart); stroke-width: 1.5; vector-effect: non-scaling-stroke; }
+svg.chart polyline { fill: none; stroke: var(--chart); stroke-width: 2; stroke-linecap: round; stroke-linejoin: round; vector-effect: non-scaling-stroke; }
 svg.chart polyline.second { stroke: var(--chart2); }
+.p50 { color: var(--chart); } .p99 { color: var(--chart2); }
 .empty, .note { color: var(--muted); }
 .error { color: var(--bad); overflow-wrap: anywhere; }
 footer { padding: 0 1rem 1rem; color: var(--muted); font-size: .85rem; }
@@ -101,20 +102,23 @@ export const PAGE_SCRIPT = String.raw`"use strict";
     return '<svg class="chart" viewBox="0 0 100 40" preserveAspectRatio="none" role="img">' + polylines.join("") + "</svg>";
   }
 
-  function figure(label, value, svg, test) {
-    return '<figure data-chart="' + test + '"><figcaption><span>' + esc(label) + "</span><b>" + esc(value) + "</b></figcaption>" + svg + "</figure>";
+  function figure(labelHtml, value, svg, test) {
+    return '<figure data-chart="' + test + '"><figcaption><span>' + labelHtml + "</span><b>" + esc(value) + "</b></figcaption>" + svg + "</figure>";
   }
 
   function charts(s, status) {
     const { t } = s.series;
     const to = Date.parse(status.generatedAt);
-    const from = to - status.sampling.windowSeconds * 1000;
-    const gap = status.sampling.pointSeconds * 2500;
-    const minutes = Math.round(status.sampling.windowSeconds / 60);
-    return "<h3>Last " + minutes + " minutes</h3>" + '<div class="charts">' +
+    const point = status.sampling.pointSeconds * 1000;
+    const windowStart = to - status.sampling.windowSeconds * 1000;
+    // Until the window is full (points are taken only while someone looks), the charts span what there is.
+    const from = t.length ? Math.max(windowStart, Math.min(t[0] - point, to - 6 * point)) : windowStart;
+    const gap = point * 2.5;
+    const title = from > windowStart + point ? "Since " + new Date(from).toLocaleTimeString() : "Last " + Math.round(status.sampling.windowSeconds / 60) + " minutes";
+    return "<h3>" + esc(title) + "</h3>" + '<div class="charts">' +
       figure("requests", rate(last(s.series.requestRate)), chart(t, [s.series.requestRate], from, to, gap), "requests") +
       figure("5xx", rate(last(s.series.errorRate)), chart(t, [s.series.errorRate], from, to, gap), "errors") +
-      figure("p50 / p99", millis(last(s.series.p50)) + " / " + millis(last(s.series.p99)), chart(t, [s.series.p50, s.series.p99], from, to, gap), "latency") +
+      figure('<span class="p50">p50</span> / <span class="p99">p99</span>', millis(last(s.series.p50)) + " / " + millis(last(s.series.p99)), chart(t, [s.series.p50, s.series.p99], from, to, gap), "latency") +
       figure("in flight", String(s.inFlight), chart(t, [s.series.inFlight], from, to, gap), "in-flight") +
       "</div>";
   }

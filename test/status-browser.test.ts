@@ -13,6 +13,10 @@ import { statusUrl } from "./support/status.ts";
 
 setDefaultTimeout(60_000);
 
+// The page's globals, as the functions run in the browser use them (the project's TypeScript has no DOM library).
+declare const document: { querySelector(selector: string): { getAttribute(name: string): string | null } | null; documentElement: { scrollWidth: number } };
+declare const window: { innerWidth: number; loadedOnce?: number };
+
 const ARTIFACTS = path.resolve(import.meta.dir, "../test-artifacts");
 
 /**
@@ -75,7 +79,7 @@ describe.skipIf(!executablePath)("the status page in Chromium", () => {
     expect(await page.$$eval("[data-service]", (els) => els.map((e) => e.getAttribute("data-service")))).toEqual(["api", "web"]);
     expect(await targetState("web", backends[0]!.address)).toBe("healthy");
     expect(await targetState("api", backends[2]!.address)).toBe("healthy");
-    const webText = await page.$eval('[data-service="web"]', (e) => (e as HTMLElement).innerText);
+    const webText = await page.$eval('[data-service="web"]', (e) => (e as unknown as { innerText: string }).innerText);
     expect(webText).toContain("web.test");
     expect(webText).toContain("GET /up returned 200");
     expect(webText).toContain("running");
@@ -104,7 +108,7 @@ describe.skipIf(!executablePath)("the status page in Chromium", () => {
   });
 
   test("a redeploy shows up live, without a reload: the new target, then the old one draining", async () => {
-    await page.evaluate(() => ((window as unknown as { loadedOnce: number }).loadedOnce = 1));
+    await page.evaluate(() => (window.loadedOnce = 1));
     const [oldTarget, newTarget] = [backends[0]!, backends[1]!];
     // A request in flight on the old target keeps it draining while we look.
     const slow = proxy.fetch("/slow?ms=4000", { host: "web.test" }).then((r) => r.text());
@@ -127,7 +131,7 @@ describe.skipIf(!executablePath)("the status page in Chromium", () => {
     expect((await redeploy).code).toBe(0);
     await page.waitForFunction((address) => !document.querySelector(`[data-service="web"] [data-target="${address}"]`), { timeout: 10_000 }, oldTarget.address);
     // Same document all along: the marker set before the redeploy is still there.
-    expect(await page.evaluate(() => (window as unknown as { loadedOnce?: number }).loadedOnce)).toBe(1);
+    expect(await page.evaluate(() => window.loadedOnce)).toBe(1);
   });
 
   test("a stopped service shows as stopped, with its message, live", async () => {
@@ -141,7 +145,7 @@ describe.skipIf(!executablePath)("the status page in Chromium", () => {
   test("it fits a phone's width", async () => {
     await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 2, isMobile: true });
     await page.waitForSelector('[data-service="web"]');
-    const [scrollWidth, innerWidth] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    const { scrollWidth, innerWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth }));
     expect(scrollWidth).toBeLessThanOrEqual(innerWidth);
     await page.screenshot({ path: path.join(ARTIFACTS, "status-page-phone.png"), fullPage: true });
   });

@@ -102,11 +102,11 @@ describe("with two workers", () => {
       expect(service.requests.total).toBe(sum("parachute_requests_total", of));
       expect(service.requests.errors5xx).toBe(sum("parachute_requests_total", (l) => of(l) && l.status!.startsWith("5")));
       expect(service.inFlight).toBe(sum("parachute_requests_in_flight", of));
-      const states = samples.filter((s) => s.name === "parachute_target_healthy" && of(s.labels)).map((s) => [s.labels.target, s.labels.state]);
+      const states = samples.filter((s) => s.name === "parachute_target_healthy" && of(s.labels)).map((s) => [s.labels.target!, s.labels.state!]);
       expect(service.targets.map((t) => [t.address, t.state])).toEqual(states);
     }
     expect(status.services.find((s) => s.name === "web")!.requests).toEqual({ total: 9, errors5xx: 3 });
-    const expiries = samples.filter((s) => s.name === "parachute_certificate_expiry_timestamp_seconds").map((s) => [s.labels.host, s.value]);
+    const expiries = samples.filter((s) => s.name === "parachute_certificate_expiry_timestamp_seconds").map((s) => [s.labels.host!, s.value]);
     const shown = status.services.flatMap((s) => s.certificates.filter((c) => c.expiresAt).map((c) => [c.host, Math.floor(Date.parse(c.expiresAt!) / 1000)]));
     expect(shown).toEqual(expiries);
   });
@@ -148,7 +148,7 @@ describe("with two workers", () => {
     expect(web.targets.map((t) => [t.address, t.role])).toContainEqual([canary.address, "rollout"]);
     expect(status.services.find((s) => s.name === "api")).toMatchObject({ state: "stopped", message: "back soon" });
     const listed = await proxy.listJson();
-    expect(status.services.map((s) => [s.name, s.state, s.targets])).toEqual(listed.map((s) => [s.name, s.state, s.targets]));
+    expect(status.services.map((s) => [s.name, s.state, s.targets] as unknown[])).toEqual(listed.map((s) => [s.name, s.state, s.targets]));
     expect((await proxy.cli(["resume", "api"])).code).toBe(0);
     expect((await proxy.cli(["rollout", "stop", "web"])).code).toBe(0);
   });
@@ -230,4 +230,22 @@ test("bound elsewhere (--status-bind 0.0.0.0), it answers other addresses too", 
 test("a bad --status-bind fails the start, naming the value", async () => {
   const proxy = Proxy.start({ args: ["--status-port", String(await freePort()), "--status-bind", "nowhere"], stateDir: path.join(tempDir(), "s") });
   expect(await proxy.then(() => "started", (e: Error) => e.message)).toContain('invalid value for --status-bind: invalid address "nowhere"');
+});
+
+test("after an upgrade the successor serves the status page on the same port", async () => {
+  const statusPort = await freePort();
+  const proxy = await Proxy.start({ args: ["--workers", "1", "--status-port", String(statusPort)] });
+  try {
+    const before = await statusJson(statusPort);
+    expect(before.pid).toBe(proxy.pid);
+    const mark = proxy.logMark();
+    const upgraded = await proxy.cli(["upgrade"]);
+    expect(upgraded.code).toBe(0);
+    const started = await proxy.waitForLog((l) => l.msg === "Server started" && l.pid !== proxy.pid, 15_000, mark);
+    expect(started.status_port).toBe(statusPort);
+    const after = await statusWhen(statusPort, "the successor answering", (s) => s.pid === started.pid);
+    expect(after.pid).not.toBe(before.pid);
+  } finally {
+    await proxy.stop();
+  }
 });

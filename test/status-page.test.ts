@@ -15,7 +15,7 @@ import { createTestCa } from "./support/tls-tools.ts";
 
 setDefaultTimeout(40_000);
 
-// Checks far apart: a target's last check (and its time) stays put while list and the page are compared.
+// Checks far apart: a target's last check stays put while list and the page are compared.
 const slow = ["--health-check-interval", "30s"];
 const opensslAvailable = Boolean(Bun.which("openssl"));
 const backends: Backend[] = [];
@@ -38,6 +38,9 @@ function externalAddress(): string | undefined {
 afterAll(async () => {
   for (const b of backends) await b.stop();
 });
+
+/** The page's targets as `list` shows them: without the time of the last check, which `list` leaves out. */
+const asListed = (targets: StatusService["targets"]) => targets.map(({ lastCheckAt: _, ...t }) => t);
 
 describe("with two workers", () => {
   let proxy: Proxy;
@@ -82,7 +85,7 @@ describe("with two workers", () => {
     expect(status.services.map((s) => s.name)).toEqual(listed.map((s) => s.name));
     for (const [i, service] of listed.entries()) {
       const shown = status.services[i]!;
-      const sameFields = Object.fromEntries(Object.keys(service).map((k) => [k, shown[k]]));
+      const sameFields = Object.fromEntries(Object.keys(service).map((k) => [k, k === "targets" ? asListed(shown.targets) : shown[k]]));
       expect(sameFields).toEqual(service as unknown as Record<string, unknown>);
     }
     expect(status.services[0]!.targets[0]).toEqual({ address: api.address, state: "healthy", role: "writer", lastCheck: "GET /up returned 200", lastCheckAt: expect.any(String) });
@@ -148,7 +151,7 @@ describe("with two workers", () => {
     expect(web.targets.map((t) => [t.address, t.role])).toContainEqual([canary.address, "rollout"]);
     expect(status.services.find((s) => s.name === "api")).toMatchObject({ state: "stopped", message: "back soon" });
     const listed = await proxy.listJson();
-    expect(status.services.map((s) => [s.name, s.state, s.targets] as unknown[])).toEqual(listed.map((s) => [s.name, s.state, s.targets]));
+    expect(status.services.map((s) => [s.name, s.state, asListed(s.targets)] as unknown[])).toEqual(listed.map((s) => [s.name, s.state, s.targets]));
     expect((await proxy.cli(["resume", "api"])).code).toBe(0);
     expect((await proxy.cli(["rollout", "stop", "web"])).code).toBe(0);
   });

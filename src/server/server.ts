@@ -291,7 +291,7 @@ function serveMetrics(port: number, hostname: string | undefined, traffic: Traff
 function serveStatus(port: number, hostname: string, traffic: Traffic, registry: Registry, certificates: CertificateManager, history?: HistoryProvider): { server: Server<unknown>; sampler: TrafficSampler } {
   const sampler = new TrafficSampler(() => traffic.samples());
   const app = createStatusApp({
-    sources: { services: () => registry.list(), tlsHosts: () => certificates.hosts(), history },
+    sources: { services: () => registry.list({ checkTimes: true }), tlsHosts: () => certificates.hosts(), history },
     sampler,
     loopbackOnly: isLoopback(hostname) || hostname === "localhost",
   });

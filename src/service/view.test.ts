@@ -28,7 +28,7 @@ test("serviceView lists every target with its state and role, draining and addin
   s.targets[0]!.lastCheck = "GET /up returned 200";
   s.targets[0]!.lastCheckAt = Date.UTC(2026, 0, 2, 3, 4, 0);
   expect(old.address).toBe("w2:80");
-  expect(serviceView(s)).toEqual({
+  expect(serviceView(s, { checkTimes: true })).toEqual({
     name: "web",
     hosts: ["app.test"],
     pathPrefixes: ["/", "/api"],
@@ -43,6 +43,8 @@ test("serviceView lists every target with its state and role, draining and addin
     ],
     rollout: { percent: 25, list: ["beta"] },
   });
+  // `list` leaves the times out: its output stays the same while nothing changes.
+  expect(serviceView(s).targets.map((t) => "lastCheckAt" in t)).toEqual([false, false, false, false, false]);
 });
 
 test("serviceView shows the stop message only while stopped, and no rollout without rollout targets", () => {

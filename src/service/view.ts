@@ -1,6 +1,7 @@
 // What `list` shows of a service (README "Commands"): its routing, its mode
 // and every target with its state, role and last health check, draining and
-// adding ones too. The status page shows the same view (README "Status page").
+// adding ones too. The status page shows the same view (README "Status page"),
+// with the time of each check.
 import type { Checked } from "./health-check.ts";
 import type { Service } from "./service.ts";
 
@@ -10,7 +11,10 @@ export interface TargetView {
   role: "writer" | "reader" | "rollout" | "draining" | "adding";
   /** The last health check's result, e.g. `GET /up returned 200`. */
   lastCheck: string;
-  /** When it ended (ISO 8601); absent before the first check. */
+  /**
+   * When it ended (ISO 8601); absent before the first check, and in `list`,
+   * whose output stays the same while nothing changes.
+   */
   lastCheckAt?: string;
 }
 
@@ -26,11 +30,12 @@ export interface ServiceView {
   rollout?: { percent: number; list: string[] };
 }
 
-function lastCheck(t: Pick<Checked, "lastCheck" | "lastCheckAt">) {
-  return { lastCheck: t.lastCheck, ...(t.lastCheckAt !== undefined ? { lastCheckAt: new Date(t.lastCheckAt).toISOString() } : {}) };
-}
-
-export function serviceView(s: Service): ServiceView {
+/** `checkTimes`: with the time of each target's last check (the status page). */
+export function serviceView(s: Service, { checkTimes = false } = {}): ServiceView {
+  const lastCheck = (t: Pick<Checked, "lastCheck" | "lastCheckAt">) => ({
+    lastCheck: t.lastCheck,
+    ...(checkTimes && t.lastCheckAt !== undefined ? { lastCheckAt: new Date(t.lastCheckAt).toISOString() } : {}),
+  });
   return {
     name: s.name,
     hosts: s.options.hosts,

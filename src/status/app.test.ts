@@ -75,6 +75,9 @@ test("the page, its script and style come from here, under a policy that allows 
 
 test("read-only: anything but GET and HEAD is 405", async () => {
   const { get } = app();
+  const head = await get("/", "127.0.0.1", { method: "HEAD" });
+  expect(head.status).toBe(200);
+  expect(await head.text()).toBe("");
   const res = await get("/status.json", "127.0.0.1", { method: "POST", body: "{}" });
   expect(res.status).toBe(405);
   expect(res.headers.get("allow")).toBe("GET, HEAD");

@@ -111,7 +111,7 @@ describe.skipIf(!executablePath)("the status page in Chromium", () => {
     await page.evaluate(() => (window.loadedOnce = 1));
     const [oldTarget, newTarget] = [backends[0]!, backends[1]!];
     // A request in flight on the old target keeps it draining while we look.
-    const slow = proxy.fetch("/slow?ms=4000", { host: "web.test" }).then((r) => r.text());
+    const slow = proxy.fetch("/slow?ms=6000", { host: "web.test" }).then((r) => r.text());
     await Bun.sleep(200);
     const redeploy = proxy.cli(["deploy", "web", "--target", newTarget.address, "--host", "web.test", "--health-check-interval", "200ms", "--drain-timeout", "20s"]);
     await page.waitForFunction(

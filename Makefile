@@ -55,11 +55,12 @@ suite-lane-2: install
 # The suites that exercise what the compiled binary does differently run
 # again against it: what users install is what gets tested. binary.test.ts
 # (the executable itself), smoke, zero-downtime, the upgrade (the binary
-# re-executes itself), workers (it spawns itself), TLS (ACME with pebble), and
-# the status page in a browser (its page, script and style are in the binary).
+# re-executes itself), workers (it spawns itself), TLS (ACME with pebble,
+# every challenge), and the status page in a browser (its page, script and
+# style are in the binary).
 # The other suites run the same bundled code paths from source in `suite`.
-BINARY_LANE_1 := test/tls.test.ts test/status-browser.test.ts
-BINARY_LANE_2 := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.ts test/upgrade.test.ts test/workers.test.ts
+BINARY_LANE_1 := test/tls.test.ts test/tls-challenges.test.ts
+BINARY_LANE_2 := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.ts test/upgrade.test.ts test/workers.test.ts test/status-browser.test.ts
 
 test-binary: dist/parachute
 	@$(MAKE) --no-print-directory -j2 -O binary-lane-1 binary-lane-2

@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { cidrSchema } from "./proxy/cidr.ts";
 import { booleanSchema, durationSchema, portSchema, sizeSchema, workerCountSchema } from "./values.ts";
 import * as v from "valibot";
 import type { ProxySettings } from "./data/pipeline.ts";
@@ -18,6 +19,8 @@ export interface AcmeOptions {
   renewBeforeMs: number;
   checkIntervalMs: number;
   retryBackoffMs: number;
+  dnsResolvers?: string[];
+  dnsWaitMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -61,6 +64,23 @@ const dirSchema = v.pipe(v.string(), v.nonEmpty("empty directory"), v.transform(
 const socketSchema = v.pipe(v.string(), v.nonEmpty("empty path"), v.transform((file) => path.resolve(file)));
 
 const urlSchema = v.pipe(v.string(), v.url((i) => `invalid URL "${i.input}"`));
+/** A repeatable flag gives a list; its environment variable, a comma-separated string. */
+const commaListSchema = <T>(item: v.GenericSchema<unknown, T>) =>
+  v.pipe(
+    v.union([v.string(), v.array(v.string())], "expected a list"),
+    v.transform((value): unknown[] => (typeof value === "string" ? value.split(",") : value).map((s) => s.trim()).filter(Boolean)),
+    v.array(item),
+  );
+
+/** DNS resolvers as node:dns takes them: `ip` or `ip:port` (`[ipv6]:port`), comma-separated. */
+const resolversSchema = v.pipe(
+  v.string(),
+  v.transform((text) => text.split(",").map((s) => s.trim()).filter(Boolean)),
+  v.check(
+    (list) => list.length > 0 && list.every((entry) => isIP(entry) || /^(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:.]+\]):\d{1,5}$/i.test(entry)),
+    (issue) => `invalid resolver list "${(issue.input as string[]).join(",")}" (expected ip or ip:port, comma-separated)`,
+  ),
+);
 
 function envValue<T>(schema: v.GenericSchema<unknown, T>, name: string, env: Env, fallback: T): T {
   const raw = env[name];
@@ -79,6 +99,8 @@ export function resolveAcmeOptions(env: Env = process.env): AcmeOptions {
     renewBeforeMs: envValue(durationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),
     checkIntervalMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_CHECK_INTERVAL", env, 12 * 3_600_000), 100),
     retryBackoffMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_RETRY", env, 30_000), 100),
+    dnsResolvers: envValue(resolversSchema, "PARACHUTE_ACME_DNS_RESOLVER", env, undefined as string[] | undefined),
+    dnsWaitMs: envValue(durationSchema, "PARACHUTE_ACME_DNS_WAIT", env, 120_000),
   };
 }
 
@@ -133,6 +155,15 @@ export const RUN_OPTIONS = {
     help: "state directory (created 0700)",
     hint: "DIR",
   }),
+  tlsAcmeCachePath: runField({
+    flag: "tls-acme-cache-path",
+    env: "TLS_ACME_CACHE_PATH",
+    schema: dirSchema,
+    fallback: (): string | undefined => undefined,
+    shownDefault: "`<state-dir>/certs`",
+    help: "ACME cache (account, certificates, keys); hosts sharing it order each certificate once",
+    hint: "DIR",
+  }),
   debug: runField({ flag: "debug", kind: "boolean", env: "DEBUG", schema: booleanSchema, fallback: () => false, shownDefault: "false", help: "debug logs" }),
   socket: runField({
     flag: "socket",
@@ -142,6 +173,25 @@ export const RUN_OPTIONS = {
     shownDefault: "`$XDG_RUNTIME_DIR/parachute.sock`, else `<tmpdir>/parachute.sock`",
     help: "admin socket",
     hint: "PATH",
+  }),
+  proxyProtocol: runField({
+    flag: "proxy-protocol",
+    kind: "boolean",
+    env: "PROXY_PROTOCOL",
+    schema: booleanSchema,
+    fallback: () => false,
+    shownDefault: "false",
+    help: "connections start with a PROXY protocol v1/v2 header, whose address is the client's; without one they are closed",
+  }),
+  proxyProtocolFrom: runField({
+    flag: "proxy-protocol-from",
+    kind: "list",
+    env: "PROXY_PROTOCOL_FROM",
+    schema: commaListSchema(cidrSchema),
+    fallback: (): string[] => [],
+    shownDefault: "any sender",
+    help: "only these senders (CIDR) send a PROXY protocol header; others are served without one (implies --proxy-protocol)",
+    hint: "CIDR",
   }),
   workers: runField({
     flag: "workers",
@@ -186,10 +236,15 @@ type RunValues = { [K in keyof typeof RUN_OPTIONS]: (typeof RUN_OPTIONS)[K] exte
 export type RunOptions = RunValues & { acme: AcmeOptions };
 
 /** Flag values as the command line gives them, by flag name. */
-export type RunFlags = Record<string, string | boolean | undefined>;
+export type RunFlags = Record<string, string | boolean | string[] | undefined>;
+
+/** The trusted senders of PROXY protocol headers, or undefined when the listeners expect none (README "PROXY protocol"). */
+export function proxyProtocolPolicy(options: Pick<RunOptions, "proxyProtocol" | "proxyProtocolFrom">): { from: string[] } | undefined {
+  return options.proxyProtocol || options.proxyProtocolFrom.length > 0 ? { from: options.proxyProtocolFrom } : undefined;
+}
 
 /** Where a value came from: the flag, or the first variable set. */
-function pick(field: RunField, flags: RunFlags, env: Env): { value: string | boolean; source: string } | undefined {
+function pick(field: RunField, flags: RunFlags, env: Env): { value: string | boolean | string[]; source: string } | undefined {
   const flag = flags[field.flag];
   if (flag !== undefined) return { value: flag, source: `--${field.flag}` };
   for (const name of field.env) if (env[name] !== undefined) return { value: env[name]!, source: name };

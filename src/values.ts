@@ -137,7 +137,7 @@ export function parseBoolean(input: string | boolean): boolean {
 }
 
 /** Wraps a throwing parser into a valibot schema whose issue message is the parser's. */
-function parsed<I, O>(base: v.GenericSchema<unknown, I>, parse: (input: I) => O) {
+export function parsed<I, O>(base: v.GenericSchema<unknown, I>, parse: (input: I) => O) {
   return v.pipe(
     base,
     v.rawTransform<I, O>(({ dataset, addIssue, NEVER }) => {

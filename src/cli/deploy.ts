@@ -28,7 +28,7 @@ export const deployCommand = parachuteCommand({
     // The server reads these files from its own working directory: a path the
     // user typed relative to theirs is made absolute here.
     const files = Object.fromEntries(
-      (["tlsCertificatePath", "tlsPrivateKeyPath", "errorPages", "basicAuthFile"] as const)
+      (["tlsCertificatePath", "tlsPrivateKeyPath", "errorPages", "basicAuthFile", "tlsDnsHook"] as const)
         .filter((field) => typeof ctx.values[field] === "string" && ctx.values[field] !== "")
         .map((field) => [field, path.resolve(ctx.values[field] as string)]),
     );

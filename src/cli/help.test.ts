@@ -44,3 +44,14 @@ test("wrap breaks at spaces and keeps a word longer than the width whole", () =>
   expect(wrap("a averyveryverylongword b", 5)).toEqual(["a", "averyveryverylongword", "b"]);
   expect(wrap("", 10)).toEqual([]);
 });
+
+test("the rollback help names the deploy's timing and health-check flags, defaulting to the service's own", () => {
+  const rollback = helpText((main.subCommands as Record<string, CommandDef>).rollback!);
+  expect(rollback).toContain("USAGE parachute rollback [OPTIONS] SERVICE");
+  expect(rollback).toMatch(/--deploy-timeout DURATION +max wait for the previous deploy's targets to\n +become healthy \(default: 30s\)/);
+  for (const flag of ["drain-timeout", "health-check-path", "health-check-interval", "health-check-timeout", "health-check-port", "health-check-host"]) {
+    expect(rollback).toContain(`--${flag} `);
+  }
+  expect(rollback.match(/default: the\s+service's/g)).toHaveLength(6);
+  expect(rollback).not.toContain("--target");
+});

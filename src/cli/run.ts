@@ -1,4 +1,4 @@
-import { ConfigError, RUN_OPTIONS, resolveRunOptions, type RunField } from "../config.ts";
+import { ConfigError, RUN_OPTIONS, resolveRunOptions, type RunField, type RunFlags } from "../config.ts";
 import { runServer, StartupError } from "../server/server.ts";
 import { CliError } from "./client.ts";
 import { parachuteCommand } from "./command.ts";
@@ -24,7 +24,7 @@ export const runCommand = parachuteCommand({
   shape: { positionals: [], flags: runFlags },
   async run(ctx) {
     try {
-      await runServer(resolveRunOptions(ctx.flags as Record<string, string | boolean>));
+      await runServer(resolveRunOptions(ctx.flags as RunFlags));
     } catch (error) {
       if (error instanceof ConfigError || error instanceof StartupError) throw new CliError(error.message);
       throw error;

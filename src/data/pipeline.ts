@@ -45,6 +45,8 @@ export interface CertificateView {
   waitFor(host: string, timeoutMs: number): Promise<boolean>;
   /** The key authorization for an HTTP-01 challenge token, while its order runs. */
   challenge(token: string): string | undefined;
+  /** The TLS-ALPN-01 challenge certificate for a host, while its order runs. */
+  alpnChallenge(host: string): { cert: string; key: string } | undefined;
 }
 
 /** What the run options set for every service (README "Configuration"): the same in every worker. */

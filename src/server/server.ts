@@ -8,7 +8,7 @@ import * as path from "node:path";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
-import { proxySettings, type RunOptions } from "../config.ts";
+import { proxyProtocolPolicy, proxySettings, type RunOptions } from "../config.ts";
 import { log, surviveStrayErrors } from "../log.ts";
 import { formatDuration } from "../values.ts";
 import { metrics, type RequestSamples } from "../metrics.ts";
@@ -20,6 +20,7 @@ import { TrafficSampler } from "../status/sampler.ts";
 import type { HistoryProvider } from "../status/snapshot.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache } from "../tls/certificates.ts";
+import { Fleet } from "../tls/fleet.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
 import { listenTcp } from "../data/http1-server.ts";
 import { inheritedWorkerSettings, type TlsState } from "../workers/protocol.ts";
@@ -112,6 +113,7 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     httpFd: handover?.httpFd,
     httpsFd: handover?.httpsFd,
     settings: proxySettings(options),
+    proxyProtocol: proxyProtocolPolicy(options),
   });
   const https = listeners.https;
   if (https) {
@@ -140,16 +142,17 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     ? handover.httpsFd !== undefined ? { fd: handover.httpsFd, port: handover.httpsPort } : undefined
     : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
   if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
-  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options) });
+  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options), proxyProtocol: proxyProtocolPolicy(options) });
   const tlsState = (): TlsState => ({
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),
     challenges: [...certificates.issuer.challenges],
+    alpnChallenges: [...certificates.issuer.alpnChallenges].map(([host, c]) => ({ host, ...c })),
   });
   const publishTls = () => pool.publishTls(tlsState());
   certificates.onChange = () => void publishTls();
   certificates.onIssuingChange = () => void publishTls();
-  certificates.issuer.onChallengesChange = publishTls;
+  certificates.onChallengesChange = publishTls;
   const registry = makeRegistry(pool);
   // The workers' first state, which they get before they accept.
   void pool.publish(registry.routingState());
@@ -181,7 +184,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
 export async function runServer(options: RunOptions): Promise<void> {
   log.setDebug(options.debug);
   const role = inheritedRole();
-  if (role.worker) return await runWorker(role.worker);
+  if (role.worker) return await runWorker(role.worker, options.tlsAcmeCachePath);
   const handover = role.handover;
   const store = openStateDir(options.stateDir);
   // A successor shares the socket path with the predecessor that started it.
@@ -213,7 +216,9 @@ export async function runServer(options: RunOptions): Promise<void> {
     ...(server.statusPort ? { status_port: server.statusPort, status_bind: options.statusBind } : {}),
     socket: options.socket,
     state_dir: options.stateDir,
+    ...(options.tlsAcmeCachePath ? { acme_cache: options.tlsAcmeCachePath } : {}),
     pid: process.pid,
+    ...proxyProtocolFields(options),
     ...traffic.describe(),
     ...(handover ? { upgraded_from: handover.from } : {}),
   });
@@ -221,6 +226,13 @@ export async function runServer(options: RunOptions): Promise<void> {
   process.on("SIGINT", () => void server.shutdown("SIGINT"));
   surviveStrayErrors();
   if (handover) await announceWhenServing(server.adminPath);
+}
+
+/** The "Server started" fields saying whether the listeners expect PROXY protocol headers, and from whom. */
+function proxyProtocolFields(options: RunOptions): Record<string, unknown> {
+  const policy = proxyProtocolPolicy(options);
+  if (!policy) return {};
+  return { proxy_protocol: true, proxy_protocol_from: policy.from.length ? policy.from : "any" };
 }
 
 /** What this process was started as: a worker, a successor in an upgrade (with its handover), or a first server. */
@@ -251,20 +263,41 @@ function openStateDir(dir: string): StateStore {
   return store;
 }
 
+/** The ACME cache a fleet shares (`--tls-acme-cache-path`), created 0700 and checked writable now rather than at the first order. */
+function openSharedCache(dir: string): CertificateCache {
+  const cache = new CertificateCache(dir);
+  try {
+    cache.ensureDir();
+  } catch (error) {
+    throw new StartupError(`cannot create ACME cache directory ${dir}: ${(error as Error).message}`);
+  }
+  const probe = path.join(dir, `.write-check-${process.pid}-${Date.now()}`);
+  try {
+    fs.writeFileSync(probe, "", { mode: 0o600 });
+    fs.rmSync(probe, { force: true });
+  } catch (error) {
+    throw new StartupError(`ACME cache directory ${dir} is not writable: ${(error as Error).message}`);
+  }
+  return cache;
+}
+
 function certificateManager(options: RunOptions): CertificateManager {
-  const certsDir = path.join(options.stateDir, "certs");
+  const shared = options.tlsAcmeCachePath;
+  const certsDir = shared ?? path.join(options.stateDir, "certs");
+  const cache = shared ? openSharedCache(shared) : new CertificateCache(certsDir);
   let issuer: AcmeIssuer;
   try {
     issuer = new AcmeIssuer(certsDir, options.acme);
   } catch (error) {
     throw new StartupError(`cannot read PARACHUTE_ACME_CA ${options.acme.caFile}: ${(error as Error).message}`);
   }
-  return new CertificateManager(new CertificateCache(certsDir), issuer, {
+  const renewal = {
     ...DEFAULT_RENEWAL,
     renewBeforeMs: options.acme.renewBeforeMs,
     checkIntervalMs: options.acme.checkIntervalMs,
     backoffMs: options.acme.retryBackoffMs,
-  });
+  };
+  return new CertificateManager(cache, issuer, renewal, shared ? new Fleet(cache) : undefined);
 }
 
 /** The metrics listener: it only ever answers /metrics, never proxied traffic. */

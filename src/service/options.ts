@@ -51,6 +51,10 @@ const flag = (name: string, defaultValue: boolean, help: string) =>
 const optionalText = (name: string, help: string, hint: string) =>
   field({ flag: name, kind: "value", input: v.string(), stored: v.optional(v.string()), help, hint });
 
+/** The ACME challenge types parachute answers (README "TLS"). */
+export const TLS_CHALLENGES = ["auto", "http-01", "tls-alpn-01", "dns-01"] as const;
+export type TlsChallenge = (typeof TLS_CHALLENGES)[number];
+
 const healthCheckPath = v.pipe(
   v.string(),
   v.regex(/^\/[^\s]*$/, (issue) => `invalid health check path "${issue.input}" (expected a path like /up)`),
@@ -79,6 +83,16 @@ export const SERVICE_OPTIONS = {
   tlsStaging: flag("tls-staging", false, "use the ACME staging directory"),
   tlsCertificatePath: optionalText("tls-certificate-path", "PEM certificate to use instead of ACME", "FILE"),
   tlsPrivateKeyPath: optionalText("tls-private-key-path", "PEM private key for --tls-certificate-path", "FILE"),
+  tlsChallenge: field({
+    flag: "tls-challenge",
+    kind: "value",
+    input: v.picklist(TLS_CHALLENGES, (issue) => `invalid TLS challenge ${issue.received} (expected ${TLS_CHALLENGES.join(", ")})`),
+    stored: v.optional(v.picklist(TLS_CHALLENGES), "auto"),
+    help: "ACME challenge: http-01 (HTTP port), tls-alpn-01 (HTTPS port), dns-01 (--tls-dns-hook), or auto: http-01, then tls-alpn-01",
+    hint: "TYPE",
+    shownDefault: "dns-01 with --tls-dns-hook, else auto",
+  }),
+  tlsDnsHook: optionalText("tls-dns-hook", "executable run as CMD add|remove FQDN VALUE to publish DNS-01 TXT records; wildcard hosts need it", "CMD"),
   tlsRedirect: flag("tls-redirect", true, "with TLS, redirect HTTP to HTTPS (301)"),
   canonicalHost: field({ flag: "canonical-host", kind: "value", input: hostSchema, stored: v.optional(hostSchema), help: "301-redirect the service's other hosts to this one", hint: "NAME" }),
   drainTimeout: duration("drain-timeout", "30s", "max time old targets get to finish in-flight requests"),
@@ -191,7 +205,8 @@ export type ServiceOptionsRequest = v.InferOutput<typeof ServiceOptionsRequest>;
 /**
  * A service's options from a request's: certificate files mean TLS (with that
  * certificate instead of ACME), X-Forwarded-* are trusted by default only
- * without TLS, and repeated hosts or prefixes count once.
+ * without TLS, a DNS hook means DNS-01 unless another challenge is named,
+ * and repeated hosts or prefixes count once.
  */
 export function resolveOptions(request: ServiceOptionsRequest): ServiceOptions {
   const picked = Object.fromEntries(Object.keys(SERVICE_OPTIONS).map((key) => [key, request[key as keyof ServiceOptionsRequest]]));
@@ -202,6 +217,7 @@ export function resolveOptions(request: ServiceOptionsRequest): ServiceOptions {
     hosts: [...new Set(request.hosts)],
     pathPrefixes: [...new Set(request.pathPrefixes)],
     forwardHeaders: request.forwardHeaders ?? !tls,
+    tlsChallenge: request.tlsChallenge ?? (request.tlsDnsHook ? "dns-01" : "auto"),
   };
 }
 

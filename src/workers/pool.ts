@@ -29,6 +29,8 @@ export interface WorkerPoolOptions {
   /** The public HTTPS port (redirects). */
   httpsPort: number;
   proxy: ProxySettings;
+  /** Trusted PROXY protocol senders; undefined: off. */
+  proxyProtocol: { from: string[] } | undefined;
 }
 
 class WorkerProcess {
@@ -96,6 +98,7 @@ export class WorkerPool implements DataPlane {
       ...(this.options.httpsFd !== undefined ? { httpsFd: HTTPS_FD } : {}),
       httpsPort: this.options.httpsPort,
       proxy: this.options.proxy,
+      ...(this.options.proxyProtocol ? { proxyProtocol: this.options.proxyProtocol } : {}),
     };
     const env: Record<string, string | undefined> = { ...process.env, [WORKER_ENV]: JSON.stringify(settings) };
     delete env[HANDOVER_ENV];

@@ -4,6 +4,7 @@
 import * as v from "valibot";
 import type { RequestSamples } from "../metrics.ts";
 import type { RoutingState } from "../service/routing-state.ts";
+import { cidrSchema } from "../proxy/cidr.ts";
 import { jsonFromEnv, portSchema, wholeSchema } from "../values.ts";
 
 /** A stopping worker's exit code when its drain had to cut what was left (the `stopped` message may not get out first). */
@@ -22,6 +23,8 @@ const WorkerSettingsSchema = v.object({
   httpsPort: portSchema,
   /** The run options every data plane applies (ProxySettings). */
   proxy: v.object({ maxRequestBody: wholeSchema, publishHealthCheck: v.boolean() }),
+  /** The senders trusted with PROXY protocol headers (none: any); absent: off. */
+  proxyProtocol: v.optional(v.object({ from: v.array(cidrSchema) })),
 });
 export type WorkerSettings = v.InferOutput<typeof WorkerSettingsSchema>;
 
@@ -35,6 +38,8 @@ export interface TlsState {
   certificates: { host: string; cert: string; key: string }[];
   issuing: string[];
   challenges: [token: string, keyAuthorization: string][];
+  /** TLS-ALPN-01 challenge certificates by host (RFC 8737). */
+  alpnChallenges: { host: string; cert: string; key: string }[];
 }
 
 export type ToWorker =

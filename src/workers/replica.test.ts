@@ -88,16 +88,31 @@ test("in-flight and paused counts by service, for the control plane's metrics", 
 test("a handshake waits for a certificate only while its order runs", async () => {
   const certificates = new ReplicaCertificates();
   expect(await certificates.waitFor("app.test", 1_000)).toBe(false);
-  certificates.apply({ certificates: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]] });
+  certificates.apply({ certificates: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]], alpnChallenges: [{ host: "app.test", cert: "AC", key: "AK" }] });
   expect(certificates.challenge("token")).toBe("key-authorization");
+  expect(certificates.alpnChallenge("app.test")).toEqual({ cert: "AC", key: "AK" });
   const waiting = certificates.waitFor("app.test", 5_000);
-  certificates.apply({ certificates: [{ host: "app.test", cert: "C", key: "K" }], issuing: [], challenges: [] });
+  certificates.apply({ certificates: [{ host: "app.test", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await waiting).toBe(true);
+  expect(certificates.alpnChallenge("app.test")).toBeUndefined();
   expect(certificates.has("app.test")).toBe(true);
   expect(certificates.challenge("token")).toBeUndefined();
 
-  certificates.apply({ certificates: [], issuing: ["failing.test"], challenges: [] });
+  certificates.apply({ certificates: [], issuing: ["failing.test"], challenges: [], alpnChallenges: [] });
   const failing = certificates.waitFor("failing.test", 5_000);
-  certificates.apply({ certificates: [], issuing: [], challenges: [] });
+  certificates.apply({ certificates: [], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await failing).toBe(false);
+});
+
+test("a name under a wildcard has the wildcard's certificate, and waits for the wildcard's order", async () => {
+  const certificates = new ReplicaCertificates();
+  certificates.apply({ certificates: [], issuing: ["*.example.com"], challenges: [], alpnChallenges: [] });
+  expect(certificates.has("a.example.com")).toBe(false);
+  const waiting = certificates.waitFor("a.example.com", 5_000);
+  certificates.apply({ certificates: [{ host: "*.example.com", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
+  expect(await waiting).toBe(true);
+  expect(certificates.has("a.example.com")).toBe(true);
+  // One label only (RFC 6125 §6.4.3), as the router matches it.
+  expect(certificates.has("b.a.example.com")).toBe(false);
+  expect(certificates.has("example.com")).toBe(false);
 });

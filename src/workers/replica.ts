@@ -13,6 +13,8 @@ import type { RoutingState, ServiceState, TargetState } from "../service/routing
 import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
+import { certificateHostsFor } from "../tls/certificates.ts";
+import { SharedChallenges } from "../tls/fleet.ts";
 import type { TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
@@ -89,26 +91,44 @@ export class ReplicaCertificates implements CertificateView {
   private hosts = new Set<string>();
   private issuing = new Set<string>();
   private challenges = new Map<string, string>();
+  private alpnChallenges = new Map<string, { cert: string; key: string }>();
   private readonly waiters = new Set<() => void>();
+
+  /** Other hosts' HTTP-01 answers, when the ACME cache is shared by a fleet (fleet.ts). */
+  private readonly shared: SharedChallenges | undefined;
+
+  constructor(acmeCachePath?: string) {
+    this.shared = acmeCachePath ? new SharedChallenges(acmeCachePath) : undefined;
+  }
 
   apply(state: TlsState) {
     this.hosts = new Set(state.certificates.map((c) => c.host));
     this.issuing = new Set(state.issuing);
     this.challenges = new Map(state.challenges);
+    this.alpnChallenges = new Map(state.alpnChallenges.map(({ host, cert, key }) => [host, { cert, key }]));
     for (const wake of [...this.waiters]) wake();
   }
 
-  has(host: string): boolean {
-    return this.hosts.has(host);
+  /** Whether a TLS name has a certificate: its own or its wildcard's. */
+  has(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.hosts.has(host));
+  }
+
+  private issuingFor(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.issuing.has(host));
   }
 
   challenge(token: string): string | undefined {
-    return this.challenges.get(token);
+    return this.challenges.get(token) ?? this.shared?.read(token);
+  }
+
+  alpnChallenge(host: string) {
+    return this.alpnChallenges.get(host);
   }
 
   waitFor(host: string, timeoutMs: number): Promise<boolean> {
-    if (this.hosts.has(host)) return Promise.resolve(true);
-    if (!this.issuing.has(host)) return Promise.resolve(false);
+    if (this.has(host)) return Promise.resolve(true);
+    if (!this.issuingFor(host)) return Promise.resolve(false);
     return new Promise((resolve) => {
       const done = (issued: boolean) => {
         clearTimeout(timer);
@@ -116,8 +136,8 @@ export class ReplicaCertificates implements CertificateView {
         resolve(issued);
       };
       const check = () => {
-        if (this.hosts.has(host)) done(true);
-        else if (!this.issuing.has(host)) done(false);
+        if (this.has(host)) done(true);
+        else if (!this.issuingFor(host)) done(false);
       };
       const timer = setTimeout(() => done(false), timeoutMs);
       this.waiters.add(check);

@@ -16,10 +16,11 @@ function send(message: FromWorker) {
   process.send?.(message);
 }
 
-export async function runWorker(settings: WorkerSettings): Promise<void> {
+/** `acmeCachePath`: the ACME cache a fleet shares (`--tls-acme-cache-path`), where other hosts' HTTP-01 answers are found. */
+export async function runWorker(settings: WorkerSettings, acmeCachePath?: string): Promise<void> {
   log.setProcessFields({ worker: settings.index });
   const routes = new ReplicaRoutes();
-  const certificates = new ReplicaCertificates();
+  const certificates = new ReplicaCertificates(acmeCachePath);
   let listeners: DataPlaneListeners | undefined;
   let stopping = false;
   let leaving = false;
@@ -50,6 +51,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         httpsFd: settings.httpsFd,
         redirectHttpsPort: settings.httpsPort,
         settings: settings.proxy,
+        proxyProtocol: settings.proxyProtocol,
       });
     } catch (error) {
       log.error("Worker cannot serve", { error: (error as Error).message });

@@ -14,7 +14,11 @@ import { statusUrl } from "./support/status.ts";
 setDefaultTimeout(60_000);
 
 // The page's globals, as the functions run in the browser use them (the project's TypeScript has no DOM library).
-declare const document: { querySelector(selector: string): { getAttribute(name: string): string | null } | null; documentElement: { scrollWidth: number } };
+declare const document: {
+  querySelector(selector: string): { getAttribute(name: string): string | null } | null;
+  querySelectorAll(selector: string): { length: number };
+  documentElement: { scrollWidth: number };
+};
 declare const window: { innerWidth: number; loadedOnce?: number };
 
 const ARTIFACTS = path.resolve(import.meta.dir, "../test-artifacts");
@@ -109,6 +113,8 @@ describe.skipIf(!executablePath)("the status page in Chromium", () => {
 
   test("a redeploy shows up live, without a reload: the new target, then the old one draining", async () => {
     await page.evaluate(() => (window.loadedOnce = 1));
+    const deploysShown = () => page.$$eval('[data-service="web"] [data-history="deploy"]', (rows) => rows.length);
+    expect(await deploysShown()).toBe(1);
     const [oldTarget, newTarget] = [backends[0]!, backends[1]!];
     // A request in flight on the old target keeps it draining while we look.
     const slow = proxy.fetch("/slow?ms=6000", { host: "web.test" }).then((r) => r.text());
@@ -130,6 +136,9 @@ describe.skipIf(!executablePath)("the status page in Chromium", () => {
     expect(await slow).toBe("slow from web-1");
     expect((await redeploy).code).toBe(0);
     await page.waitForFunction((address) => !document.querySelector(`[data-service="web"] [data-target="${address}"]`), { timeout: 10_000 }, oldTarget.address);
+    // The redeploy is in the history, newest first.
+    await page.waitForFunction(() => document.querySelectorAll('[data-service="web"] [data-history="deploy"]').length === 2, { timeout: 5_000 });
+    expect(await page.$eval('[data-service="web"] [data-history]', (row) => (row as unknown as { innerText: string }).innerText)).toContain(`${oldTarget.address} → ${newTarget.address}`);
     // Same document all along: the marker set before the redeploy is still there.
     expect(await page.evaluate(() => window.loadedOnce)).toBe(1);
   });

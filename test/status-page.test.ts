@@ -156,6 +156,20 @@ describe("with two workers", () => {
     expect((await proxy.cli(["rollout", "stop", "web"])).code).toBe(0);
   });
 
+  test("the deploy history is the one history --json gives, its last records", async () => {
+    const status = await statusJson(statusPort);
+    for (const service of status.services) {
+      const result = await proxy.cli(["history", service.name, "--json"]);
+      expect(result.code).toBe(0);
+      const { records } = JSON.parse(result.stdout) as { records: Record<string, unknown>[] };
+      expect(records.length).toBeGreaterThan(0);
+      const shown = (service.history as Record<string, unknown>[]).map(({ commandLine: _, ...r }) => r);
+      expect(shown).toEqual(records.slice(-10));
+    }
+    const web = status.services.find((s) => s.name === "web")!;
+    expect((web.history as { commandLine: string }[]).map((r) => r.commandLine)).toContain("rollout set --percent 25 --list alice");
+  });
+
   test("/events streams the status once a second", async () => {
     const abort = new AbortController();
     const res = await fetch(statusUrl(statusPort, "/events"), { signal: abort.signal });

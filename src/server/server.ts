@@ -17,7 +17,6 @@ import { Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
 import { createStatusApp, isLoopback } from "../status/app.ts";
 import { TrafficSampler } from "../status/sampler.ts";
-import type { HistoryProvider } from "../status/snapshot.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache } from "../tls/certificates.ts";
 import { Fleet } from "../tls/fleet.ts";
@@ -321,10 +320,10 @@ function serveMetrics(port: number, hostname: string | undefined, traffic: Traff
  * proxied one, bound to a loopback address unless the operator chose another.
  * Its charts' sampler reads only while someone looks.
  */
-function serveStatus(port: number, hostname: string, traffic: Traffic, registry: Registry, certificates: CertificateManager, history?: HistoryProvider): { server: Server<unknown>; sampler: TrafficSampler } {
+function serveStatus(port: number, hostname: string, traffic: Traffic, registry: Registry, certificates: CertificateManager): { server: Server<unknown>; sampler: TrafficSampler } {
   const sampler = new TrafficSampler(() => traffic.samples());
   const app = createStatusApp({
-    sources: { services: () => registry.list({ checkTimes: true }), tlsHosts: () => certificates.hosts(), history },
+    sources: { services: () => registry.list({ checkTimes: true }), tlsHosts: () => certificates.hosts(), history: (service) => registry.historyOf(service) ?? [] },
     sampler,
     loopbackOnly: isLoopback(hostname) || hostname === "localhost",
   });

@@ -3,7 +3,8 @@ import { Metrics } from "../metrics.ts";
 import type { ServiceView } from "../service/view.ts";
 import { createStatusApp, isLoopback } from "./app.ts";
 import { TrafficSampler } from "./sampler.ts";
-import type { HistoryRecord } from "./snapshot.ts";
+import type { HistoryRecord } from "../service/history.ts";
+import { HISTORY_SHOWN } from "./snapshot.ts";
 
 const web: ServiceView = {
   name: "web",
@@ -14,9 +15,18 @@ const web: ServiceView = {
   targets: [{ address: "10.0.0.1:3000", state: "healthy", role: "writer", lastCheck: "GET /up returned 200" }],
   rollout: { percent: 10, list: ["alice"] },
 };
-const deployed: HistoryRecord = { at: "2026-01-01T00:00:00.000Z", command: "deploy web --target 10.0.0.1:3000", before: [], after: ["10.0.0.1:3000"], durationMs: 1200, outcome: "ok" };
+const none = { targets: [], readTargets: [], rolloutTargets: [] };
+const deployed: HistoryRecord = {
+  time: "2026-01-01T00:00:00.000Z",
+  command: "deploy",
+  options: { targets: ["10.0.0.1:3000"], hosts: ["app.test"], deployTimeout: "30s" },
+  before: none,
+  after: { ...none, targets: ["10.0.0.1:3000"] },
+  durationMs: 1200,
+  outcome: "ok",
+};
 
-function app(loopbackOnly = true, history?: (service: string) => HistoryRecord[]) {
+function app(loopbackOnly = true, history: (service: string) => HistoryRecord[] = () => []) {
   const metrics = new Metrics();
   metrics.recordRequest("web", "GET", 200, 0.01);
   metrics.recordRequest("web", "GET", 502, 0.01);
@@ -47,16 +57,17 @@ test("/status.json is the list view of each service with its traffic, certificat
       requests: { total: 2, errors5xx: 1 },
       series: { t: [], requestRate: [], errorRate: [], p50: [], p99: [], inFlight: [] },
       certificates: [{ host: "app.test", source: "acme", issuing: false, error: { message: "connection refused", at: "2026-01-01T00:00:00.000Z" } }],
-      history: [deployed],
+      history: [{ ...deployed, commandLine: "deploy --host app.test --deploy-timeout 30s" }],
     },
   ]);
   sampler.stop();
 });
 
-test("without a history provider every service shows an empty history", async () => {
-  const { get, sampler } = app();
-  const body = (await (await get("/status.json")).json()) as { services: { history: unknown[] }[] };
-  expect(body.services[0]!.history).toEqual([]);
+test("the history shows the last records, oldest first, as history --json gives them", async () => {
+  const records = Array.from({ length: HISTORY_SHOWN + 5 }, (_, i): HistoryRecord => ({ ...deployed, durationMs: i }));
+  const { get, sampler } = app(true, () => records);
+  const body = (await (await get("/status.json")).json()) as { services: { history: HistoryRecord[] }[] };
+  expect(body.services[0]!.history.map((r) => r.durationMs)).toEqual(records.slice(-HISTORY_SHOWN).map((r) => r.durationMs));
   sampler.stop();
 });
 

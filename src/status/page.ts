@@ -143,12 +143,15 @@ export const PAGE_SCRIPT = String.raw`"use strict";
     return "<h3>TLS certificates</h3>" + (rows.length ? '<div class="scroll"><table><thead><tr><th>host</th><th>source</th><th>expires</th></tr></thead><tbody>' + rows.join("") + "</tbody></table></div>" : '<p class="empty">No TLS host.</p>');
   }
 
+  const targetSets = (sets) => [sets.targets.join(", "), sets.readTargets.length ? "read: " + sets.readTargets.join(", ") : "", sets.rolloutTargets.length ? "rollout: " + sets.rolloutTargets.join(", ") : ""].filter(Boolean).join(" · ") || "–";
+
+  // Newest first; "parachute history SERVICE" has them all.
   function history(s, now) {
-    const list = s.history.slice(-10).reverse();
+    const list = s.history.slice().reverse();
     if (!list.length) return '<h3>Deploy history</h3><p class="empty">Nothing recorded.</p>';
     const rows = list.map((h) =>
-      "<tr><td>" + esc(ago(h.at, now)) + "</td><td>" + esc(h.command) + "</td><td>" + esc(h.before.join(", ") || "–") + " → " + esc(h.after.join(", ") || "–") +
-      "</td><td>" + esc((h.durationMs / 1000).toFixed(1)) + ' s</td><td data-state="' + (h.outcome === "ok" ? "healthy" : "error") + '">' + esc(h.outcome) + "</td></tr>");
+      '<tr data-history="' + esc(h.command) + '"><td>' + esc(ago(h.time, now)) + "</td><td>" + esc(h.commandLine) + "</td><td>" + esc(targetSets(h.before)) + " → " + esc(targetSets(h.after)) +
+      "</td><td>" + esc(h.durationMs < 1000 ? h.durationMs + " ms" : (h.durationMs / 1000).toFixed(1) + " s") + '</td><td class="' + (h.outcome === "ok" ? "" : "error") + '">' + esc(h.outcome === "ok" ? "ok" : "failed: " + (h.error || "")) + "</td></tr>");
     return '<h3>Deploy history</h3><div class="scroll"><table><thead><tr><th>when</th><th>command</th><th>targets</th><th>took</th><th>outcome</th></tr></thead><tbody>' + rows.join("") + "</tbody></table></div>";
   }
 

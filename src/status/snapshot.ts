@@ -1,32 +1,25 @@
 // What the status page shows, as one JSON document (README "Status page",
 // /status.json): every service as `list` shows it (the same ServiceView), with
 // its traffic as /metrics counts it, its charts, its certificates and its
-// deploy history.
+// deploy history as `history --json` gives it.
+import { commandLine } from "../cli/history.ts";
+import type { HistoryRecord } from "../service/history.ts";
 import type { ServiceView } from "../service/view.ts";
 import type { TlsHostStatus } from "../tls/manager.ts";
 import { VERSION } from "../version.ts";
 import type { Point, Reading, TrafficSampler } from "./sampler.ts";
 
-/** One recorded command on a service (README "Status page": the deploy history), newest last. */
-export interface HistoryRecord {
-  /** When it started (ISO 8601). */
-  at: string;
-  /** The command with its options, as typed, e.g. `deploy web --target web-2:3000`. */
-  command: string;
-  before: string[];
-  after: string[];
-  durationMs: number;
-  /** "ok", or the failure reason. */
-  outcome: string;
-}
+/** A history record as `history --json` gives it, with its command as `history` shows it (`deploy --host a.test`). */
+export type HistoryEntry = HistoryRecord & { commandLine: string };
 
-/** Where the page finds a service's deploy history; without one, every service shows an empty history. */
-export type HistoryProvider = (service: string) => HistoryRecord[];
+/** The last records the page shows per service (`history SERVICE` has them all). */
+export const HISTORY_SHOWN = 10;
 
 export interface StatusSources {
   services(): ServiceView[];
   tlsHosts(): TlsHostStatus[];
-  history?: HistoryProvider;
+  /** A service's history, oldest first. */
+  history(service: string): readonly HistoryRecord[];
 }
 
 export interface CertificateStatus {
@@ -55,7 +48,8 @@ export type ServiceStatus = ServiceView & {
   requests: { total: number; errors5xx: number };
   series: Series;
   certificates: CertificateStatus[];
-  history: HistoryRecord[];
+  /** The last HISTORY_SHOWN records, oldest first. */
+  history: HistoryEntry[];
 };
 
 export interface StatusSnapshot {
@@ -106,7 +100,7 @@ export function statusSnapshot(sources: StatusSources, reading: Reading, sampler
         requests: { total: totals?.requests ?? 0, errors5xx: totals?.errors ?? 0 },
         series: columns(sampler.series(view.name)),
         certificates: view.hosts.flatMap((host) => (tls.has(host) ? [certificateStatus(tls.get(host)!)] : [])),
-        history: sources.history?.(view.name) ?? [],
+        history: sources.history(view.name).slice(-HISTORY_SHOWN).map((r) => ({ ...r, commandLine: commandLine(r) })),
       };
     }),
   };

@@ -19,6 +19,7 @@ await proxy.cli(["deploy", "docs", "--target", b[1]!.address, "--host", "docs.ex
 await proxy.cli(["rollout", "deploy", "web", "--target", b[2]!.address]);
 await proxy.cli(["rollout", "set", "web", "--percent", "10", "--list", "alice"]);
 await proxy.cli(["deploy", "api", "--target", b[3]!.address, "--host", "api.example.com", "--path-prefix", "/v1"]);
+await proxy.cli(["deploy", "api", "--target", "127.0.0.1:1", "--host", "api.example.com", "--path-prefix", "/v1", "--deploy-timeout", "2s"]);
 const browser = await puppeteer.launch({ executablePath: "/usr/bin/chromium", headless: true, userDataDir: tempDir("c-"), args: ["--no-sandbox", "--disable-dev-shm-usage"] });
 const page = await browser.newPage();
 await page.setViewport({ width: 1200, height: 800 });

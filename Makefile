@@ -55,11 +55,12 @@ suite-lane-2: install
 # The suites that exercise what the compiled binary does differently run
 # again against it: what users install is what gets tested. binary.test.ts
 # (the executable itself), smoke, zero-downtime, the upgrade (the binary
-# re-executes itself), workers (it spawns itself), and TLS (ACME with pebble,
-# every challenge).
+# re-executes itself), workers (it spawns itself), TLS (ACME with pebble,
+# every challenge), and the status page in a browser (its page, script and
+# style are in the binary).
 # The other suites run the same bundled code paths from source in `suite`.
 BINARY_LANE_1 := test/tls.test.ts test/tls-challenges.test.ts
-BINARY_LANE_2 := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.ts test/upgrade.test.ts test/workers.test.ts
+BINARY_LANE_2 := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.ts test/upgrade.test.ts test/workers.test.ts test/status-browser.test.ts
 
 test-binary: dist/parachute
 	@$(MAKE) --no-print-directory -j2 -O binary-lane-1 binary-lane-2
@@ -74,7 +75,7 @@ binary-lane-1 binary-lane-2: binary-lane-%:
 coverage: install
 	$(BUN) test --coverage --coverage-reporter=text --coverage-reporter=lcov --coverage-dir=dist/coverage ./src
 
-# pebble, openssl and curl for the TLS suites, installed when missing.
+# pebble, openssl and curl for the TLS suites, chromium for the status page's browser test, installed when missing.
 test-tools:
 	@bash scripts/test-tools.sh
 

@@ -136,6 +136,16 @@ export const RUN_OPTIONS = {
   httpsPort: runField({ flag: "https-port", env: "HTTPS_PORT", schema: portSchema, fallback: () => 443, shownDefault: "443", help: "port for HTTPS traffic (0 disables HTTPS)", hint: "PORT" }),
   bind: runField({ flag: "bind", env: "BIND", schema: bindSchema, fallback: (): string | undefined => undefined, shownDefault: "all interfaces", help: "address to listen on (IPv4 or IPv6)", hint: "ADDR" }),
   metricsPort: runField({ flag: "metrics-port", env: "METRICS_PORT", schema: portSchema, fallback: () => 0, shownDefault: "0 (off)", help: "Prometheus metrics listener", hint: "PORT" }),
+  statusPort: runField({ flag: "status-port", env: "STATUS_PORT", schema: portSchema, fallback: () => 0, shownDefault: "0 (off)", help: "live status page (HTML, /status.json), read-only", hint: "PORT" }),
+  statusBind: runField({
+    flag: "status-bind",
+    env: "STATUS_BIND",
+    schema: bindSchema,
+    fallback: () => "127.0.0.1",
+    shownDefault: "127.0.0.1",
+    help: "address of the status page; on a loopback address it refuses other peers (open it through an SSH tunnel)",
+    hint: "ADDR",
+  }),
   stateDir: runField({
     flag: "state-dir",
     env: "STATE_DIR",

@@ -25,7 +25,7 @@ export interface ServiceLoad {
   paused: number;
 }
 
-const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const DEPLOY_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
 function escape(value: string): string {
@@ -210,7 +210,7 @@ export function sumRequests(workers: RequestSamples[]): Metrics {
   return total;
 }
 
-function sumInFlight(workers: RequestSamples[]): ServiceLoad[] {
+export function sumInFlight(workers: RequestSamples[]): ServiceLoad[] {
   const byService = new Map<string, ServiceLoad>();
   for (const worker of workers) {
     for (const { service, value, paused } of worker.inFlight) {

@@ -236,7 +236,7 @@ test("rollback: the previous targets are health-checked, traffic goes to them, a
   expect(done.code).toBe(0);
   expect(done.stdout.trim()).toBe("Rolled back app");
   const list = await proxy.listJson();
-  expect(list[0]!.targets).toEqual([{ address: a.address, state: "healthy", role: "writer" } as never]);
+  expect(list[0]!.targets).toEqual([{ address: a.address, state: "healthy", role: "writer", lastCheck: "GET /up returned 200" } as never]);
   expect(fs.readFileSync(proxy.stateFile, "utf8")).not.toContain(b.address);
 
   // A second rollback goes back again (a toggle).

@@ -73,8 +73,8 @@ describe("rollout on one service", () => {
     expect(deployed.stderr).toContain(`Target ${canary.address}: healthy`);
     const service = await getService(proxy, "ro");
     expect(service!.targets).toEqual([
-      { address: active.address, state: "healthy", role: "writer" },
-      { address: canary.address, state: "healthy", role: "rollout" },
+      { address: active.address, state: "healthy", role: "writer", lastCheck: expect.any(String) },
+      { address: canary.address, state: "healthy", role: "rollout", lastCheck: "GET /up returned 200" },
     ]);
     expect(service!.rollout).toEqual({ percent: 0, list: [] });
     expect(sick.requests).toBe(0);

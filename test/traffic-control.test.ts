@@ -276,9 +276,9 @@ describe("read targets and writer affinity", () => {
       "--writer-affinity-timeout", "500ms", "--health-check-interval", "200ms",
     ]);
     expect((await getService(proxy, "rw"))!.targets).toEqual([
-      { address: writer.address, state: "healthy", role: "writer" },
-      { address: r1.address, state: "healthy", role: "reader" },
-      { address: r2.address, state: "healthy", role: "reader" },
+      { address: writer.address, state: "healthy", role: "writer", lastCheck: "GET /up returned 200" },
+      { address: r1.address, state: "healthy", role: "reader", lastCheck: "GET /up returned 200" },
+      { address: r2.address, state: "healthy", role: "reader", lastCheck: "GET /up returned 200" },
     ]);
 
     // GET and HEAD: the readers, both of them, never the writer.

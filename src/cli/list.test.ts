@@ -9,9 +9,9 @@ const web: ServiceView = {
   tls: true,
   state: "running",
   targets: [
-    { address: "web-1:3000", state: "healthy", role: "writer" },
-    { address: "web-2:3000", state: "unhealthy", role: "reader" },
-    { address: "web-0:3000", state: "draining", role: "draining" },
+    { address: "web-1:3000", state: "healthy", role: "writer", lastCheck: "GET /up returned 200" },
+    { address: "web-2:3000", state: "unhealthy", role: "reader", lastCheck: "GET /up returned 200" },
+    { address: "web-0:3000", state: "draining", role: "draining", lastCheck: "GET /up returned 200" },
   ],
 };
 
@@ -32,8 +32,8 @@ test("a catch-all shows * as its host; a paused or stopped service says so on ea
     tls: false,
     state: "paused",
     targets: [
-      { address: "api:80", state: "healthy", role: "writer" },
-      { address: "canary:80", state: "adding", role: "adding" },
+      { address: "api:80", state: "healthy", role: "writer", lastCheck: "GET /up returned 200" },
+      { address: "canary:80", state: "adding", role: "adding", lastCheck: "GET /up returned 200" },
     ],
   };
   expect(renderTable([api]).split("\n")).toEqual([
@@ -50,12 +50,12 @@ test("rollout targets are marked and each split is summed up below the table", (
     hosts: ["shop.test"],
     state: "stopped",
     targets: [
-      { address: "shop-1:80", state: "healthy", role: "writer" },
-      { address: "shop-2:80", state: "healthy", role: "rollout" },
+      { address: "shop-1:80", state: "healthy", role: "writer", lastCheck: "GET /up returned 200" },
+      { address: "shop-2:80", state: "healthy", role: "rollout", lastCheck: "GET /up returned 200" },
     ],
     rollout: { percent: 10, list: ["beta", "qa"] },
   };
-  const plain: ServiceView = { ...rolled, name: "cart", targets: [{ address: "cart:80", state: "healthy", role: "writer" }], rollout: { percent: 0, list: [] }, state: "running" };
+  const plain: ServiceView = { ...rolled, name: "cart", targets: [{ address: "cart:80", state: "healthy", role: "writer", lastCheck: "GET /up returned 200" }], rollout: { percent: 0, list: [] }, state: "running" };
   expect(renderTable([rolled, plain]).split("\n")).toEqual([
     "SERVICE  HOST       PATH  TARGET     STATE                        TLS",
     "shop     shop.test  /     shop-1:80  healthy (stopped)            yes",

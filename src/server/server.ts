@@ -11,10 +11,12 @@ import type { UpgradeRequest } from "../admin/requests.ts";
 import { proxyProtocolPolicy, proxySettings, type RunOptions } from "../config.ts";
 import { log, surviveStrayErrors } from "../log.ts";
 import { formatDuration } from "../values.ts";
-import { metrics } from "../metrics.ts";
+import { metrics, type RequestSamples } from "../metrics.ts";
 import { CommandError, type Progress } from "../service/command-error.ts";
 import { Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
+import { createStatusApp, isLoopback } from "../status/app.ts";
+import { TrafficSampler } from "../status/sampler.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache } from "../tls/certificates.ts";
 import { Fleet } from "../tls/fleet.ts";
@@ -74,6 +76,8 @@ interface Traffic {
   describe(): Record<string, unknown>;
   /** The /metrics text. */
   metrics(): Promise<string>;
+  /** The request series /metrics renders, one per process carrying traffic (the status page's charts). */
+  samples(): Promise<RequestSamples[]>;
   /** The published health check answers 503 from now on; traffic goes on. */
   leave(): void;
   /** Stops accepting and lets what is in flight finish within `graceMs`; true when it all did. */
@@ -121,6 +125,7 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     fds: listeners.fds,
     describe: () => ({}),
     metrics: async () => metrics.render(),
+    samples: async () => [metrics.requestSamples()],
     leave: () => listeners.leave(),
     drain: (graceMs) => listeners.drain(graceMs),
     abort: () => listeners.abort(),
@@ -163,6 +168,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     fds: { httpFd: http.fd, httpsFd: https?.fd },
     describe: () => ({ workers: options.workers, worker_pids: pool.pids }),
     metrics: async () => metrics.render(await pool.samples()),
+    samples: () => pool.samples(),
     leave: () => pool.leave(),
     drain: async (graceMs) => {
       // Once the workers close theirs too, the ports refuse new connections.
@@ -196,14 +202,17 @@ export async function runServer(options: RunOptions): Promise<void> {
   };
   const metricsPort = handover ? handover.metricsPort : options.metricsPort;
   if (!handover && metricsPort > 0) checkPortFree("metrics", metricsPort, options.bind);
+  const statusPort = handover ? handover.statusPort : options.statusPort;
+  if (!handover && statusPort > 0) checkPortFree("status", statusPort, options.statusBind);
   const { traffic, registry } = options.workers > 1 ? await trafficInWorkers(setup) : trafficHere(setup);
   metrics.source = registry;
   const server = new RunningServer(options, handover, registry, traffic, certificates);
-  server.open(metricsPort);
+  server.open(metricsPort, statusPort);
   log.info("Server started", {
     http_port: traffic.httpPort,
     https_port: traffic.httpsPort,
     metrics_port: server.metricsPort,
+    ...(server.statusPort ? { status_port: server.statusPort, status_bind: options.statusBind } : {}),
     socket: options.socket,
     state_dir: options.stateDir,
     ...(options.tlsAcmeCachePath ? { acme_cache: options.tlsAcmeCachePath } : {}),
@@ -307,7 +316,24 @@ function serveMetrics(port: number, hostname: string | undefined, traffic: Traff
 }
 
 /**
- * A server once its traffic runs: its admin and metrics listeners, and the
+ * The status page's listener (README "Status page"): its own port, never a
+ * proxied one, bound to a loopback address unless the operator chose another.
+ * Its charts' sampler reads only while someone looks.
+ */
+function serveStatus(port: number, hostname: string, traffic: Traffic, registry: Registry, certificates: CertificateManager): { server: Server<unknown>; sampler: TrafficSampler } {
+  const sampler = new TrafficSampler(() => traffic.samples());
+  const app = createStatusApp({
+    sources: { services: () => registry.list({ checkTimes: true }), tlsHosts: () => certificates.hosts(), history: (service) => registry.historyOf(service) ?? [] },
+    sampler,
+    loopbackOnly: isLoopback(hostname) || hostname === "localhost",
+  });
+  // idleTimeout: an event stream writes every second; 30 s covers a slow worker scrape.
+  const server = listen("status", port, () => Bun.serve({ port, hostname, reusePort: true, development: false, idleTimeout: 30, fetch: (req, bun) => app.fetch(req, { peer: bun.requestIP(req)?.address ?? "" }) }));
+  return { server, sampler };
+}
+
+/**
+ * A server once its traffic runs: its admin, metrics and status listeners, and the
  * two ways it ends, a shutdown (signal) or an upgrade (handing over to a
  * successor, then draining).
  */
@@ -315,6 +341,7 @@ class RunningServer {
   private stopping = false;
   private upgrading = false;
   private metricsServer: Server<unknown> | undefined;
+  private status: { server: Server<unknown>; sampler: TrafficSampler } | undefined;
   private adminServer!: Server<unknown>;
   readonly adminPath: string;
   /** The pid of the server serving now (the anchor follows it). */
@@ -335,12 +362,18 @@ class RunningServer {
     return this.metricsServer?.port ?? 0;
   }
 
-  /** Opens the metrics listener and the admin socket; on failure, stops the traffic too. */
-  open(metricsPort: number) {
+  get statusPort(): number {
+    return this.status?.server.port ?? 0;
+  }
+
+  /** Opens the metrics and status listeners and the admin socket; on failure, stops the traffic too. */
+  open(metricsPort: number, statusPort: number) {
     try {
       this.metricsServer = metricsPort > 0 ? serveMetrics(metricsPort, this.options.bind, this.traffic) : undefined;
+      this.status = statusPort > 0 ? serveStatus(statusPort, this.options.statusBind, this.traffic, this.registry, this.certificates) : undefined;
     } catch (error) {
       this.traffic.abort();
+      this.metricsServer?.stop(true);
       throw error;
     }
     const admin = createAdminApp(this.registry, { upgrade: (request, progress) => this.upgrade(request, progress) });
@@ -355,10 +388,17 @@ class RunningServer {
       if (!this.handover) fs.renameSync(this.adminPath, this.options.socket);
     } catch (error) {
       this.traffic.abort();
-      this.metricsServer?.stop(true);
+      this.closeListeners();
       throw new StartupError(`cannot open admin socket ${this.options.socket}: ${(error as Error).message}`);
     }
     if (!this.handover) writePidFile(this.pidFile, process.pid);
+  }
+
+  /** Closes the metrics and status listeners (their open event streams too). */
+  private closeListeners() {
+    this.metricsServer?.stop(true);
+    this.status?.sampler.stop();
+    this.status?.server.stop(true);
   }
 
   /** Lets what is in flight finish (WebSockets get 1001 at once), within `graceMs`, then cuts the rest. */
@@ -387,7 +427,7 @@ class RunningServer {
     this.stopping = true;
     log.info("Shutting down", { signal });
     this.adminServer.stop(true);
-    this.metricsServer?.stop(true);
+    this.closeListeners();
     await this.leave();
     this.exit({ graceful: await this.drain(SHUTDOWN_GRACE_MS) });
   }
@@ -414,7 +454,7 @@ class RunningServer {
     this.traffic.leave();
     progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
     this.stopping = true;
-    this.metricsServer?.stop(true);
+    this.closeListeners();
     const adminClosed = this.adminServer.stop(false);
     const following = setInterval(() => void this.registry.followSaved(), FOLLOW_SAVED_MS);
     const graceful = await this.drain(request.drainTimeout);
@@ -451,7 +491,7 @@ class RunningServer {
     let successor: Successor | undefined;
     try {
       const { httpPort, httpsPort, fds } = this.traffic;
-      successor = startSuccessor({ httpPort, httpsPort, metricsPort: this.metricsPort, ...fds }, request.readyTimeout);
+      successor = startSuccessor({ httpPort, httpsPort, metricsPort: this.metricsPort, statusPort: this.statusPort, ...fds }, request.readyTimeout);
       log.info("Upgrading", { new_pid: successor.pid });
       progress(`Starting the new parachute (pid ${successor.pid})`);
       const socket = await successor.ready;

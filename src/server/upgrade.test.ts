@@ -11,9 +11,9 @@ test("no handover in the environment: not a successor", () => {
 });
 
 test("a handover is read with its ports and inherited sockets", () => {
-  const handover = { from: 1234, httpPort: 80, httpsPort: 443, metricsPort: 0, httpFd: HTTP_FD, httpsFd: HTTPS_FD };
+  const handover = { from: 1234, httpPort: 80, httpsPort: 443, metricsPort: 0, statusPort: 8081, httpFd: HTTP_FD, httpsFd: HTTPS_FD };
   expect(inheritedHandover(env(handover))).toEqual(handover);
-  expect(inheritedHandover(env({ from: 1, httpPort: "8080", httpsPort: 0, metricsPort: 9090 }))).toEqual({ from: 1, httpPort: 8080, httpsPort: 0, metricsPort: 9090 });
+  expect(inheritedHandover(env({ from: 1, httpPort: "8080", httpsPort: 0, metricsPort: 9090 }))).toEqual({ from: 1, httpPort: 8080, httpsPort: 0, metricsPort: 9090, statusPort: 0 });
   expect([HTTP_FD, HTTPS_FD]).toEqual([3, 4]);
 });
 

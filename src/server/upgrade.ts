@@ -32,6 +32,8 @@ const HandoverSchema = v.object({
   httpPort: portSchema,
   httpsPort: portSchema,
   metricsPort: portSchema,
+  /** Absent when the predecessor had no status page (or predates it). */
+  statusPort: v.optional(portSchema, 0),
   httpFd: v.optional(fdSchema),
   httpsFd: v.optional(fdSchema),
 });
@@ -68,6 +70,7 @@ export interface Listening {
   httpPort: number;
   httpsPort: number;
   metricsPort: number;
+  statusPort: number;
   httpFd: number | undefined;
   httpsFd: number | undefined;
 }
@@ -88,6 +91,7 @@ export function startSuccessor(listening: Listening, timeoutMs: number): Success
     httpPort: listening.httpPort,
     httpsPort: listening.httpsPort,
     metricsPort: listening.metricsPort,
+    statusPort: listening.statusPort,
     ...(listening.httpFd !== undefined ? { httpFd: HTTP_FD } : {}),
     ...(listening.httpsFd !== undefined ? { httpsFd: HTTPS_FD } : {}),
   };

@@ -87,7 +87,7 @@ test("live targets already healthy are not checked again; new ones are shown as 
   const service = new Service("web", defaultOptions(), [live, failing]);
   const fresh = target();
   let addingDuring: Target[] = [];
-  const gate = admission("/up", { service, progress: () => (addingDuring = [...service.adding]) });
+  const gate = admission("/up", { service, progress: () => (addingDuring = [...service.adding.keys()]) });
   expect(await admit([live, failing, fresh], gate)).toEqual([failing, fresh]);
   expect(addingDuring).toEqual([fresh]); // the failing live target keeps its place, not shown as adding
   expect(service.adding.size).toBe(0);

@@ -21,21 +21,29 @@ export interface Admission {
 
 /**
  * Health-checks the targets that are not already serving healthily (or
- * trusts them with --force) and returns them. Nothing about them changes
+ * trusts them with --force) and returns them. Their health does not change
  * here: the caller marks them healthy as it switches to them, so a command
- * that fails leaves every target as it was.
+ * that fails leaves every target serving as it was (once all pass, each
+ * records the check that let it in, which `list` shows).
  */
 export async function admit(targets: Target[], a: Admission): Promise<Target[]> {
   const live = a.service?.live ?? [];
   const fresh = targets.filter((t) => !(live.includes(t) && t.health === "healthy"));
   if (a.force) return fresh;
   const shown = fresh.filter((t) => !live.includes(t));
-  for (const target of shown) a.service?.adding.add(target);
+  const probes = fresh.map((t): Checked => ({ address: t.address, health: "adding", lastCheck: "not checked yet" }));
+  // `list` and the status page show a new target with its probe's last check.
+  for (const target of shown) a.service?.adding.set(target, probes[fresh.indexOf(target)]!);
   try {
-    await waitHealthy(fresh, a);
+    await waitHealthy(probes, a);
   } finally {
     for (const target of shown) a.service?.adding.delete(target);
   }
+  // They all passed: each target's last check is the one that let it in.
+  fresh.forEach((t, i) => {
+    t.lastCheck = probes[i]!.lastCheck;
+    t.lastCheckAt = probes[i]!.lastCheckAt;
+  });
   return fresh;
 }
 
@@ -45,9 +53,8 @@ export async function admit(targets: Target[], a: Admission): Promise<Target[]> 
  * The checks update a record of their own, not the target: a live target
  * that is failing keeps its state (and its traffic) while it is re-checked.
  */
-async function waitHealthy(targets: Target[], { name, config, timeoutMs, progress }: Admission) {
-  if (targets.length === 0) return;
-  const probes: Checked[] = targets.map((t) => ({ address: t.address, health: "adding", lastCheck: "not checked yet" }));
+async function waitHealthy(probes: Checked[], { name, config, timeoutMs, progress }: Admission) {
+  if (probes.length === 0) return;
   for (const probe of probes) {
     progress(`Target ${probe.address}: adding, checking GET ${config.path} every ${formatDuration(config.intervalMs)}`);
   }

@@ -20,6 +20,8 @@ export interface Checked {
   readonly address: string;
   health: TargetHealth;
   lastCheck: string;
+  /** When the last check ended (ms since the epoch); absent before the first. */
+  lastCheckAt?: number;
 }
 
 export interface CheckResult {
@@ -90,6 +92,7 @@ export class HealthCheck {
     const previous = this.target.health;
     const health: TargetHealth = result.ok ? "healthy" : previous === "adding" ? "adding" : "unhealthy";
     this.target.lastCheck = result.description;
+    this.target.lastCheckAt = Date.now();
     if (health !== previous || previous === "adding") {
       this.target.health = health;
       this.onChange(this.target, health, previous, result);

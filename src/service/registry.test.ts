@@ -49,7 +49,7 @@ test("deploy creates a service, routes its hosts to it and saves it", async () =
   expect(r.router.match("app.test", "/")?.service.name).toBe("web");
   expect(r.router.match("other.test", "/")).toBeUndefined();
   expect(r.list()).toEqual([
-    { name: "web", hosts: ["app.test"], pathPrefixes: ["/"], tls: false, state: "running", targets: [{ address: A, state: "healthy", role: "writer" }] },
+    { name: "web", hosts: ["app.test"], pathPrefixes: ["/"], tls: false, state: "running", targets: [{ address: A, state: "healthy", role: "writer", lastCheck: "not checked yet" }] },
   ]);
   const saved = store.load().state.services;
   expect(saved.map((s) => [s.name, s.targets, s.mode])).toEqual([["web", [A], "running"]]);
@@ -176,8 +176,8 @@ test("rollout: set and stop need rollout targets; a split is set and cleared", a
   await r.rolloutSet(set, progress);
   expect(r.list()[0]!.rollout).toEqual({ percent: 20, list: ["beta"] });
   expect(r.list()[0]!.targets).toEqual([
-    { address: A, state: "healthy", role: "writer" },
-    { address: B, state: "healthy", role: "rollout" },
+    { address: A, state: "healthy", role: "writer", lastCheck: "not checked yet" },
+    { address: B, state: "healthy", role: "rollout", lastCheck: "GET /up returned 200" },
   ]);
   await r.rolloutStop(v.parse(ServiceRequest, { service: "web" }), progress);
   expect(r.list()[0]!.rollout).toBeUndefined();

@@ -689,8 +689,9 @@ export class Registry extends ServiceTable implements GaugeSource {
 
   // ---------------------------------------------------------------- list
 
-  list(): ServiceView[] {
-    return [...this.services.values()].sort((a, b) => a.name.localeCompare(b.name)).map(serviceView);
+  /** `checkTimes`: with the time of each target's last check (the status page shows it; `list` does not). */
+  list(options: { checkTimes?: boolean } = {}): ServiceView[] {
+    return [...this.services.values()].sort((a, b) => a.name.localeCompare(b.name)).map((s) => serviceView(s, options));
   }
 
   // ---------------------------------------------------------------- metrics

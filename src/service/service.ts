@@ -6,7 +6,7 @@ import { log } from "../log.ts";
 import type { BasicAuth } from "../proxy/basic-auth.ts";
 import type { ServiceLoad } from "../metrics.ts";
 import { Balancer } from "./balancer.ts";
-import { HealthCheck, type HealthCheckConfig } from "./health-check.ts";
+import { HealthCheck, type Checked, type HealthCheckConfig } from "./health-check.ts";
 import type { ServiceOptions } from "./options.ts";
 import { PauseController } from "./pause.ts";
 import { RolloutSplit } from "./rollout.ts";
@@ -70,8 +70,8 @@ export class Service {
    * get no new requests (they are draining) but are still health-checked.
    */
   readonly kept = new Set<Target>();
-  /** New targets being health-checked before they join (shown by `list`, never routed to). */
-  readonly adding = new Set<Target>();
+  /** New targets being health-checked before they join, with their checks' record (shown by `list`, never routed to). */
+  readonly adding = new Map<Target, Checked>();
   readonly pause = new PauseController();
   /** The credentials of --basic-auth-file, as read at deploy; undefined when the service is open. */
   basicAuth: BasicAuth | undefined;

@@ -27,6 +27,7 @@ export class Target {
   health: TargetHealth = "adding";
   /** Result of the last health check, for error messages and `list`. */
   lastCheck = "not checked yet";
+  lastCheckAt?: number;
   /** Set while a deploy's verify window counts this target's answers (verification.ts); otherwise the forwarder's only cost is this check. */
   tally: TargetTally | undefined = undefined;
   private readonly inflight = new Set<InFlight>();

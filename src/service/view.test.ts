@@ -23,24 +23,28 @@ test("serviceView lists every target with its state and role, draining and addin
   const s = service();
   const old = s.targets[1]!;
   s.cutover({ writers: [s.targets[0]!] }); // w2 now draining
-  s.adding.add(target("new:80", "adding"));
-  s.adding.add(s.targets[0]!); // a live target being re-checked is not shown twice
+  s.adding.set(target("new:80", "adding"), { address: "new:80", health: "adding", lastCheck: "GET /up returned 503", lastCheckAt: Date.UTC(2026, 0, 2, 3, 4, 5) });
+  s.adding.set(s.targets[0]!, { address: "w1:80", health: "adding", lastCheck: "not checked yet" }); // a live target being re-checked is not shown twice
+  s.targets[0]!.lastCheck = "GET /up returned 200";
+  s.targets[0]!.lastCheckAt = Date.UTC(2026, 0, 2, 3, 4, 0);
   expect(old.address).toBe("w2:80");
-  expect(serviceView(s)).toEqual({
+  expect(serviceView(s, { checkTimes: true })).toEqual({
     name: "web",
     hosts: ["app.test"],
     pathPrefixes: ["/", "/api"],
     tls: true,
     state: "running",
     targets: [
-      { address: "w1:80", state: "healthy", role: "writer" },
-      { address: "r1:80", state: "healthy", role: "reader" },
-      { address: "c1:80", state: "healthy", role: "rollout" },
-      { address: "w2:80", state: "draining", role: "draining" },
-      { address: "new:80", state: "adding", role: "adding" },
+      { address: "w1:80", state: "healthy", role: "writer", lastCheck: "GET /up returned 200", lastCheckAt: "2026-01-02T03:04:00.000Z" },
+      { address: "r1:80", state: "healthy", role: "reader", lastCheck: "not checked yet" },
+      { address: "c1:80", state: "healthy", role: "rollout", lastCheck: "not checked yet" },
+      { address: "w2:80", state: "draining", role: "draining", lastCheck: "not checked yet" },
+      { address: "new:80", state: "adding", role: "adding", lastCheck: "GET /up returned 503", lastCheckAt: "2026-01-02T03:04:05.000Z" },
     ],
     rollout: { percent: 25, list: ["beta"] },
   });
+  // `list` leaves the times out: its output stays the same while nothing changes.
+  expect(serviceView(s).targets.map((t) => "lastCheckAt" in t)).toEqual([false, false, false, false, false]);
 });
 
 test("serviceView shows the stop message only while stopped, and no rollout without rollout targets", () => {

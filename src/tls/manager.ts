@@ -37,6 +37,22 @@ interface Wanted {
   custom?: Certificate;
 }
 
+/** A failed ACME order: why, and when (ms since the epoch). */
+export interface AcmeFailure {
+  message: string;
+  at: number;
+}
+
+export interface TlsHostStatus {
+  host: string;
+  source: "acme" | "custom";
+  /** When the certificate served for the host expires (ms since the epoch); absent while it has none. */
+  expiresAt?: number;
+  /** An ACME order for it is running now. */
+  issuing: boolean;
+  error?: AcmeFailure;
+}
+
 export class CertificateManager {
   private readonly certs = new Map<string, Certificate>();
   private wanted = new Map<string, Wanted>();
@@ -46,6 +62,8 @@ export class CertificateManager {
   private readonly attempts = new Map<string, number>();
   private readonly retries = new Map<string, { directory: string; timer: ReturnType<typeof setTimeout> }>();
   private readonly waiters = new Map<string, ((issued: boolean) => void)[]>();
+  /** Each host's last failed order, until one succeeds (the status page shows it). */
+  private readonly lastErrors = new Map<string, AcmeFailure>();
   private renewTimer: ReturnType<typeof setInterval> | undefined;
   onChange: () => void = () => {};
   /** Called when an order starts or ends (workers wait for a certificate only while one runs). */
@@ -102,6 +120,21 @@ export class CertificateManager {
     return [...this.certs].map(([host, c]) => ({ host, expiresAt: c.notAfter.getTime() }));
   }
 
+  /** Every host that wants TLS: its certificate's expiry if it has one, whether an order runs, its last ACME error. */
+  hosts(): TlsHostStatus[] {
+    return [...this.wanted.values()].map(({ host, custom }) => {
+      const expiresAt = this.certs.get(host)?.notAfter.getTime();
+      const error = this.lastErrors.get(host);
+      return {
+        host,
+        source: custom ? ("custom" as const) : ("acme" as const),
+        issuing: this.issuing.has(host),
+        ...(expiresAt !== undefined ? { expiresAt } : {}),
+        ...(error ? { error } : {}),
+      };
+    });
+  }
+
   /**
    * Resolves true once `host` has a certificate; false at once when no order
    * for it is running (nothing to wait for, e.g. failing and backing off),
@@ -145,6 +178,7 @@ export class CertificateManager {
       for (const host of service.options.hosts) wanted.set(host, { host, directory, challenges, custom });
     }
     this.wanted = wanted;
+    for (const host of this.lastErrors.keys()) if (!wanted.has(host) || wanted.get(host)!.custom) this.lastErrors.delete(host);
     let changed = false;
     for (const host of [...this.certs.keys()]) {
       if (!wanted.has(host)) {
@@ -290,6 +324,7 @@ export class CertificateManager {
   private issued(want: Wanted, { cert, key, from }: Obtained, renewing: boolean) {
     const { host, directory } = want;
     this.attempts.delete(host);
+    this.lastErrors.delete(host);
     // Other deploys re-sync the wanted set while an order runs; what
     // matters is that the host still wants a certificate from this directory.
     if (this.wantedDirectory(host) !== directory) return;
@@ -303,6 +338,7 @@ export class CertificateManager {
   private failed(want: Wanted, error: unknown) {
     const { host, directory } = want;
     const reason = (error as Error)?.message ?? String(error);
+    this.lastErrors.set(host, { message: reason, at: Date.now() });
     this.wake(host, false);
     if (this.wantedDirectory(host) !== directory) {
       // Nobody wants this directory's certificate any more: no retry.

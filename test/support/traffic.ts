@@ -11,6 +11,7 @@ export interface TargetView {
   address: string;
   state: string;
   role: string;
+  lastCheck: string;
 }
 
 export interface ServiceView {

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { booleanSchema, durationSchema, portSchema, workerCountSchema } from "./values.ts";
+import { booleanSchema, durationSchema, portSchema, positiveCountSchema, workerCountSchema } from "./values.ts";
 import * as v from "valibot";
 
 export interface RunOptions {
@@ -30,6 +30,10 @@ export interface AcmeOptions {
   renewBeforeMs: number;
   checkIntervalMs: number;
   retryBackoffMs: number;
+  /** ACME orders that run at once; the rest wait their turn. */
+  concurrency: number;
+  /** How many on-demand asks a service may make per second (and in one burst). */
+  onDemandRate: number;
 }
 
 export class ConfigError extends Error {}
@@ -126,6 +130,8 @@ export function resolveAcmeOptions(env: Env = process.env): AcmeOptions {
     renewBeforeMs: envValue(durationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),
     checkIntervalMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_CHECK_INTERVAL", env, 12 * 3_600_000), 100),
     retryBackoffMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_RETRY", env, 30_000), 100),
+    concurrency: envValue(positiveCountSchema, "PARACHUTE_ACME_CONCURRENCY", env, 4),
+    onDemandRate: envValue(positiveCountSchema, "PARACHUTE_TLS_ON_DEMAND_RATE", env, 10),
   };
 }
 

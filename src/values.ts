@@ -128,6 +128,13 @@ export function parseWorkerCount(input: string | number): number {
   return Number(text);
 }
 
+/** A count of 1 or more (from an environment variable: digits only). */
+export function parsePositiveCount(input: string | number): number {
+  const text = String(input).trim();
+  if (!/^\d{1,6}$/.test(text) || Number(text) < 1) throw new ValueError(`invalid count "${input}" (expected a whole number of 1 or more)`);
+  return Number(text);
+}
+
 export function parseBoolean(input: string | boolean): boolean {
   if (typeof input === "boolean") return input;
   const text = input.trim().toLowerCase();
@@ -177,6 +184,7 @@ export const remotePortSchema = parsed(stringOrNumber, (input) => {
   return port;
 });
 export const workerCountSchema = parsed(stringOrNumber, parseWorkerCount);
+export const positiveCountSchema = parsed(stringOrNumber, parsePositiveCount);
 export const booleanSchema = parsed(v.union([v.string(), v.boolean()], "expected a boolean"), parseBoolean);
 
 /**

@@ -17,8 +17,10 @@ import { StateStore } from "../state/store.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache } from "../tls/certificates.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
+import { OnDemandGate } from "../tls/on-demand.ts";
+import { OrderQueue } from "../tls/order-queue.ts";
 import { listenTcp } from "../data/http1-server.ts";
-import { inheritedWorkerSettings, type TlsState } from "../workers/protocol.ts";
+import { inheritedWorkerSettings, type TlsSnapshot } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
 import { runWorker } from "../workers/worker.ts";
 import { DataPlaneListeners, listen, StartupError } from "./data-plane.ts";
@@ -130,7 +132,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
   if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
   const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0 });
-  const tlsState = (): TlsState => ({
+  const tlsState = (): TlsSnapshot => ({
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),
     challenges: [...certificates.issuer.challenges],
@@ -139,6 +141,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
   certificates.onChange = () => void publishTls();
   certificates.onIssuingChange = () => void publishTls();
   certificates.issuer.onChallengesChange = publishTls;
+  pool.onDemand = (host, service) => certificates.requestOnDemand(host, service);
   const registry = makeRegistry(pool);
   // The workers' first state, which they get before they accept.
   void pool.publish(registry.routingState());
@@ -248,7 +251,7 @@ function certificateManager(options: RunOptions): CertificateManager {
     renewBeforeMs: options.acme.renewBeforeMs,
     checkIntervalMs: options.acme.checkIntervalMs,
     backoffMs: options.acme.retryBackoffMs,
-  });
+  }, new OnDemandGate(options.acme.onDemandRate), new OrderQueue(options.acme.concurrency));
 }
 
 /** The metrics listener: it only ever answers /metrics, never proxied traffic. */

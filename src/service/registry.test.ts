@@ -78,7 +78,9 @@ test("a redeploy replaces the targets and drains the old ones", async () => {
 test("deploy refuses bad combinations before changing anything", async () => {
   const { r } = registry();
   const cases: [Record<string, unknown>, string][] = [
-    [{ tls: true }, "--tls needs at least one --host"],
+    [{ tls: true }, "--tls needs at least one --host (or --tls-on-demand-url)"],
+    [{ tlsOnDemandUrl: "/allow" }, "--tls-on-demand-url needs --tls"],
+    [{ tls: true, tlsOnDemandUrl: "/allow", hosts: ["a.test"], tlsCertificatePath: "/c.pem", tlsPrivateKeyPath: "/k.pem" }, "--tls-on-demand-url cannot be combined with --tls-certificate-path"],
     [{ tls: true, hosts: ["*.example.com"] }, "wildcard host *.example.com needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards"],
     [{ hosts: ["a.test"], canonicalHost: "b.test" }, 'canonical host "b.test" must be one of the service\'s hosts'],
     [{ hosts: ["a.test"], tlsCertificatePath: "/x.pem" }, "--tls-certificate-path and --tls-private-key-path go together (both or neither)"],

@@ -10,6 +10,7 @@ import { Router } from "../routing/router.ts";
 import type { SavedState, StateStore } from "../state/store.ts";
 import { CertificateError, loadCustomCertificate, type Certificate } from "../tls/certificates.ts";
 import type { CertificateManager } from "../tls/manager.ts";
+import { onDemandServiceFor } from "../tls/on-demand.ts";
 import { formatDuration } from "../values.ts";
 import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
 import { admit } from "./admission.ts";
@@ -134,7 +135,8 @@ export class Registry extends ServiceTable implements GaugeSource {
 
   private rebuildRouter() {
     this.router = new Router(this.services.values());
-    this.certificates?.sync(this.services.values(), this.customCertificates);
+    const router = this.router;
+    this.certificates?.sync(this.services.values(), this.customCertificates, (host) => onDemandServiceFor(router, host));
   }
 
   // ---------------------------------------------------------------- deploy
@@ -213,9 +215,12 @@ export class Registry extends ServiceTable implements GaugeSource {
   private optionsFrom(request: DeployRequest): ServiceOptions {
     const options = resolveOptions(request);
     const tls = options.tls;
-    if (tls && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host");
+    const onDemand = Boolean(options.tlsOnDemandUrl);
+    if (onDemand && !tls) throw new CommandError("--tls-on-demand-url needs --tls");
+    if (onDemand && request.tlsCertificatePath) throw new CommandError("--tls-on-demand-url cannot be combined with --tls-certificate-path");
+    if (tls && !onDemand && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host (or --tls-on-demand-url)");
     const wildcard = request.hosts.find((h) => h.startsWith("*."));
-    if (tls && wildcard && !request.tlsCertificatePath) {
+    if (tls && wildcard && !request.tlsCertificatePath && !onDemand) {
       throw new CommandError(
         `wildcard host ${wildcard} needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards`,
       );

@@ -125,6 +125,17 @@ export class CertificateCache {
     return found;
   }
 
+  /** The hosts with a certificate cached for the directory (names whose file name was changed to be safe are left out). */
+  hosts(directory: string): string[] {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.folder(directory));
+    } catch {
+      return [];
+    }
+    return names.filter((name) => name.endsWith(".crt") && !name.includes("_")).map((name) => name.slice(0, -".crt".length));
+  }
+
   /** The host's certificates cached for other directories (unknown URLs), e.g. to serve while this one issues. */
   others(host: string, directory: string): Certificate[] {
     const own = this.folder(directory);

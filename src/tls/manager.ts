@@ -1,12 +1,16 @@
 // Keeps one certificate per TLS host: custom certificates as deployed, ACME
 // certificates from the disk cache or issued in the background (each only for
 // the directory that issued it), renewed before they expire. Whenever the set
-// of certificates changes, `onChange` rebuilds the HTTPS listener.
+// of certificates changes, `onChange` rebuilds the HTTPS listener. Hosts of
+// on-demand services join at their first handshake, once the service's URL
+// allows them (see on-demand.ts). Orders run a few at a time (OrderQueue).
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
 import type { AcmeIssuer } from "./acme.ts";
 import { CertificateCache, certificateExpiry, type Certificate } from "./certificates.ts";
+import { OnDemandGate } from "./on-demand.ts";
+import { OrderQueue } from "./order-queue.ts";
 
 export interface RenewalSettings {
   /** Renew when a certificate expires within this long (default 30 days). */
@@ -35,6 +39,10 @@ interface Wanted {
 export class CertificateManager {
   private readonly certs = new Map<string, Certificate>();
   private wanted = new Map<string, Wanted>();
+  /** Services with --tls-on-demand-url, by name. */
+  private onDemandServices = new Map<string, Service>();
+  /** On-demand hosts allowed (by the URL, or by a certificate cached earlier), and their service. */
+  private readonly onDemandHosts = new Map<string, string>();
   /** The order running for each host (one at a time per host, whatever its directory). */
   private readonly issuing = new Map<string, Promise<void>>();
   /** Failed attempts in a row per host (for the backoff), and the pending retry with its directory. */
@@ -50,6 +58,8 @@ export class CertificateManager {
     private readonly cache: CertificateCache,
     readonly issuer: AcmeIssuer,
     private readonly renewal: RenewalSettings = DEFAULT_RENEWAL,
+    private readonly gate = new OnDemandGate(10),
+    private readonly queue = new OrderQueue(4),
   ) {}
 
   start() {
@@ -114,16 +124,31 @@ export class CertificateManager {
    * certificates as given, ACME hosts from the cache or issued in the
    * background, hosts no longer served dropped.
    */
-  sync(services: Iterable<Service>, customs: ReadonlyMap<string, Certificate>) {
+  sync(services: Iterable<Service>, customs: ReadonlyMap<string, Certificate>, owner: OnDemandOwner = () => undefined) {
     const wanted = new Map<string, Wanted>();
+    const onDemand = new Map<string, Service>();
     for (const service of services) {
       if (!service.options.tls) continue;
+      if (service.options.tlsOnDemandUrl) {
+        onDemand.set(service.name, service);
+        continue;
+      }
       const custom = customs.get(service.name);
       const directory = this.issuer.directoryFor(service.options.tlsStaging);
       for (const host of service.options.hosts) wanted.set(host, { host, directory, custom });
     }
+    this.onDemandServices = onDemand;
+    let changed = this.adoptCached(owner);
+    // An allowed host stays while routing still sends it to its on-demand service (a static host of another service wins).
+    for (const [host, name] of this.onDemandHosts) {
+      const service = onDemand.get(name);
+      if (!service || wanted.has(host) || owner(host)?.name !== name) {
+        this.onDemandHosts.delete(host);
+        continue;
+      }
+      wanted.set(host, { host, directory: this.issuer.directoryFor(service.options.tlsStaging) });
+    }
     this.wanted = wanted;
-    let changed = false;
     for (const host of [...this.certs.keys()]) {
       if (!wanted.has(host)) {
         this.certs.delete(host);
@@ -142,6 +167,74 @@ export class CertificateManager {
       if (this.syncAcme(want, current)) changed = true;
     }
     if (changed) this.changed();
+  }
+
+  /**
+   * Valid certificates in the cache for hosts an on-demand service answers
+   * for (issued before a restart, or by an earlier deploy): allowed without
+   * asking again, and renewed like the others. True if any was added.
+   */
+  private adoptCached(owner: OnDemandOwner): boolean {
+    let adopted = false;
+    const directories = new Set([...this.onDemandServices.values()].map((s) => this.issuer.directoryFor(s.options.tlsStaging)));
+    for (const directory of directories) {
+      for (const host of this.cache.hosts(directory)) {
+        if (this.onDemandHosts.has(host) || this.certs.has(host)) continue;
+        const service = owner(host);
+        if (!service || this.onDemandServices.get(service.name) !== service) continue;
+        if (this.issuer.directoryFor(service.options.tlsStaging) !== directory) continue;
+        const cached = this.cache.load(host, directory);
+        if (!cached || !isValid(cached)) continue;
+        this.onDemandHosts.set(host, service.name);
+        this.certs.set(host, cached);
+        adopted = true;
+      }
+    }
+    return adopted;
+  }
+
+  /**
+   * A handshake for `host`, which on-demand service `serviceName` answers
+   * for and which has no certificate: true once its certificate is there or
+   * on its way (the handshake then waits for it), false if it may not have
+   * one. A cached certificate is served without asking; otherwise the
+   * service's URL is asked (through the gate), and only a yes orders.
+   */
+  async requestOnDemand(host: string, serviceName: string): Promise<boolean> {
+    if (this.certs.has(host) || this.issuing.has(host) || this.onDemandHosts.has(host)) return true;
+    const service = this.onDemandServices.get(serviceName);
+    if (!service) return false;
+    const directory = this.issuer.directoryFor(service.options.tlsStaging);
+    const cached = this.cache.load(host, directory);
+    if (cached && isValid(cached)) {
+      this.allow(host, service.name, directory, cached);
+      return true;
+    }
+    const verdict = await this.gate.check(service, host);
+    if (!verdict.allowed) {
+      const fields = { host, service: serviceName, reason: verdict.reason };
+      if (verdict.asked) log.warn("On-demand certificate refused", fields);
+      else log.debug("On-demand certificate refused", fields);
+      return false;
+    }
+    // A deploy or removal may have come while the URL answered.
+    if (this.onDemandServices.get(serviceName) !== service || !service.options.tlsOnDemandUrl) return false;
+    if (!this.onDemandHosts.has(host)) {
+      log.info("On-demand certificate allowed", { host, service: serviceName });
+      this.allow(host, service.name, directory, undefined);
+    }
+    return true;
+  }
+
+  /** Makes an allowed on-demand host wanted: served from `cached`, or ordered. */
+  private allow(host: string, service: string, directory: string, cached: Certificate | undefined) {
+    this.onDemandHosts.set(host, service);
+    const want = { host, directory };
+    this.wanted.set(host, want);
+    if (!cached) return this.issueInBackground(want);
+    this.certs.set(host, cached);
+    if (this.dueForRenewal(cached)) this.issueInBackground(want);
+    this.changed();
   }
 
   /** Serves the wanted directory's certificate for the host, ordering it if needed; true if what is served changed. */
@@ -209,8 +302,8 @@ export class CertificateManager {
     if (retry) this.cancelRetry(host);
     const renewing = this.certs.get(host)?.directory === directory;
     log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host, directory });
-    const work = this.issuer
-      .issue(host, directory)
+    const work = this.queue
+      .run(() => this.issuer.issue(host, directory))
       .then(({ cert, key }) => this.issued(want, cert, key, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
@@ -284,6 +377,9 @@ export class CertificateManager {
     this.issueInBackground(want);
   }
 }
+
+/** The on-demand service routing sends a host to, if any. */
+export type OnDemandOwner = (host: string) => Service | undefined;
 
 function isValid(cert: Certificate): boolean {
   return cert.notAfter.getTime() > Date.now();

@@ -88,16 +88,41 @@ test("in-flight and paused counts by service, for the control plane's metrics", 
 test("a handshake waits for a certificate only while its order runs", async () => {
   const certificates = new ReplicaCertificates();
   expect(await certificates.waitFor("app.test", 1_000)).toBe(false);
-  certificates.apply({ certificates: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]] });
+  certificates.apply({ reset: true, certificates: [], removed: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]] });
   expect(certificates.challenge("token")).toBe("key-authorization");
   const waiting = certificates.waitFor("app.test", 5_000);
-  certificates.apply({ certificates: [{ host: "app.test", cert: "C", key: "K" }], issuing: [], challenges: [] });
+  certificates.apply({ reset: false, certificates: [{ host: "app.test", cert: "C", key: "K" }], removed: [], issuing: [], challenges: [] });
   expect(await waiting).toBe(true);
   expect(certificates.has("app.test")).toBe(true);
   expect(certificates.challenge("token")).toBeUndefined();
 
-  certificates.apply({ certificates: [], issuing: ["failing.test"], challenges: [] });
+  certificates.apply({ reset: false, certificates: [], removed: [], issuing: ["failing.test"], challenges: [] });
   const failing = certificates.waitFor("failing.test", 5_000);
-  certificates.apply({ certificates: [], issuing: [], challenges: [] });
+  certificates.apply({ reset: false, certificates: [], removed: [], issuing: [], challenges: [] });
   expect(await failing).toBe(false);
+});
+
+test("TLS states are changes: new and replaced certificates, removed hosts, or everything at a reset", () => {
+  const certificates = new ReplicaCertificates();
+  const empty = { removed: [], issuing: [], challenges: [] };
+  const a = { host: "a.test", cert: "A", key: "KA" };
+  const b = { host: "b.test", cert: "B", key: "KB" };
+  expect(certificates.apply({ ...empty, reset: true, certificates: [a, b] })).toBe(true);
+  expect(certificates.apply({ ...empty, reset: false, certificates: [] })).toBe(false);
+  expect(certificates.apply({ ...empty, reset: false, certificates: [{ ...a, cert: "A2" }], removed: ["b.test"] })).toBe(true);
+  expect(certificates.entries()).toEqual([{ host: "a.test", cert: "A2", key: "KA" }]);
+  certificates.apply({ ...empty, reset: true, certificates: [b] });
+  expect(certificates.entries()).toEqual([b]);
+});
+
+test("an on-demand ask goes to the control plane and resolves with its answer", async () => {
+  const sent: [number, string, string][] = [];
+  const certificates = new ReplicaCertificates((request, host, service) => sent.push([request, host, service]));
+  const first = certificates.requestOnDemand("a.test", "app");
+  const second = certificates.requestOnDemand("b.test", "app");
+  expect(sent).toEqual([[1, "a.test", "app"], [2, "b.test", "app"]]);
+  certificates.answered(2, false);
+  certificates.answered(1, true);
+  expect(await first).toBe(true);
+  expect(await second).toBe(false);
 });

@@ -11,7 +11,7 @@ import type { RoutingState, ServiceState, TargetState } from "../service/routing
 import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
-import type { TlsState } from "./protocol.ts";
+import type { HostCertificate, TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
 
@@ -77,20 +77,48 @@ export class ReplicaRoutes extends ServiceTable {
 }
 
 export class ReplicaCertificates implements CertificateView {
-  private hosts = new Set<string>();
+  private readonly hosts = new Map<string, HostCertificate>();
   private issuing = new Set<string>();
   private challenges = new Map<string, string>();
   private readonly waiters = new Set<() => void>();
+  private nextAsk = 0;
+  private readonly asks = new Map<number, (allowed: boolean) => void>();
 
-  apply(state: TlsState) {
-    this.hosts = new Set(state.certificates.map((c) => c.host));
+  /** Sends an on-demand ask to the control plane (set by the worker). */
+  constructor(private readonly sendAsk: (request: number, host: string, service: string) => void = () => {}) {}
+
+  /** Takes a change; true if the certificates changed (the listener must reload). */
+  apply(state: TlsState): boolean {
+    if (state.reset) this.hosts.clear();
+    for (const host of state.removed) this.hosts.delete(host);
+    for (const certificate of state.certificates) this.hosts.set(certificate.host, certificate);
     this.issuing = new Set(state.issuing);
     this.challenges = new Map(state.challenges);
     for (const wake of [...this.waiters]) wake();
+    return state.reset || state.removed.length > 0 || state.certificates.length > 0;
+  }
+
+  entries(): HostCertificate[] {
+    return [...this.hosts.values()];
   }
 
   has(host: string): boolean {
     return this.hosts.has(host);
+  }
+
+  /** The control plane decides (it asks the URL and orders); its answer comes after the state that shows the order. */
+  requestOnDemand(host: string, service: string): Promise<boolean> {
+    const request = ++this.nextAsk;
+    return new Promise((resolve) => {
+      this.asks.set(request, resolve);
+      this.sendAsk(request, host, service);
+    });
+  }
+
+  answered(request: number, allowed: boolean) {
+    const resolve = this.asks.get(request);
+    this.asks.delete(request);
+    resolve?.(allowed);
   }
 
   challenge(token: string): string | undefined {

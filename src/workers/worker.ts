@@ -19,7 +19,7 @@ function send(message: FromWorker) {
 export async function runWorker(settings: WorkerSettings): Promise<void> {
   log.setProcessFields({ worker: settings.index });
   const routes = new ReplicaRoutes();
-  const certificates = new ReplicaCertificates();
+  const certificates = new ReplicaCertificates((request, host, service) => send({ type: "on-demand", request, host, service }));
   let listeners: DataPlaneListeners | undefined;
   let stopping = false;
   metrics.source = { inFlight: () => routes.inFlight(), targetHealth: () => [], certificateExpiry: () => [] };
@@ -54,11 +54,10 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
       log.flush();
       process.exit(1);
     }
-    listeners.https?.update(latestCertificates);
+    listeners.https?.update(certificates.entries());
     log.info("Worker started", { pid: process.pid });
     send({ type: "ready" });
   };
-  let latestCertificates: TlsCertificates = [];
 
   process.on("message", (message: ToWorker) => {
     switch (message.type) {
@@ -68,13 +67,10 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         send({ type: "applied", change: message.change });
         return start();
       case "tls":
-        // The listener first, so that a woken handshake finds the certificate.
-        // A change of the running orders or challenges alone leaves it be.
-        if (JSON.stringify(message.state.certificates) !== JSON.stringify(latestCertificates)) {
-          latestCertificates = message.state.certificates;
-          listeners?.https?.update(latestCertificates);
-        }
-        certificates.apply(message.state);
+        // The listener reloads before the waiting handshakes are woken (the
+        // next tick), so that they find the certificate. A change of the
+        // running orders or challenges alone leaves it be.
+        if (certificates.apply(message.state)) listeners?.https?.update(certificates.entries());
         initial.tls = true;
         send({ type: "applied", change: message.change });
         return start();
@@ -83,6 +79,8 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
           send({ type: "drained", id: message.id, cancelled }),
         );
         return;
+      case "on-demand":
+        return certificates.answered(message.request, message.allowed);
       case "samples":
         return send({ type: "samples", id: message.id, samples: metrics.requestSamples() });
       case "stop":
@@ -100,5 +98,3 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
   surviveStrayErrors();
   send({ type: "hello" });
 }
-
-type TlsCertificates = { host: string; cert: string; key: string }[];

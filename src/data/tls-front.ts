@@ -28,8 +28,8 @@ export interface TlsFrontOptions extends ListenOptions {
   admit(serverName: string | undefined): Promise<boolean>;
   /** The certificate for a name (the fallback one for unknown names and no SNI). */
   context(serverName: string | undefined): SecureContext;
-  /** The loopback port of the HTTP/2 server. */
-  h2Port(): number;
+  /** The loopback port of the HTTP/2 server that holds the name's certificate. */
+  h2Port(serverName: string | undefined): number;
   /** Serves a terminated HTTP/1.x connection. */
   serve(transport: Transport, clientAddress: string): void;
 }
@@ -102,7 +102,7 @@ export class TlsFront {
       return transport.end();
     }
     const clientAddress = normalizeClientIp(transport.remoteAddress);
-    if (h2) return this.relay(transport, received, clientAddress);
+    if (h2) return this.relay(transport, received, serverName, clientAddress);
     this.terminate(transport, received, serverName, clientAddress);
   }
 
@@ -148,12 +148,12 @@ export class TlsFront {
   }
 
   /** HTTP/2: the encrypted bytes go, untouched, to the loopback Bun.serve. */
-  private async relay(client: SocketTransport, received: Uint8Array[], clientAddress: string) {
+  private async relay(client: SocketTransport, received: Uint8Array[], serverName: string | undefined, clientAddress: string) {
     let upstream: SocketTransport;
     try {
       const socket = await Bun.connect<SocketTransport>({
         hostname: "127.0.0.1",
-        port: this.options.h2Port(),
+        port: this.options.h2Port(serverName),
         socket: {
           ...socketHandlers,
           open(socket) {

@@ -11,6 +11,7 @@
 // docs/benchmarks.md "On-demand TLS at 1,000 hosts".
 import { createSecureContext, type SecureContext } from "node:tls";
 import { log } from "../log.ts";
+import { noteActivity } from "./memory.ts";
 import { H2Server, type H2Certificate } from "./h2-server.ts";
 import type { Http1Server } from "./http1-server.ts";
 import type { Pipeline } from "./pipeline.ts";
@@ -159,9 +160,9 @@ export class HttpsListener {
     }
     if (previous === this.fallbackH2) return;
     // A graceful stop counts connections still in their handshake as idle: a moment first.
-    // A stopped server's TLS contexts are native memory that only a collection frees, and
-    // the small JS heap rarely triggers one: ask for one (it runs concurrently).
-    setTimeout(() => void previous.stop(false).then(() => Bun.gc(false)), OLD_SERVER_GRACE_MS);
+    // A stopped server's TLS contexts are native memory that only a collection frees:
+    // it counts as activity for memory.ts.
+    setTimeout(() => void previous.stop(false).then(noteActivity), OLD_SERVER_GRACE_MS);
   }
 
   async stop(force: boolean) {

@@ -13,6 +13,7 @@ import { TLSSocket, type SecureContext } from "node:tls";
 import { normalizeClientIp } from "../proxy/headers.ts";
 import { parseClientHello } from "../tls/client-hello.ts";
 import { listenerFd, listenTcp, type ListenOptions } from "./http1-server.ts";
+import { noteActivity } from "./memory.ts";
 import { SocketTransport, socketHandlers, TlsTransport, type Transport } from "./transport.ts";
 
 /** A fatal TLS alert record: unrecognized_name (RFC 6066 §3), what a TLS server sends for a name it does not serve. */
@@ -90,6 +91,8 @@ export class TlsFront {
   }
 
   private async route(transport: SocketTransport, received: Uint8Array[], serverName: string | undefined, h2: boolean) {
+    // A handshake leaves native TLS state behind even when no request follows (a scan, a health probe).
+    noteActivity();
     let admitted = true;
     try {
       admitted = await this.options.admit(serverName);

@@ -4,6 +4,7 @@
 // of certificates changes, `onChange` rebuilds the HTTPS listener. Hosts of
 // on-demand services join at their first handshake, once the service's URL
 // allows them (see on-demand.ts). Orders run a few at a time (OrderQueue).
+import { noteActivity } from "../data/memory.ts";
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
@@ -307,6 +308,11 @@ export class CertificateManager {
       .then(({ cert, key }) => this.issued(want, cert, key, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
+        // An order leaves native memory behind (TLS contexts of its requests to
+        // the CA, its key pair) that only a collection frees: it counts as
+        // activity for data/memory.ts, like a request (docs/benchmarks.md
+        // "On-demand TLS at 1,000 hosts").
+        noteActivity();
         this.issuing.delete(host);
         this.wake(host, this.certs.has(host));
         this.onIssuingChange();

@@ -254,6 +254,20 @@ describe.skipIf(!pebbleAvailable())("on-demand TLS, one process", () => {
     expect(s.proxy.logs.slice(mark).some((l) => l.msg === "Requesting certificate")).toBe(false);
   });
 
+  test("a removed on-demand service's hosts go with it; deployed again, its cached certificates are served without asking", async () => {
+    const serial = await verifiedSerial(s, "blue.apps.test");
+    expect((await s.proxy.cli(["remove", "apps"])).code).toBe(0);
+    // Now the catch-all answers for the name, and its app refuses it.
+    expect((await handshake(s.httpsPort, "blue.apps.test", s.rootPem)).error).toMatch(UNRECOGNIZED_NAME);
+    await s.proxy.waitForLog((l) => l.msg === "On-demand certificate refused" && l.host === "blue.apps.test");
+    const asks = app.seen.length;
+    const issued = issuedCount(s.pebble);
+    await deployOk(s.proxy, "apps", ["--target", app.address, "--host", "*.apps.test", "--tls", "--tls-on-demand-url", "/status/200"]);
+    expect((await handshake(s.httpsPort, "blue.apps.test", s.rootPem)).serial).toBe(serial);
+    expect(app.seen.length).toBe(asks);
+    expect(issuedCount(s.pebble)).toBe(issued);
+  });
+
   test("deploy refuses --tls-on-demand-url without --tls, with a custom certificate, or not a path or http(s) URL", async () => {
     const cases: [string[], RegExp][] = [
       [["--tls-on-demand-url", "/allow"], /--tls-on-demand-url needs --tls/],

@@ -90,7 +90,28 @@ export class CertificateCache {
 
   private files(folder: string, host: string) {
     const safe = host.replace(/[^a-z0-9.-]/gi, "_");
-    return { cert: path.join(folder, `${safe}.crt`), key: path.join(folder, `${safe}.key`) };
+    return { cert: path.join(folder, `${safe}.crt`), key: path.join(folder, `${safe}.key`), allowed: path.join(folder, `${safe}.on-demand`) };
+  }
+
+  /**
+   * Records which on-demand service's URL allowed the host: its cached
+   * certificate is served without asking to that service only, not to
+   * another one that answers for the host later (a catch-all).
+   */
+  recordAllowed(host: string, directory: string, service: string) {
+    this.ensureDir();
+    const folder = this.folder(directory);
+    fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
+    writePrivate(this.files(folder, host).allowed, service);
+  }
+
+  /** The on-demand service that allowed the host, if one did. */
+  allowedBy(host: string, directory: string): string | undefined {
+    try {
+      return fs.readFileSync(this.files(this.folder(directory), host).allowed, "utf8");
+    } catch {
+      return undefined;
+    }
   }
 
   ensureDir() {

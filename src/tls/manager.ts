@@ -172,8 +172,8 @@ export class CertificateManager {
 
   /**
    * Valid certificates in the cache for hosts an on-demand service answers
-   * for (issued before a restart, or by an earlier deploy): allowed without
-   * asking again, and renewed like the others. True if any was added.
+   * for and once allowed (before a restart, or before a redeploy): served
+   * without asking again, and renewed like the others. True if any was added.
    */
   private adoptCached(owner: OnDemandOwner): boolean {
     let adopted = false;
@@ -184,6 +184,7 @@ export class CertificateManager {
         const service = owner(host);
         if (!service || this.onDemandServices.get(service.name) !== service) continue;
         if (this.issuer.directoryFor(service.options.tlsStaging) !== directory) continue;
+        if (this.cache.allowedBy(host, directory) !== service.name) continue;
         const cached = this.cache.load(host, directory);
         if (!cached || !isValid(cached)) continue;
         this.onDemandHosts.set(host, service.name);
@@ -198,16 +199,18 @@ export class CertificateManager {
    * A handshake for `host`, which on-demand service `serviceName` answers
    * for and which has no certificate: true once its certificate is there or
    * on its way (the handshake then waits for it), false if it may not have
-   * one. A cached certificate is served without asking; otherwise the
-   * service's URL is asked (through the gate), and only a yes orders.
+   * one. A cached certificate this service allowed is served without
+   * asking; otherwise the service's URL is asked (through the gate), and
+   * only a yes serves or orders.
    */
   async requestOnDemand(host: string, serviceName: string): Promise<boolean> {
     if (this.certs.has(host) || this.issuing.has(host) || this.onDemandHosts.has(host)) return true;
     const service = this.onDemandServices.get(serviceName);
     if (!service) return false;
     const directory = this.issuer.directoryFor(service.options.tlsStaging);
-    const cached = this.cache.load(host, directory);
-    if (cached && isValid(cached)) {
+    const loaded = this.cache.load(host, directory);
+    const cached = loaded && isValid(loaded) ? loaded : undefined;
+    if (cached && this.cache.allowedBy(host, directory) === serviceName) {
       this.allow(host, service.name, directory, cached);
       return true;
     }
@@ -222,7 +225,13 @@ export class CertificateManager {
     if (this.onDemandServices.get(serviceName) !== service || !service.options.tlsOnDemandUrl) return false;
     if (!this.onDemandHosts.has(host)) {
       log.info("On-demand certificate allowed", { host, service: serviceName });
-      this.allow(host, service.name, directory, undefined);
+      try {
+        this.cache.recordAllowed(host, directory, serviceName);
+      } catch (error) {
+        log.error("Cannot record the on-demand host; it will be asked about again after a restart", { host, error: (error as Error).message });
+      }
+      // A certificate cached for the host earlier (another service's) serves at once: nothing to order.
+      this.allow(host, service.name, directory, cached);
     }
     return true;
   }

@@ -55,9 +55,10 @@ suite-lane-2: install
 # The suites that exercise what the compiled binary does differently run
 # again against it: what users install is what gets tested. binary.test.ts
 # (the executable itself), smoke, zero-downtime, the upgrade (the binary
-# re-executes itself), workers (it spawns itself), and TLS (ACME with pebble).
+# re-executes itself), workers (it spawns itself), and TLS (ACME with pebble,
+# every challenge).
 # The other suites run the same bundled code paths from source in `suite`.
-BINARY_LANE_1 := test/tls.test.ts
+BINARY_LANE_1 := test/tls.test.ts test/tls-challenges.test.ts
 BINARY_LANE_2 := test/binary.test.ts test/smoke.test.ts test/zero-downtime.test.ts test/upgrade.test.ts test/workers.test.ts
 
 test-binary: dist/parachute

@@ -1,6 +1,9 @@
-// Prints the README's table of `deploy` flags from the flag declarations
-// (src/service/options.ts and src/admin/requests.ts). src/cli/help.test.ts
-// fails when the README's copy differs: run `bun run flag-table` and paste.
-import { deployTableMarkdown } from "../src/cli/deploy.ts";
+// Rewrites the README's generated flag tables (run and deploy) from the option
+// declarations; src/cli/readme-tables.test.ts fails when they differ.
+import { regenerateTables } from "../src/cli/readme-tables.ts";
 
-console.log(deployTableMarkdown());
+const file = new URL("../README.md", import.meta.url);
+const before = await Bun.file(file).text();
+const after = regenerateTables(before);
+await Bun.write(file, after);
+console.log(after === before ? "README.md tables are up to date" : "README.md tables regenerated");

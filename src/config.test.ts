@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import * as os from "node:os";
 import * as path from "node:path";
-import { availableCores, ConfigError, resolveAcmeOptions, resolveRunOptions, resolveSocketPath } from "./config.ts";
+import { availableCores, ConfigError, proxyProtocolPolicy, resolveAcmeOptions, resolveRunOptions, resolveSocketPath } from "./config.ts";
 
 const files = (contents: Record<string, string>) => (file: string) => contents[file];
 
@@ -77,9 +77,34 @@ test("--bind takes an IPv4 or IPv6 address (brackets dropped) or localhost", () 
   expect(configError(() => resolveRunOptions({}, { BIND: "300.1.1.1" }))).toBe('invalid value for BIND: invalid address "300.1.1.1" (expected an IPv4 or IPv6 address)');
 });
 
+test("--proxy-protocol-from takes CIDRs, repeated or comma-separated; it turns the PROXY protocol on", () => {
+  const flags = resolveRunOptions({ "proxy-protocol-from": ["10.0.0.0/8", "2001:db8::/32"] }, {});
+  expect(flags.proxyProtocolFrom).toEqual(["10.0.0.0/8", "2001:db8::/32"]);
+  expect(proxyProtocolPolicy(flags)).toEqual({ from: ["10.0.0.0/8", "2001:db8::/32"] });
+  expect(resolveRunOptions({}, { PROXY_PROTOCOL_FROM: "10.0.0.0/8, 192.168.1.5" }).proxyProtocolFrom).toEqual(["10.0.0.0/8", "192.168.1.5"]);
+  expect(proxyProtocolPolicy(resolveRunOptions({ "proxy-protocol": true }, {}))).toEqual({ from: [] });
+  expect(proxyProtocolPolicy(resolveRunOptions({}, { PARACHUTE_PROXY_PROTOCOL: "true" }))).toEqual({ from: [] });
+  expect(proxyProtocolPolicy(resolveRunOptions({}, {}))).toBeUndefined();
+  expect(configError(() => resolveRunOptions({ "proxy-protocol-from": ["10.0.0.0/8", "10.0.0.0/40"] }, {}))).toBe(
+    'invalid value for --proxy-protocol-from: invalid CIDR "10.0.0.0/40" (prefix must be 0-32)',
+  );
+  expect(configError(() => resolveRunOptions({}, { PROXY_PROTOCOL_FROM: "lb.internal" }))).toBe(
+    'invalid value for PROXY_PROTOCOL_FROM: invalid CIDR "lb.internal" (expected an IPv4 or IPv6 address, optionally /prefix)',
+  );
+});
+
 test("the state directory is made absolute", () => {
   expect(resolveRunOptions({ "state-dir": "rel/state" }, {}).stateDir).toBe(path.resolve("rel/state"));
   expect(resolveRunOptions({}, { STATE_DIR: "/srv/parachute" }).stateDir).toBe("/srv/parachute");
+});
+
+test("the ACME cache: none by default (<state-dir>/certs), else the flag, PARACHUTE_TLS_ACME_CACHE_PATH or TLS_ACME_CACHE_PATH, made absolute", () => {
+  expect(resolveRunOptions({}, {}).tlsAcmeCachePath).toBeUndefined();
+  expect(resolveRunOptions({}, { TLS_ACME_CACHE_PATH: "/mnt/certs" }).tlsAcmeCachePath).toBe("/mnt/certs");
+  expect(resolveRunOptions({}, { PARACHUTE_TLS_ACME_CACHE_PATH: "/a", TLS_ACME_CACHE_PATH: "/b" }).tlsAcmeCachePath).toBe("/a");
+  expect(resolveRunOptions({ "tls-acme-cache-path": "shared/certs" }, { TLS_ACME_CACHE_PATH: "/b" }).tlsAcmeCachePath).toBe(path.resolve("shared/certs"));
+  expect(configError(() => resolveRunOptions({ "tls-acme-cache-path": "" }, {}))).toBe("invalid value for --tls-acme-cache-path: empty directory");
+  expect(configError(() => resolveRunOptions({}, { TLS_ACME_CACHE_PATH: "" }))).toBe("invalid value for TLS_ACME_CACHE_PATH: empty directory");
 });
 
 test("the admin socket: --socket, then PARACHUTE_SOCKET, then $XDG_RUNTIME_DIR, then the temp dir", () => {
@@ -103,6 +128,8 @@ test("ACME settings come from the environment, with floors on the check and retr
     retryBackoffMs: 30_000,
     concurrency: 4,
     onDemandRate: 10,
+    dnsResolvers: undefined,
+    dnsWaitMs: 120_000,
   });
   const acme = resolveAcmeOptions({
     PARACHUTE_ACME_DIRECTORY: "https://ca.test/dir",
@@ -114,6 +141,8 @@ test("ACME settings come from the environment, with floors on the check and retr
     PARACHUTE_ACME_RETRY: "0",
     PARACHUTE_ACME_CONCURRENCY: "2",
     PARACHUTE_TLS_ON_DEMAND_RATE: "50",
+    PARACHUTE_ACME_DNS_RESOLVER: "127.0.0.1:5353, 9.9.9.9,[::1]:53",
+    PARACHUTE_ACME_DNS_WAIT: "30s",
   });
   expect(acme).toEqual({
     directoryUrl: "https://ca.test/dir",
@@ -125,12 +154,17 @@ test("ACME settings come from the environment, with floors on the check and retr
     retryBackoffMs: 100,
     concurrency: 2,
     onDemandRate: 50,
+    dnsResolvers: ["127.0.0.1:5353", "9.9.9.9", "[::1]:53"],
+    dnsWaitMs: 30_000,
   });
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_CONCURRENCY: "0" }))).toBe(
     'invalid value for PARACHUTE_ACME_CONCURRENCY: invalid count "0" (expected a whole number of 1 or more)',
   );
   expect(resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "" }).directoryUrl).toBeUndefined();
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "not a url" }))).toBe('invalid value for PARACHUTE_ACME_DIRECTORY: invalid URL "not a url"');
+  expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DNS_RESOLVER: "ns1.example.com" }))).toBe(
+    'invalid value for PARACHUTE_ACME_DNS_RESOLVER: invalid resolver list "ns1.example.com" (expected ip or ip:port, comma-separated)',
+  );
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_RETRY: "soon" }))).toBe(
     'invalid value for PARACHUTE_ACME_RETRY: invalid duration "soon" (use e.g. 500ms, 30s, 2m, 1h, 1m30s)',
   );

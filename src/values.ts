@@ -144,7 +144,7 @@ export function parseBoolean(input: string | boolean): boolean {
 }
 
 /** Wraps a throwing parser into a valibot schema whose issue message is the parser's. */
-function parsed<I, O>(base: v.GenericSchema<unknown, I>, parse: (input: I) => O) {
+export function parsed<I, O>(base: v.GenericSchema<unknown, I>, parse: (input: I) => O) {
   return v.pipe(
     base,
     v.rawTransform<I, O>(({ dataset, addIssue, NEVER }) => {
@@ -177,12 +177,6 @@ export const targetSchema = parsed(v.string("expected a target string"), parseTa
 export const hostSchema = parsed(v.string("expected a host string"), parseHost);
 export const pathPrefixSchema = parsed(v.string("expected a path string"), parsePathPrefix);
 export const portSchema = parsed(stringOrNumber, parsePort);
-/** A port something must be reached on (a health check): 0 means "any" only for listeners. */
-export const remotePortSchema = parsed(stringOrNumber, (input) => {
-  const port = parsePort(input);
-  if (port === 0) throw new ValueError(`invalid port "${input}" (expected 1-65535)`);
-  return port;
-});
 export const workerCountSchema = parsed(stringOrNumber, parseWorkerCount);
 export const positiveCountSchema = parsed(stringOrNumber, parsePositiveCount);
 export const booleanSchema = parsed(v.union([v.string(), v.boolean()], "expected a boolean"), parseBoolean);

@@ -363,3 +363,35 @@ test("with --buffer-requests, --target-timeout counts from when the target is as
   expect(JSON.parse(text).bytes).toBe(4000);
   expect(app.requests).toBe(requestsBefore + 1);
 }, 15_000);
+
+describe("run --max-request-body: the limit of every service that sets none", () => {
+  let limited: Proxy;
+
+  beforeAll(async () => {
+    // Two workers: the limit reaches every data plane, not only the control plane's.
+    limited = await Proxy.start({ args: ["--max-request-body", "100k", "--workers", "2"] });
+    for (const [service, extra] of [["inherits", []], ["own", ["--max-request-body", "1m"]]] as const) {
+      const result = await limited.cli(["deploy", service, "--target", app.address, "--host", `${service}.test`, ...extra]);
+      if (result.code !== 0) throw new Error(`deploy ${service} failed:\n${result.stderr}`);
+    }
+  }, 30_000);
+
+  afterAll(async () => {
+    await limited?.stop();
+  });
+
+  const upload = (host: string, bytes: number) => limited.fetch("/upload", { method: "POST", host, body: new Uint8Array(bytes) });
+
+  test("a service deployed without --max-request-body gets the run limit (413 above it), in a worker too", async () => {
+    const requestsBefore = app.requests;
+    for (let i = 0; i < 4; i++) expect((await upload("inherits.test", 200_000)).status).toBe(413);
+    expect(app.requests).toBe(requestsBefore);
+    expect((await upload("inherits.test", 50_000)).status).toBe(200);
+  });
+
+  test("a service's own --max-request-body wins over the run limit", async () => {
+    expect((await upload("own.test", 500_000)).status).toBe(200);
+    expect((await upload("own.test", 2 * MB)).status).toBe(413);
+  });
+});
+

@@ -77,6 +77,8 @@ describe("invalid run options are an error naming their source", () => {
     ["BIND=not-an-address", { BIND: "not-an-address" }, ["--http-port", "0"], "BIND"],
     ["BIND=999.1.1.1", { BIND: "999.1.1.1" }, ["--http-port", "0"], "BIND"],
     ["DEBUG=maybe", { DEBUG: "maybe" }, ["--http-port", "0"], "DEBUG"],
+    ["--max-request-body lots", {}, ["--http-port", "0", "--max-request-body", "lots"], "--max-request-body"],
+    ["MAX_REQUEST_BODY=-1k", { MAX_REQUEST_BODY: "-1k" }, ["--http-port", "0"], "MAX_REQUEST_BODY"],
   ] as const) {
     test(label, async () => {
       // BIND must come from the environment for its own case, so no --bind there.

@@ -260,6 +260,15 @@ test("--health-check-port checks another port than the one traffic goes to", asy
   expect(await get("/echo", host)).toMatchObject({ status: 200, backend: "hc-app" });
 }, SLOW_TEST);
 
+test("--health-check-port 0 (kamal-proxy's default) checks the target's own port", async () => {
+  const host = "hc-port-zero.test";
+  const app = backend("hc-zero");
+  await deployOk("hcportzero", ["--host", host, "--target", app.address, "--health-check-port", "0", "--health-check-path", "/zero-health"]);
+  expect(app.seen.some((s) => new URL(s.url).pathname === "/zero-health")).toBe(true);
+  const saved = JSON.parse(fs.readFileSync(proxy.stateFile, "utf8")).services.find((s: { name: string }) => s.name === "hcportzero");
+  expect(saved.options.healthCheckPort).toBeUndefined();
+}, SLOW_TEST);
+
 test("several targets are load-balanced round robin", async () => {
   const host = "rr.test";
   const a = backend("rr-a");

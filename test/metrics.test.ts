@@ -108,3 +108,22 @@ test("--exclude-metrics-path: requests below it are logged and proxied but not c
     await excluded.stop();
   }
 });
+
+test("--exclude-metrics-path also matches the path the target sees, after the prefix is stripped (as kamal-proxy does)", async () => {
+  const app = startBackend("metrics-stripped");
+  try {
+    const deploy = await proxy.cli(["deploy", "stripped", "--target", app.address, "--host", "s.test", "--path-prefix", "/api", "--exclude-metrics-path", "/up"]);
+    expect(deploy.code).toBe(0);
+    for (const path of ["/api/up", "/api/echo"]) {
+      const res = await proxy.fetch(path, { host: "s.test" });
+      await res.arrayBuffer();
+      expect(res.status).toBe(200);
+    }
+    await proxy.waitForLog((l) => l.msg === "Request" && l.host === "s.test" && l.path === "/api/echo");
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const counted = parsePrometheus(text).samples.filter((s) => s.name === "parachute_requests_total" && s.labels.service === "stripped");
+    expect(counted.map((s) => s.value)).toEqual([1]);
+  } finally {
+    await app.stop();
+  }
+});

@@ -97,6 +97,9 @@ describe("rollout on one service", () => {
     }
     // Any method, not only reads.
     expect(await backendOf(proxy, host, { ...withCookie("beta-1"), method: "POST", body: "x" })).toBe("canary");
+    // kamal-proxy's cookie name counts when there is no parachute-rollout cookie, and only then.
+    expect(await backendOf(proxy, host, { headers: { cookie: "kamal-rollout=beta-1" } })).toBe("canary");
+    expect(await backendOf(proxy, host, { headers: { cookie: "parachute-rollout=other; kamal-rollout=beta-1" } })).toBe("active");
     const others = await sides(proxy, host, clients.slice(0, 50));
     expect(new Set(others.values())).toEqual(new Set(["active"]));
     expect(await noCookie(proxy, host, 10)).toEqual(new Set(["active"]));

@@ -448,7 +448,8 @@ describe("bad input is refused with Error:, exit 1, and no state change", () => 
     { name: "stop with a bad --drain-timeout", args: () => ["stop", "bads", "--drain-timeout", "-1s"], error: /^Error: .*--drain-timeout/m },
     { name: "add with an unknown flag", args: () => ["add", "bads", "--target", other.address, "--frobnicate"], error: /^Error: .*--frobnicate/m },
     { name: "pause without a service", args: () => ["pause"], error: /^Error: .*SERVICE/m },
-    { name: "deploy with --health-check-port 0", args: () => ["deploy", "bads", "--target", other.address, "--health-check-port", "0"], error: /^Error: --health-check-port: invalid port "0"/m },
+    { name: "deploy with --max-response-body but no buffering", args: () => ["deploy", "bads", "--target", other.address, "--max-response-body", "1m"], error: /^Error: --max-response-body needs --buffer-responses$/m },
+    { name: "deploy with --health-check-port 70000", args: () => ["deploy", "bads", "--target", other.address, "--health-check-port", "70000"], error: /^Error: --health-check-port: invalid port "70000"/m },
     { name: "deploy with a missing error pages directory", args: () => ["deploy", "bads", "--target", other.address, "--error-pages", "/nonexistent-pages"], error: /^Error: .*"\/nonexistent-pages"/m },
   ];
 

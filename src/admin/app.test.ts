@@ -69,3 +69,17 @@ test("a command streams its progress as NDJSON and ends with its result; a clien
   expect(lines.at(-1)).toEqual({ ok: true });
   expect(lines.slice(0, -1).every((l) => typeof l.progress === "string")).toBe(true);
 });
+
+test("GET /history/SERVICE: the records, with the fields the client gave as it gave them; 404 for a name never seen", async () => {
+  healthy = true;
+  const body = { service: "hist", targets: [target], hosts: ["hist.test"], drainTimeout: "2s", healthCheckInterval: "20ms", notAField: "dropped" };
+  const res = await post("/deploy", JSON.stringify(body));
+  expect((await res.text()).trim().split("\n").at(-1)).toBe('{"ok":true}');
+  const history = (await (await app.request("/history/hist")).json()) as { service: string; records: { command: string; options: unknown; outcome: string }[] };
+  expect(history.service).toBe("hist");
+  expect(history.records.map((r) => [r.command, r.outcome, r.options])).toEqual([["deploy", "ok", { targets: [target], hosts: ["hist.test"], drainTimeout: "2s", healthCheckInterval: "20ms" }]]);
+  // Refused before it ran (a bad value): not recorded.
+  expect((await post("/pause", JSON.stringify({ service: "hist", maxPause: "forever" }))).status).toBe(400);
+  expect(((await (await app.request("/history/hist")).json()) as { records: unknown[] }).records).toHaveLength(1);
+  expect(await errorOf(await app.request("/history/nosuch"))).toEqual([404, "no service nosuch and no history of one"]);
+});

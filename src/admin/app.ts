@@ -1,6 +1,6 @@
 // The admin API: a Hono app served only on the unix socket. Every body is
 // validated with the same valibot schemas the CLI uses; then the registry does
-// the work. Commands that wait (deploy, add, rm, remove, pause, stop,
+// the work. Commands that wait (deploy, rollback, add, rm, remove, pause, stop,
 // rollout deploy, upgrade) answer with NDJSON: progress lines, then one result line, so
 // the CLI can show what happens while it waits. Every command gets the
 // progress callback, because any of them may have to warn that the state
@@ -13,9 +13,9 @@ import { validator } from "hono/validator";
 import * as v from "valibot";
 import { log } from "../log.ts";
 import { CommandError, type Progress } from "../service/command-error.ts";
-import type { Registry } from "../service/registry.ts";
+import type { Given, Registry } from "../service/registry.ts";
 import { describeIssues } from "../values.ts";
-import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest, UpgradeRequest } from "./requests.ts";
+import { DeployRequest, PauseRequest, RollbackRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest, UpgradeRequest } from "./requests.ts";
 
 export type ProgressEvent = { progress: string } | { ok: true } | { error: string };
 
@@ -105,23 +105,39 @@ export function createAdminApp(registry: Registry, server: ServerControl) {
   app.get("/health", (c) => c.json({ ok: true }));
   app.get("/services", (c) => c.json({ services: registry.list() }));
 
-  // One route per command; each validates its body, then lets the registry work.
-  const command = <S extends v.GenericSchema>(path: string, schema: S, work: (request: v.InferOutput<S>, progress: Progress) => Promise<void>) =>
-    app.post(path, jsonBody(schema), (c) => {
-      const request = c.req.valid("json") as v.InferOutput<S>;
-      return streamed(c, (progress) => work(request, progress));
-    });
-  command("/deploy", DeployRequest, (r, p) => registry.deploy(r, p));
+  app.get("/history/:service", (c) => {
+    const service = c.req.param("service");
+    const records = registry.historyOf(service);
+    if (!records && !registry.service(service)) return c.json({ error: `no service ${service} and no history of one` }, 404);
+    return c.json({ service, records: records ?? [] });
+  });
 
-  command("/remove", ServiceRequest, (r, p) => registry.remove(r, p));
-  command("/add", TargetsRequest, (r, p) => registry.add(r, p));
-  command("/rm", TargetsRequest, (r, p) => registry.rm(r, p));
-  command("/pause", PauseRequest, (r, p) => registry.pause(r, p));
-  command("/stop", StopRequest, (r, p) => registry.stop(r, p));
-  command("/resume", ServiceRequest, (r, p) => registry.resume(r, p));
-  command("/rollout/deploy", TargetsRequest, (r, p) => registry.rolloutDeploy(r, p));
-  command("/rollout/set", RolloutSetRequest, (r, p) => registry.rolloutSet(r, p));
-  command("/rollout/stop", ServiceRequest, (r, p) => registry.rolloutStop(r, p));
+  // One route per command; each validates its body, then lets the registry
+  // work. The fields the client gave (as it gave them, before defaults) go
+  // with the request, for the history.
+  const command = <S extends v.ObjectSchema<v.ObjectEntries, undefined>>(
+    path: string,
+    schema: S,
+    work: (request: v.InferOutput<S>, progress: Progress, given: Given) => Promise<void>,
+  ) =>
+    app.post(path, jsonBody(schema), async (c) => {
+      const request = c.req.valid("json") as v.InferOutput<S>;
+      const body = (await c.req.json()) as Record<string, unknown>;
+      const given = Object.fromEntries(Object.entries(body).filter(([key]) => Object.hasOwn(schema.entries, key)));
+      return streamed(c, (progress) => work(request, progress, given));
+    });
+  command("/deploy", DeployRequest, (r, p, g) => registry.deploy(r, p, g));
+  command("/rollback", RollbackRequest, (r, p, g) => registry.rollback(r, p, g));
+
+  command("/remove", ServiceRequest, (r, p, g) => registry.remove(r, p, g));
+  command("/add", TargetsRequest, (r, p, g) => registry.add(r, p, g));
+  command("/rm", TargetsRequest, (r, p, g) => registry.rm(r, p, g));
+  command("/pause", PauseRequest, (r, p, g) => registry.pause(r, p, g));
+  command("/stop", StopRequest, (r, p, g) => registry.stop(r, p, g));
+  command("/resume", ServiceRequest, (r, p, g) => registry.resume(r, p, g));
+  command("/rollout/deploy", TargetsRequest, (r, p, g) => registry.rolloutDeploy(r, p, g));
+  command("/rollout/set", RolloutSetRequest, (r, p, g) => registry.rolloutSet(r, p, g));
+  command("/rollout/stop", ServiceRequest, (r, p, g) => registry.rolloutStop(r, p, g));
   command("/upgrade", UpgradeRequest, (r, p) => server.upgrade(r, p));
 
   app.notFound((c) => c.json({ error: `unknown admin endpoint ${c.req.method} ${c.req.path}` }, 404));

@@ -2,7 +2,7 @@
 // schemas before it sends anything, and the server validates again on arrival,
 // so a bad value is named the same way wherever it comes from.
 import * as v from "valibot";
-import { duration, field, requestEntries, SERVICE_OPTIONS } from "../service/options.ts";
+import { duration, field, requestEntries, SERVICE_OPTIONS, type Field } from "../service/options.ts";
 import { booleanSchema, durationSchema, listSchema as list, positiveDurationSchema, targetSchema } from "../values.ts";
 
 export const serviceNameSchema = v.pipe(
@@ -33,6 +33,32 @@ export const DeployRequest = v.object({
   ...requestEntries(SERVICE_OPTIONS),
 });
 export type DeployRequest = v.InferOutput<typeof DeployRequest>;
+
+/** A service option a rollback may set; left out, it stays what the service has. */
+function keptUnlessGiven<I extends v.GenericSchema, S extends v.GenericSchema>(f: Field<I, S, unknown>, help = f.help): Field<I, S, undefined> & { required: false } {
+  return { ...f, help, default: undefined, shownDefault: "the service's", required: false };
+}
+
+/** The service options a rollback takes: the deploy's timing and health-check ones (README "History and rollback"). */
+export const ROLLBACK_OPTIONS = {
+  drainTimeout: keptUnlessGiven(SERVICE_OPTIONS.drainTimeout, "max time the current targets get to finish in-flight requests"),
+  healthCheckPath: keptUnlessGiven(SERVICE_OPTIONS.healthCheckPath),
+  healthCheckInterval: keptUnlessGiven(SERVICE_OPTIONS.healthCheckInterval),
+  healthCheckTimeout: keptUnlessGiven(SERVICE_OPTIONS.healthCheckTimeout),
+  healthCheckPort: keptUnlessGiven(SERVICE_OPTIONS.healthCheckPort),
+  healthCheckHost: keptUnlessGiven(SERVICE_OPTIONS.healthCheckHost),
+};
+
+export const ROLLBACK_PARAMETERS = {
+  deployTimeout: { ...DEPLOY_PARAMETERS.deployTimeout, help: "max wait for the previous deploy's targets to become healthy" },
+  ...ROLLBACK_OPTIONS,
+};
+
+export const RollbackRequest = v.object({
+  service: serviceNameSchema,
+  ...requestEntries(ROLLBACK_PARAMETERS),
+});
+export type RollbackRequest = v.InferOutput<typeof RollbackRequest>;
 
 export const TargetsRequest = v.object({
   service: serviceNameSchema,

@@ -1,5 +1,6 @@
 import { expect, test } from "bun:test";
 import { SERVICE_OPTIONS } from "../service/options.ts";
+import { deployShape } from "./deploy.ts";
 import { fieldOf, flagForField, flagTable, parseFlags, UsageError, type CommandShape } from "./flags.ts";
 
 const SHAPE: CommandShape = {
@@ -14,15 +15,17 @@ const SHAPE: CommandShape = {
 
 const parse = (...args: string[]) => parseFlags(args, SHAPE);
 
-function usageError(fn: () => unknown): string {
+function thrownUsage(fn: () => unknown): UsageError {
   try {
     fn();
   } catch (error) {
     expect(error).toBeInstanceOf(UsageError);
-    return (error as Error).message;
+    return error as UsageError;
   }
   throw new Error("expected a UsageError, nothing was thrown");
 }
+
+const usageError = (fn: () => unknown) => thrownUsage(fn).message;
 
 test("positionals and only the flags given; values by field name, flags by flag name", () => {
   expect(parse("web")).toEqual({ positionals: ["web"], values: {}, flags: {} });
@@ -116,4 +119,20 @@ test("fieldOf and flagForField map between flags and fields", () => {
   expect(flagForField(SHAPE.flags, "targets")).toBe("--target");
   expect(flagForField(SHAPE.flags, "stripPathPrefix")).toBe("--strip-path-prefix");
   expect(flagForField(SHAPE.flags, "unknownField")).toBe("unknownField");
+});
+
+test("an unknown flag that kamal-proxy's command takes says where parachute has it", () => {
+  const shape: CommandShape = { ...SHAPE, movedFlags: { "cache-path": "use: parachute run --cache-path DIR" } };
+  for (const args of [["web", "--cache-path", "/x"], ["web", "--cache-path=/x"]]) {
+    const error = thrownUsage(() => parseFlags(args, shape));
+    expect(error.message).toBe("unknown flag --cache-path");
+    expect(error.hint).toBe("use: parachute run --cache-path DIR");
+  }
+  expect(thrownUsage(() => parseFlags(["web", "--other"], shape)).hint).toBeUndefined();
+});
+
+test("deploy --tls-acme-cache-path (a kamal-proxy deploy flag) points to run", () => {
+  const error = thrownUsage(() => parseFlags(["web", "--target", "a:1", "--tls-acme-cache-path", "/certs"], deployShape));
+  expect(error.message).toBe("unknown flag --tls-acme-cache-path");
+  expect(error.hint).toContain("parachute run --tls-acme-cache-path DIR");
 });

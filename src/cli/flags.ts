@@ -31,6 +31,12 @@ export function flagTable(fields: Record<string, Field>): FlagTable {
 export interface CommandShape {
   positionals: { name: string; description: string }[];
   flags: FlagTable;
+  /**
+   * Flags this command does not take but kamal-proxy's command of the same
+   * name does, each with the line that says where parachute has it
+   * (docs/kamal-proxy.md).
+   */
+  movedFlags?: Record<string, string>;
 }
 
 export class UsageError extends Error {
@@ -87,7 +93,10 @@ export function parseFlags(rawArgs: string[], shape: CommandShape): ParsedFlags 
   try {
     parsed = parseArgs({ args, options, strict: true, allowPositionals: true, allowNegative: true });
   } catch (error) {
-    throw new UsageError(cleanParseError((error as Error).message));
+    const usage = new UsageError(cleanParseError((error as Error).message));
+    const unknown = /^unknown flag --([a-z0-9-]+)$/i.exec(usage.message);
+    if (unknown) usage.hint = shape.movedFlags?.[unknown[1]!];
+    throw usage;
   }
   const positionals = parsed.positionals;
   if (positionals.length > shape.positionals.length) {

@@ -2,9 +2,11 @@
 import { defineCommand, type CommandDef } from "citty";
 import { helpText } from "./command.ts";
 import { deployCommand } from "./deploy.ts";
+import { historyCommand } from "./history.ts";
 import { listCommand } from "./list.ts";
 import { pauseCommand, resumeCommand, stopCommand } from "./maintenance.ts";
 import { removeCommand } from "./remove.ts";
+import { rollbackCommand } from "./rollback.ts";
 import { rolloutCommand } from "./rollout.ts";
 import { runCommand } from "./run.ts";
 import { addCommand, rmCommand } from "./targets.ts";
@@ -23,6 +25,8 @@ const subCommands: Record<string, CommandDef> = {
   stop: stopCommand,
   resume: resumeCommand,
   rollout: rolloutCommand,
+  history: historyCommand,
+  rollback: rollbackCommand,
   upgrade: upgradeCommand,
   version: defineCommand({
     meta: { name: "version", description: "Print the version" },

@@ -6,6 +6,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { Http1Connection, type ConnectionOwner } from "./http1-connection.ts";
 import type { Pipeline } from "./pipeline.ts";
 import type { Scheme } from "./request.ts";
+import type { ProxyProtocolGate } from "./proxy-protocol-gate.ts";
 import { SocketTransport, socketHandlers, type Transport } from "./transport.ts";
 import type { WebSocketTunnel } from "./websocket-tunnel.ts";
 import { normalizeClientIp } from "../proxy/headers.ts";
@@ -75,6 +76,8 @@ export interface ListenOptions {
   hostname: string | undefined;
   /** A listening socket inherited from the process this one replaces (see server/upgrade.ts), instead of binding. */
   fd?: number;
+  /** Connections from trusted senders start with a PROXY protocol header (README "PROXY protocol"). */
+  proxyProtocol?: ProxyProtocolGate;
 }
 
 /** The file descriptor of a listener, to hand to a successor (Bun has it, though its types do not say so). */
@@ -83,13 +86,20 @@ export function listenerFd(listener: TCPSocketListener<unknown> | undefined): nu
   return typeof fd === "number" && fd >= 0 ? fd : undefined;
 }
 
-/** Opens a TCP port whose connections are handed to `accept`. Throws the bind error (EADDRINUSE, EACCES…). */
-export function listenTcp(options: ListenOptions, accept: (transport: SocketTransport, socket: Socket<SocketTransport>) => void): TCPSocketListener<SocketTransport> {
+/**
+ * Opens a TCP port whose connections are handed to `accept` with the
+ * client's address: the peer's, or the one a PROXY protocol header gives.
+ * Throws the bind error (EADDRINUSE, EACCES…).
+ */
+export function listenTcp(options: ListenOptions, accept: (transport: SocketTransport, clientAddress: string) => void): TCPSocketListener<SocketTransport> {
+  const gate = options.proxyProtocol;
   const socket = {
     ...socketHandlers,
     open(socket: Socket<SocketTransport>) {
-      socket.data = new SocketTransport(socket);
-      accept(socket.data, socket);
+      const transport = (socket.data = new SocketTransport(socket));
+      const peer = normalizeClientIp(transport.remoteAddress);
+      if (gate?.trusts(peer)) gate.read(transport, peer, (clientAddress) => accept(transport, clientAddress));
+      else accept(transport, peer);
     },
   };
   // Bun.listen adopts a listening socket given by `fd` (checked with Bun 1.4.5), though its types omit it.
@@ -115,5 +125,5 @@ export function listenTcp(options: ListenOptions, accept: (transport: SocketTran
 
 /** The plain HTTP listener: a TCP port served by `server`. */
 export function listenHttp(options: ListenOptions, server: Http1Server): TCPSocketListener<SocketTransport> {
-  return listenTcp(options, (transport) => server.accept(transport, "http", normalizeClientIp(transport.remoteAddress)));
+  return listenTcp(options, (transport, clientAddress) => server.accept(transport, "http", clientAddress));
 }

@@ -11,10 +11,12 @@
 // docs/benchmarks.md "On-demand TLS at 1,000 hosts".
 import { createSecureContext, type SecureContext } from "node:tls";
 import { log } from "../log.ts";
+import { certificateHostsFor } from "../tls/certificates.ts";
 import { noteActivity } from "./memory.ts";
 import { H2Server, type H2Certificate } from "./h2-server.ts";
 import type { Http1Server } from "./http1-server.ts";
 import type { Pipeline } from "./pipeline.ts";
+import type { ProxyProtocolGate } from "./proxy-protocol-gate.ts";
 import { TlsFront } from "./tls-front.ts";
 
 /** A replaced HTTP/2 server keeps running this long: connections relayed just before the swap may still be in their handshake. */
@@ -39,20 +41,24 @@ export interface HttpsOptions {
   hostname: string | undefined;
   /** An inherited listening socket (see ListenOptions). */
   fd?: number;
+  proxyProtocol?: ProxyProtocolGate;
   pipeline: Pipeline;
   http1: Http1Server;
   /** Served to names no service has, and to clients without SNI. */
   fallback: { cert: string; key: string };
   /** Waits (bounded) for the certificate of a name still being issued; false refuses the handshake. */
   admit(serverName: string | undefined): Promise<boolean>;
+  /** The TLS-ALPN-01 challenge certificate for a name, while its challenge is open. */
+  alpnChallenge(serverName: string): { cert: string; key: string } | undefined;
 }
 
 /** The entry for an SNI name: exact, then a wildcard one level up. */
 function lookup<T>(map: Map<string, T>, name: string): T | undefined {
-  const exact = map.get(name);
-  if (exact) return exact;
-  const dot = name.indexOf(".");
-  return dot > 0 ? map.get(`*${name.slice(dot)}`) : undefined;
+  for (const host of certificateHostsFor(name)) {
+    const found = map.get(host);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 export class HttpsListener {
@@ -69,8 +75,19 @@ export class HttpsListener {
       port: options.port,
       hostname: options.hostname,
       fd: options.fd,
+      proxyProtocol: options.proxyProtocol,
       admit: options.admit,
       context: (name) => (name ? lookup(this.hosts, name)?.context : undefined) ?? this.fallbackContext,
+      acmeContext: (name) => {
+        // Made per validation: a CA opens a few connections per challenge, and each challenge has its own certificate.
+        const challenge = options.alpnChallenge(name);
+        try {
+          return challenge ? createSecureContext(challenge) : undefined;
+        } catch (error) {
+          log.error("Cannot load the TLS-ALPN-01 challenge certificate", { host: name, error: (error as Error).message });
+          return undefined;
+        }
+      },
       h2Port: (name) => ((name ? lookup(this.hosts, name)?.shard.server : undefined) ?? this.fallbackH2!).port,
       serve: (transport, clientAddress) => options.http1.accept(transport, "https", clientAddress),
     });

@@ -1,16 +1,19 @@
 // The one request pipeline. Every request, HTTP or WebSocket, from any
 // listener, goes through these steps in this order; each step exists once:
 //
-//   refuse malformed → ACME challenge → route → HTTPS-only → redirects →
-//   pause and stop → limits → pick a target → upstream headers → forward
+//   refuse malformed → ACME challenge → route (and client IP header) →
+//   HTTPS-only → redirects → basic auth → pause and stop → limits →
+//   pick a target → upstream headers → forward
 //
 // A step either answers (an error page, a redirect) or lets the request go on.
 import { parse as parseCookies } from "hono/utils/cookie";
 import { errorPage, ERROR_PAGE_HEADERS, type CustomPages } from "../proxy/error-pages.ts";
+import { clientIpFromHeader } from "../proxy/client-ip.ts";
 import { upstreamHeaders } from "../proxy/headers.ts";
+import { PUBLISHED_HEALTH_PREFIX, publishedHealth } from "../proxy/published-health.ts";
 import { startRequestLog, type RequestLog } from "../proxy/request-log.ts";
 import { prefixMatches, validHostHeader, type Route, type Router } from "../routing/router.ts";
-import { ROLLOUT_COOKIE } from "../service/rollout.ts";
+import { KAMAL_ROLLOUT_COOKIE, ROLLOUT_COOKIE } from "../service/rollout.ts";
 import type { Service } from "../service/service.ts";
 import { log } from "../log.ts";
 import { forward, type Buffering } from "./forwarder.ts";
@@ -22,6 +25,8 @@ import type { UpstreamPool } from "./upstream.ts";
 /** After a write, this cookie sends the client's reads to the writers until the time it holds (unix ms). */
 const WRITER_COOKIE = "parachute-writer";
 const ACME_CHALLENGE = "/.well-known/acme-challenge/";
+/** The published health check's answers: never cached by whatever sits between. */
+const HEALTH_HEADERS = [["Content-Type", "text/plain"], ["Cache-Control", "no-store"]] as const;
 /** How long an HTTP → HTTPS redirect waits for a certificate still being issued. */
 const CERTIFICATE_WAIT_MS = 30_000;
 
@@ -46,6 +51,16 @@ export interface CertificateView {
   requestOnDemand(host: string, service: string): Promise<boolean>;
   /** The key authorization for an HTTP-01 challenge token, while its order runs. */
   challenge(token: string): string | undefined;
+  /** The TLS-ALPN-01 challenge certificate for a host, while its order runs. */
+  alpnChallenge(host: string): { cert: string; key: string } | undefined;
+}
+
+/** What the run options set for every service (README "Configuration"): the same in every worker. */
+export interface ProxySettings {
+  /** The request body limit of services that set none (bytes; 0: none). */
+  maxRequestBody: number;
+  /** Answer the published health check (src/proxy/published-health.ts). */
+  publishHealthCheck: boolean;
 }
 
 export interface TlsContext {
@@ -70,14 +85,25 @@ interface Passage {
   pages: CustomPages | undefined;
   /** The path the target sees (after prefix stripping). */
   targetPath: string;
+  /** The client address the service's --client-ip-header gave, when it is a valid IP. */
+  headerIp: string | undefined;
 }
 
 export class Pipeline {
+  /** This data plane is going away (a graceful stop, an upgrade's old process): the published health check says so. */
+  leaving = false;
+
   constructor(
     private readonly registry: Routes,
     private readonly tls: TlsContext,
     private readonly pool: UpstreamPool,
+    private readonly settings: ProxySettings,
   ) {}
+
+  /** The service's request body limit, else the server's (0: none). */
+  private maxRequestBody(service: Service): number {
+    return service.options.maxRequestBody || this.settings.maxRequestBody;
+  }
 
   /** Runs the steps for `req` and calls `respond` once with the reply. */
   handle(req: ProxyRequest, responder: Responder): void {
@@ -86,6 +112,10 @@ export class Pipeline {
     const refused = this.refuse(req);
     if (refused) return responder.respond(this.reject(entry, refused.status, refused.error));
     const path = req.path!;
+    if (this.settings.publishHealthCheck && path.startsWith(PUBLISHED_HEALTH_PREFIX)) {
+      const health = publishedHealth(path, this.leaving, (name) => this.registry.service(name));
+      if (health) return responder.respond(new Answer(health.status, HEALTH_HEADERS, health.body));
+    }
     const challenge = this.acmeChallenge(req, path, entry);
     if (challenge) return responder.respond(challenge);
 
@@ -96,16 +126,12 @@ export class Pipeline {
     entry.service = service.name;
     entry.logRequestHeaders = options.logRequestHeaders;
     entry.logResponseHeaders = options.logResponseHeaders;
-    if (options.excludeMetricsPaths.length) entry.uncounted = options.excludeMetricsPaths.some((prefix) => prefixMatches(prefix, path));
-    const passage: Passage = {
-      req,
-      entry,
-      path,
-      route,
-      service,
-      pages: this.registry.errorPages(service),
-      targetPath: options.stripPathPrefix ? stripPrefix(path, route.prefix) : path,
-    };
+    const targetPath = options.stripPathPrefix ? stripPrefix(path, route.prefix) : path;
+    // Below the path the client asked for, or the one the target sees (kamal-proxy's reading).
+    if (options.excludeMetricsPaths.length) entry.uncounted = options.excludeMetricsPaths.some((prefix) => prefixMatches(prefix, path) || prefixMatches(prefix, targetPath));
+    const headerIp = options.clientIpHeader ? clientIpFromHeader(req.headers, options.clientIpHeader) : undefined;
+    if (headerIp) entry.clientAddr = headerIp;
+    const passage: Passage = { req, entry, path, route, service, pages: this.registry.errorPages(service), targetPath, headerIp };
 
     if (req.scheme === "https" && !options.tls) {
       return responder.respond(this.reject(entry, 503, "service is not served over HTTPS", { pages: passage.pages, message: "This site is not served over HTTPS." }));
@@ -114,6 +140,11 @@ export class Pipeline {
   }
 
   private afterRedirect(passage: Passage, responder: Responder) {
+    if (!passage.service.basicAuth) return this.afterAuthentication(passage, responder);
+    this.step(passage, responder, this.authenticate(passage), () => this.afterAuthentication(passage, responder));
+  }
+
+  private afterAuthentication(passage: Passage, responder: Responder) {
     this.step(passage, responder, this.maintenance(passage), () => this.afterMaintenance(passage, responder));
   }
 
@@ -136,7 +167,7 @@ export class Pipeline {
 
   private afterMaintenance(passage: Passage, responder: Responder) {
     const { req, entry, service } = passage;
-    const limit = service.options.maxRequestBody;
+    const limit = this.maxRequestBody(service);
     // A declared length over the limit is refused before anything is read.
     if (limit > 0 && Number(req.headers.get("content-length") ?? 0) > limit) {
       return responder.respond(this.reject(entry, 413, "request body too large", { pages: passage.pages }));
@@ -192,6 +223,24 @@ export class Pipeline {
   }
 
   /**
+   * Basic auth (--basic-auth-file), after the redirects so that credentials
+   * are only asked for once the client is on HTTPS. Health checks (GET and
+   * HEAD of the health-check path) and ACME challenges pass without, as they
+   * do through a pause. A credential verified in the last minute passes at
+   * once; others wait for the verify.
+   */
+  private authenticate({ req, entry, service, pages, path, targetPath }: Passage): Reply | undefined | Promise<Reply | undefined> {
+    const auth = service.basicAuth;
+    if (!auth || path.startsWith(ACME_CHALLENGE)) return undefined;
+    if ((req.method === "GET" || req.method === "HEAD") && targetPath === service.options.healthCheckPath) return undefined;
+    const allowed = auth.allows(req.headers.get("authorization"));
+    if (allowed === true) return undefined;
+    const refuse = () => this.reject(entry, 401, "unauthorized", { pages }, [["WWW-Authenticate", auth.challenge]]);
+    if (allowed === false) return refuse();
+    return allowed.then((ok) => (ok ? undefined : refuse()));
+  }
+
+  /**
    * Pause and stop. The health-check path keeps answering (GET and HEAD, as
    * the target would see the path) so that an orchestrator does not restart
    * a paused or stopped app.
@@ -212,7 +261,7 @@ export class Pipeline {
   }
 
   /** Picks a target, builds the upstream headers and forwards. */
-  private forward({ req, entry, service, pages, targetPath, route }: Passage, responder: Responder) {
+  private forward({ req, entry, service, pages, targetPath, route, headerIp }: Passage, responder: Responder) {
     const options = service.options;
     const isRead = req.method === "GET" || req.method === "HEAD";
     let rolloutValue: string | undefined;
@@ -220,7 +269,7 @@ export class Pipeline {
     const cookieHeader = req.headers.get("cookie");
     if (cookieHeader && (service.rolloutTargets || service.readTargets.length)) {
       const cookies = parseCookies(cookieHeader);
-      rolloutValue = cookies[ROLLOUT_COOKIE];
+      rolloutValue = cookies[ROLLOUT_COOKIE] ?? cookies[KAMAL_ROLLOUT_COOKIE];
       pinnedToWriter = Number(cookies[WRITER_COOKIE] ?? 0) > Date.now();
     }
     // A WebSocket is a long write-capable session: it goes to the writers,
@@ -230,7 +279,7 @@ export class Pipeline {
     if (!target) return responder.respond(this.reject(entry, 503, "no healthy target", { pages }));
     entry.target = target.address;
 
-    const headers = upstreamHeaders(req.headers, { ip: req.remoteAddr, scheme: req.scheme }, options.forwardHeaders, req.websocket, target.address);
+    const headers = upstreamHeaders(req.headers, { ip: req.remoteAddr, scheme: req.scheme, headerIp }, options.forwardHeaders, req.websocket, target.address);
     entry.requestId = headers.requestId;
     entry.clientAddr = headers.clientAddr;
 
@@ -248,8 +297,8 @@ export class Pipeline {
         pathAndQuery: targetPath + req.query,
         headers,
         timeoutMs: options.targetTimeout,
-        buffering: buffering(service),
-        maxRequestBody: options.maxRequestBody,
+        buffering: buffering(service, this.maxRequestBody(service)),
+        maxRequestBody: this.maxRequestBody(service),
         entry,
         setCookie,
         cookieScope: options.scopeCookiePaths && route.prefix !== "/" ? { prefix: route.prefix, host: entry.host } : undefined,
@@ -265,14 +314,14 @@ export class Pipeline {
   }
 
   /** Answers with a proxy error page, logged with the page's size. */
-  reject(entry: RequestLog, status: number, error: string, options: Parameters<typeof errorPage>[1] = {}): Reply {
-    return new Answer(status, ERROR_PAGE_HEADERS, errorPage(status, options), entry, error);
+  reject(entry: RequestLog, status: number, error: string, options: Parameters<typeof errorPage>[1] = {}, headers: [string, string][] = []): Reply {
+    return new Answer(status, headers.length ? [...ERROR_PAGE_HEADERS, ...headers] : ERROR_PAGE_HEADERS, errorPage(status, options), entry, error);
   }
 }
 
-function buffering(service: Service): Buffering | undefined {
+function buffering(service: Service, maxRequestBody: number): Buffering | undefined {
   const o = service.options;
   if (!o.bufferRequests && !o.bufferResponses) return undefined;
-  return { requests: o.bufferRequests, responses: o.bufferResponses, memory: o.bufferMemory, maxRequestBody: o.maxRequestBody, maxResponseBody: o.maxResponseBody };
+  return { requests: o.bufferRequests, responses: o.bufferResponses, memory: o.bufferMemory, maxRequestBody, maxResponseBody: o.maxResponseBody };
 }
 

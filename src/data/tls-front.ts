@@ -6,11 +6,13 @@
 // - a client offering h2 is relayed to the loopback HTTP/2 server (Bun.serve);
 // - any other client has its TLS terminated here, in this process, by a
 //   node:tls socket with that name's certificate, and is served by the same
-//   HTTP/1 connection code as plain HTTP (so a download keeps its length).
+//   HTTP/1 connection code as plain HTTP (so a download keeps its length);
+// - an ACME TLS-ALPN-01 validation (ALPN `acme-tls/1`, RFC 8737) gets the
+//   challenge certificate of its name and `acme-tls/1`, and nothing else:
+//   the handshake is the whole answer.
 import type { TCPSocketListener } from "bun";
 import { Duplex } from "node:stream";
 import { TLSSocket, type SecureContext } from "node:tls";
-import { normalizeClientIp } from "../proxy/headers.ts";
 import { parseClientHello } from "../tls/client-hello.ts";
 import { listenerFd, listenTcp, type ListenOptions } from "./http1-server.ts";
 import { noteActivity } from "./memory.ts";
@@ -29,6 +31,8 @@ export interface TlsFrontOptions extends ListenOptions {
   admit(serverName: string | undefined): Promise<boolean>;
   /** The certificate for a name (the fallback one for unknown names and no SNI). */
   context(serverName: string | undefined): SecureContext;
+  /** The TLS-ALPN-01 challenge certificate for a name whose challenge is open. */
+  acmeContext(serverName: string): SecureContext | undefined;
   /** The loopback port of the HTTP/2 server that holds the name's certificate. */
   h2Port(serverName: string | undefined): number;
   /** Serves a terminated HTTP/1.x connection. */
@@ -57,7 +61,7 @@ export class TlsFront {
   }
 
   start() {
-    this.listener = listenTcp(this.options, (transport) => this.readHello(transport));
+    this.listener = listenTcp(this.options, (transport, clientAddress) => this.readHello(transport, clientAddress));
   }
 
   stop(force: boolean) {
@@ -65,7 +69,7 @@ export class TlsFront {
   }
 
   /** Collects the ClientHello, which may come in several pieces. */
-  private readHello(transport: SocketTransport) {
+  private readHello(transport: SocketTransport, clientAddress: string) {
     const chunks: Uint8Array[] = [];
     let bytes = 0;
     const timer = setTimeout(() => transport.destroy(), HELLO_TIMEOUT_MS);
@@ -82,7 +86,8 @@ export class TlsFront {
         chunks.length = 0;
         chunks.push(hello);
         const name = parsed.complete ? parsed.serverName : undefined;
-        void this.route(transport, chunks, name, parsed.complete && parsed.offersH2 === true);
+        if (parsed.complete && parsed.offersAcmeTls) return this.answerAcme(transport, clientAddress, chunks, name);
+        void this.route(transport, clientAddress, chunks, name, parsed.complete && parsed.offersH2 === true);
       },
       drain() {},
       end: () => transport.destroy(),
@@ -90,7 +95,7 @@ export class TlsFront {
     };
   }
 
-  private async route(transport: SocketTransport, received: Uint8Array[], serverName: string | undefined, h2: boolean) {
+  private async route(transport: SocketTransport, clientAddress: string, received: Uint8Array[], serverName: string | undefined, h2: boolean) {
     // A handshake leaves native TLS state behind even when no request follows (a scan, a health probe).
     noteActivity();
     let admitted = true;
@@ -104,13 +109,29 @@ export class TlsFront {
       transport.write(UNRECOGNIZED_NAME_ALERT);
       return transport.end();
     }
-    const clientAddress = normalizeClientIp(transport.remoteAddress);
     if (h2) return this.relay(transport, received, serverName, clientAddress);
     this.terminate(transport, received, serverName, clientAddress);
   }
 
-  /** TLS ends here: the raw bytes feed a node:tls socket through a stream the front controls. */
-  private terminate(raw: SocketTransport, received: Uint8Array[], serverName: string | undefined, clientAddress: string) {
+  /**
+   * A TLS-ALPN-01 validation: without an open challenge for the name it is
+   * refused as an unknown name, so no service's certificate is ever shown to
+   * `acme-tls/1`.
+   */
+  private answerAcme(raw: SocketTransport, clientAddress: string, received: Uint8Array[], serverName: string | undefined) {
+    const context = serverName ? this.options.acmeContext(serverName) : undefined;
+    if (context) return this.terminate(raw, received, serverName, clientAddress, context);
+    raw.write(UNRECOGNIZED_NAME_ALERT);
+    raw.end();
+  }
+
+  /**
+   * TLS ends here: the raw bytes feed a node:tls socket through a stream the
+   * front controls. With an ACME challenge certificate, the handshake
+   * (negotiating `acme-tls/1`) is the whole answer and the connection then
+   * closes (RFC 8737 §3).
+   */
+  private terminate(raw: SocketTransport, received: Uint8Array[], serverName: string | undefined, clientAddress: string, acme?: SecureContext) {
     let writeDone: (() => void) | undefined;
     const wire = new Duplex({
       read: () => raw.resume(),
@@ -142,11 +163,16 @@ export class TlsFront {
     for (const chunk of received) wire.push(chunk);
     let tls: TLSSocket;
     try {
-      tls = new TLSSocket(wire as never, { isServer: true, secureContext: this.options.context(serverName), ALPNProtocols: ["http/1.1"] });
+      tls = new TLSSocket(wire as never, {
+        isServer: true,
+        secureContext: acme ?? this.options.context(serverName),
+        ALPNProtocols: acme ? ["acme-tls/1"] : ["http/1.1"],
+      });
     } catch {
       return raw.destroy();
     }
     raw.resume();
+    if (acme) return closeAfterHandshake(tls);
     this.options.serve(new TlsTransport(tls, clientAddress), clientAddress);
   }
 
@@ -177,6 +203,15 @@ export class TlsFront {
     for (const chunk of received) upstream.write(chunk);
     client.resume();
   }
+}
+
+/** Ends a TLS-ALPN-01 validation's connection once its handshake is done (or after the hello timeout). */
+function closeAfterHandshake(tls: TLSSocket) {
+  const timer = setTimeout(() => tls.destroy(), HELLO_TIMEOUT_MS);
+  tls.on("secure", () => tls.end());
+  tls.on("data", () => {});
+  tls.on("error", () => tls.destroy());
+  tls.on("close", () => clearTimeout(timer));
 }
 
 /** Relays two connections both ways, with backpressure; closing one closes the other. */

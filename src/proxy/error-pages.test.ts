@@ -52,6 +52,11 @@ test("errorPage renders the built-in page as UTF-8 bytes", () => {
   expect(errorPage(503, { message: "é" }).byteLength).toBe(new TextEncoder().encode(builtinPage(503, "é")).byteLength);
 });
 
+test("kamal-proxy's {{ .Message }} is replaced like {{message}}", () => {
+  const pages = new Map([[503, "<p>{{ .Message }}</p><p>{{.Message}}</p><p>{{message}}</p>"]]);
+  expect(new TextDecoder().decode(errorPage(503, { pages, message: "back <soon>" }))).toBe("<p>back &#60;soon&#62;</p><p>back &#60;soon&#62;</p><p>back &#60;soon&#62;</p>");
+});
+
 test("a custom page is used for its status only, every {{message}} replaced, escaped", () => {
   const pages = new Map([[503, "<h1>Down</h1><p>{{message}}</p><!-- {{message}} -->"]]);
   expect(text(errorPage(503, { pages, message: "a<b" }))).toBe("<h1>Down</h1><p>a&#60;b</p><!-- a&#60;b -->");

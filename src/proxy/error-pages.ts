@@ -6,6 +6,7 @@ import * as path from "node:path";
 
 const TITLES: Record<number, string> = {
   400: "Bad Request",
+  401: "Unauthorized",
   408: "Request Timeout",
   414: "URI Too Long",
   431: "Request Header Fields Too Large",
@@ -21,6 +22,7 @@ const TITLES: Record<number, string> = {
 
 const DETAILS: Record<number, string> = {
   400: "The request is malformed.",
+  401: "This site needs a user name and password.",
   408: "The request took too long to arrive.",
   414: "The request target is too long.",
   431: "The request headers are too large.",
@@ -51,10 +53,13 @@ export function builtinPage(status: number, message?: string): string {
 `;
 }
 
+/** Where a custom page takes the stop message: `{{message}}`, or kamal-proxy's Go template `{{ .Message }}`. */
+const MESSAGE_PLACEHOLDER = /\{\{message\}\}|\{\{\s*\.Message\s*\}\}/g;
+
 /** Renders the page for `status`: the service's own page if it has one, else the built-in page. */
 export function errorPage(status: number, options: { message?: string; pages?: CustomPages } = {}): Uint8Array {
   const custom = options.pages?.get(status);
-  const body = custom !== undefined ? custom.replaceAll("{{message}}", escapeHtml(options.message ?? "")) : builtinPage(status, options.message);
+  const body = custom !== undefined ? custom.replace(MESSAGE_PLACEHOLDER, escapeHtml(options.message ?? "")) : builtinPage(status, options.message);
   return new TextEncoder().encode(body);
 }
 

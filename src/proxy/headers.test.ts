@@ -248,3 +248,17 @@ test("X-Parachute-Target names the target the request was routed to; a client's 
     expect(lines(out.lines).filter(([name]) => name.toLowerCase() === "x-parachute-target")).toEqual([["X-Parachute-Target", "web-2:3000"]]);
   }
 });
+
+test("a --client-ip-header address stands in for the inbound X-Forwarded-For (kamal-proxy's TestService_ClientIPHeaderRewritesXForwardedFor)", () => {
+  const inbound = fields(["Host", "h"], ["True-Client-IP", "203.0.113.9"], ["X-Forwarded-For", "6.6.6.6"]);
+  const client: ClientInfo = { ip: "10.0.0.5", scheme: "http", headerIp: "203.0.113.9" };
+  const trusted = upstreamHeaders(inbound, client, true, false, "t:1");
+  expect(trusted.lines).toContain("X-Forwarded-For: 203.0.113.9, 10.0.0.5\r\n");
+  // The named header itself reaches the app unchanged.
+  expect(trusted.lines).toContain("True-Client-IP: 203.0.113.9\r\n");
+  expect(trusted.clientAddr).toBe("203.0.113.9");
+  // Without --forward-headers no inbound X-Forwarded-For is trusted, this one neither; the log still names it.
+  const untrusted = upstreamHeaders(inbound, client, false, false, "t:1");
+  expect(untrusted.lines).toContain("X-Forwarded-For: 10.0.0.5\r\n");
+  expect(untrusted.clientAddr).toBe("203.0.113.9");
+});

@@ -62,6 +62,12 @@ export interface ClientInfo {
   /** The peer's address, IPv4-mapped IPv6 unwrapped. */
   ip: string;
   scheme: "http" | "https";
+  /**
+   * The client address a `--client-ip-header` gave (validated): it replaces
+   * the inbound X-Forwarded-For, as if the client had sent that (kamal-proxy
+   * does the same), and it is the logged client address either way.
+   */
+  headerIp?: string;
 }
 
 /** The header lines for the target, and what the request log needs of them. */
@@ -78,7 +84,8 @@ export interface UpstreamHeaders {
  * fields: hop-by-hop fields dropped, X-Forwarded-* and X-Request-* added.
  * With `forwardHeaders` the inbound X-Forwarded-* values are trusted
  * (another proxy is in front) and extended; without it they are replaced, so
- * a client cannot spoof its address. A WebSocket handshake keeps its
+ * a client cannot spoof its address. A trusted `client.headerIp` stands in
+ * for the inbound X-Forwarded-For. A WebSocket handshake keeps its
  * `Upgrade` and `Connection`.
  */
 export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHeaders: boolean, websocket: boolean, targetAddress: string): UpstreamHeaders {
@@ -107,7 +114,7 @@ export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHead
   if (!host) lines += `Host: ${targetAddress}\r\n`;
   if (websocket) lines += "Connection: Upgrade\r\nUpgrade: websocket\r\n";
   // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 §5.3).
-  const priorFor = forwardHeaders ? inbound.getAll("x-forwarded-for").join(", ") : "";
+  const priorFor = forwardHeaders ? (client.headerIp ?? inbound.getAll("x-forwarded-for").join(", ")) : "";
   const forwardedFor = priorFor ? `${priorFor}, ${client.ip}` : client.ip;
   const proto = (forwardHeaders && inbound.get("x-forwarded-proto")) || client.scheme;
   const forwardedHost = (forwardHeaders && inbound.get("x-forwarded-host")) || host;
@@ -119,6 +126,7 @@ export function upstreamHeaders(inbound: Fields, client: ClientInfo, forwardHead
     lines += `X-Request-ID: ${requestId}\r\n`;
   }
   if (!requestStart) lines += `X-Request-Start: t=${Date.now()}\r\n`;
+  if (client.headerIp) return { lines, requestId, clientAddr: client.headerIp };
   const comma = forwardedFor.indexOf(",");
   return { lines, requestId, clientAddr: comma === -1 ? forwardedFor : forwardedFor.slice(0, comma).trim() };
 }

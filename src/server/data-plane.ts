@@ -6,7 +6,8 @@ import { isIP } from "node:net";
 import type { TCPSocketListener } from "bun";
 import { Http1Server, listenerFd, listenHttp } from "../data/http1-server.ts";
 import { HttpsListener } from "../data/https.ts";
-import { Pipeline, type CertificateView, type Routes, type TlsContext } from "../data/pipeline.ts";
+import { Pipeline, type CertificateView, type ProxySettings, type Routes, type TlsContext } from "../data/pipeline.ts";
+import { ProxyProtocolGate, type ProxyProtocolPolicy } from "../data/proxy-protocol-gate.ts";
 import type { SocketTransport } from "../data/transport.ts";
 import { UpstreamPool } from "../data/upstream.ts";
 import { fallbackCertificate } from "../tls/certificates.ts";
@@ -47,6 +48,9 @@ export interface DataPlaneOptions {
   httpsFd?: number;
   /** The HTTPS port redirects name, when it differs from the one bound here (0 = the bound one). */
   redirectHttpsPort?: number;
+  settings: ProxySettings;
+  /** Both ports expect a PROXY protocol header from these senders (README "PROXY protocol"); undefined: off. */
+  proxyProtocol?: ProxyProtocolPolicy;
 }
 
 export class DataPlaneListeners {
@@ -54,12 +58,15 @@ export class DataPlaneListeners {
   readonly https: HttpsListener | undefined;
   readonly http: TCPSocketListener<SocketTransport>;
   private readonly pool = new UpstreamPool();
+  private readonly pipeline: Pipeline;
 
   /** Binds (or adopts) the ports; throws a StartupError naming the port that failed. */
   constructor(private readonly options: DataPlaneOptions) {
     const { routes, certificates } = options;
     const tlsContext: TlsContext = { certificates, httpsPort: 0 };
-    const pipeline = new Pipeline(routes, tlsContext, this.pool);
+    const pipeline = new Pipeline(routes, tlsContext, this.pool, options.settings);
+    this.pipeline = pipeline;
+    const proxyProtocol = options.proxyProtocol && new ProxyProtocolGate(options.proxyProtocol);
     this.http1 = new Http1Server(pipeline);
     // HTTPS first: its port must be known for redirects before traffic flows.
     // Adopted sockets come as a set: HTTPS is on when its socket came with it.
@@ -69,10 +76,12 @@ export class DataPlaneListeners {
         port: options.httpsPort,
         hostname: options.hostname,
         fd: options.httpsFd,
+        proxyProtocol,
         pipeline,
         http1: this.http1,
         fallback: fallbackCertificate(),
         admit: (serverName) => admit(routes, certificates, serverName),
+        alpnChallenge: (serverName) => certificates.alpnChallenge(serverName),
       });
       listen("HTTPS", options.httpsPort, () => https.start());
       tlsContext.httpsPort = options.redirectHttpsPort || https.boundPort;
@@ -80,7 +89,7 @@ export class DataPlaneListeners {
     }
     try {
       this.http = listen("HTTP", options.httpPort, () =>
-        listenHttp({ port: options.httpPort, hostname: options.hostname, fd: options.httpFd }, this.http1),
+        listenHttp({ port: options.httpPort, hostname: options.hostname, fd: options.httpFd, proxyProtocol }, this.http1),
       );
     } catch (error) {
       void this.https?.stop(true);
@@ -100,6 +109,11 @@ export class DataPlaneListeners {
   /** The listening sockets, to hand to a successor. */
   get fds(): { httpFd: number | undefined; httpsFd: number | undefined } {
     return { httpFd: listenerFd(this.http), httpsFd: this.https?.fd };
+  }
+
+  /** From now on the published health check answers 503: load balancers move away while this still serves. */
+  leave() {
+    this.pipeline.leaving = true;
   }
 
   private async stopListeners(force: boolean) {

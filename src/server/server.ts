@@ -8,14 +8,16 @@ import * as path from "node:path";
 import type { Server } from "bun";
 import { createAdminApp } from "../admin/app.ts";
 import type { UpgradeRequest } from "../admin/requests.ts";
-import type { RunOptions } from "../config.ts";
+import { proxyProtocolPolicy, proxySettings, type RunOptions } from "../config.ts";
 import { log, surviveStrayErrors } from "../log.ts";
+import { formatDuration } from "../values.ts";
 import { metrics } from "../metrics.ts";
 import { CommandError, type Progress } from "../service/command-error.ts";
 import { Registry } from "../service/registry.ts";
 import { StateStore } from "../state/store.ts";
 import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache } from "../tls/certificates.ts";
+import { Fleet } from "../tls/fleet.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
 import { OnDemandGate } from "../tls/on-demand.ts";
 import { OrderQueue } from "../tls/order-queue.ts";
@@ -74,6 +76,8 @@ interface Traffic {
   describe(): Record<string, unknown>;
   /** The /metrics text. */
   metrics(): Promise<string>;
+  /** The published health check answers 503 from now on; traffic goes on. */
+  leave(): void;
   /** Stops accepting and lets what is in flight finish within `graceMs`; true when it all did. */
   drain(graceMs: number): Promise<boolean>;
   abort(): void;
@@ -105,6 +109,8 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     httpsPort: handover ? handover.httpsPort : options.httpsPort,
     httpFd: handover?.httpFd,
     httpsFd: handover?.httpsFd,
+    settings: proxySettings(options),
+    proxyProtocol: proxyProtocolPolicy(options),
   });
   const https = listeners.https;
   if (https) {
@@ -117,6 +123,7 @@ function trafficHere({ options, handover, certificates, registry: makeRegistry }
     fds: listeners.fds,
     describe: () => ({}),
     metrics: async () => metrics.render(),
+    leave: () => listeners.leave(),
     drain: (graceMs) => listeners.drain(graceMs),
     abort: () => listeners.abort(),
   };
@@ -131,16 +138,17 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     ? handover.httpsFd !== undefined ? { fd: handover.httpsFd, port: handover.httpsPort } : undefined
     : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
   if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
-  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0 });
+  const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options), proxyProtocol: proxyProtocolPolicy(options) });
   const tlsState = (): TlsSnapshot => ({
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),
     challenges: [...certificates.issuer.challenges],
+    alpnChallenges: [...certificates.issuer.alpnChallenges].map(([host, c]) => ({ host, ...c })),
   });
   const publishTls = () => pool.publishTls(tlsState());
   certificates.onChange = () => void publishTls();
   certificates.onIssuingChange = () => void publishTls();
-  certificates.issuer.onChallengesChange = publishTls;
+  certificates.onChallengesChange = publishTls;
   pool.onDemand = (host, service) => certificates.requestOnDemand(host, service);
   const registry = makeRegistry(pool);
   // The workers' first state, which they get before they accept.
@@ -158,6 +166,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     fds: { httpFd: http.fd, httpsFd: https?.fd },
     describe: () => ({ workers: options.workers, worker_pids: pool.pids }),
     metrics: async () => metrics.render(await pool.samples()),
+    leave: () => pool.leave(),
     drain: async (graceMs) => {
       // Once the workers close theirs too, the ports refuse new connections.
       for (const fd of [http.fd, https?.fd]) if (fd !== undefined) releaseListeningSocket(fd);
@@ -171,7 +180,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
 export async function runServer(options: RunOptions): Promise<void> {
   log.setDebug(options.debug);
   const role = inheritedRole();
-  if (role.worker) return await runWorker(role.worker);
+  if (role.worker) return await runWorker(role.worker, options.tlsAcmeCachePath);
   const handover = role.handover;
   const store = openStateDir(options.stateDir);
   // A successor shares the socket path with the predecessor that started it.
@@ -200,7 +209,9 @@ export async function runServer(options: RunOptions): Promise<void> {
     metrics_port: server.metricsPort,
     socket: options.socket,
     state_dir: options.stateDir,
+    ...(options.tlsAcmeCachePath ? { acme_cache: options.tlsAcmeCachePath } : {}),
     pid: process.pid,
+    ...proxyProtocolFields(options),
     ...traffic.describe(),
     ...(handover ? { upgraded_from: handover.from } : {}),
   });
@@ -208,6 +219,13 @@ export async function runServer(options: RunOptions): Promise<void> {
   process.on("SIGINT", () => void server.shutdown("SIGINT"));
   surviveStrayErrors();
   if (handover) await announceWhenServing(server.adminPath);
+}
+
+/** The "Server started" fields saying whether the listeners expect PROXY protocol headers, and from whom. */
+function proxyProtocolFields(options: RunOptions): Record<string, unknown> {
+  const policy = proxyProtocolPolicy(options);
+  if (!policy) return {};
+  return { proxy_protocol: true, proxy_protocol_from: policy.from.length ? policy.from : "any" };
 }
 
 /** What this process was started as: a worker, a successor in an upgrade (with its handover), or a first server. */
@@ -238,20 +256,41 @@ function openStateDir(dir: string): StateStore {
   return store;
 }
 
+/** The ACME cache a fleet shares (`--tls-acme-cache-path`), created 0700 and checked writable now rather than at the first order. */
+function openSharedCache(dir: string): CertificateCache {
+  const cache = new CertificateCache(dir);
+  try {
+    cache.ensureDir();
+  } catch (error) {
+    throw new StartupError(`cannot create ACME cache directory ${dir}: ${(error as Error).message}`);
+  }
+  const probe = path.join(dir, `.write-check-${process.pid}-${Date.now()}`);
+  try {
+    fs.writeFileSync(probe, "", { mode: 0o600 });
+    fs.rmSync(probe, { force: true });
+  } catch (error) {
+    throw new StartupError(`ACME cache directory ${dir} is not writable: ${(error as Error).message}`);
+  }
+  return cache;
+}
+
 function certificateManager(options: RunOptions): CertificateManager {
-  const certsDir = path.join(options.stateDir, "certs");
+  const shared = options.tlsAcmeCachePath;
+  const certsDir = shared ?? path.join(options.stateDir, "certs");
+  const cache = shared ? openSharedCache(shared) : new CertificateCache(certsDir);
   let issuer: AcmeIssuer;
   try {
     issuer = new AcmeIssuer(certsDir, options.acme);
   } catch (error) {
     throw new StartupError(`cannot read PARACHUTE_ACME_CA ${options.acme.caFile}: ${(error as Error).message}`);
   }
-  return new CertificateManager(new CertificateCache(certsDir), issuer, {
+  const renewal = {
     ...DEFAULT_RENEWAL,
     renewBeforeMs: options.acme.renewBeforeMs,
     checkIntervalMs: options.acme.checkIntervalMs,
     backoffMs: options.acme.retryBackoffMs,
-  }, new OnDemandGate(options.acme.onDemandRate), new OrderQueue(options.acme.concurrency));
+  };
+  return new CertificateManager(cache, issuer, renewal, shared ? new Fleet(cache) : undefined, new OnDemandGate(options.acme.onDemandRate), new OrderQueue(options.acme.concurrency));
 }
 
 /** The metrics listener: it only ever answers /metrics, never proxied traffic. */
@@ -333,12 +372,26 @@ class RunningServer {
     return graceful;
   }
 
+  /**
+   * With the published health check, it answers 503 for the grace first
+   * while traffic is served as before, so that the load balancers in front
+   * stop sending here before the ports close.
+   */
+  private async leave() {
+    if (!this.options.publishHealthCheck) return;
+    this.traffic.leave();
+    const grace = this.options.publishHealthCheckGrace;
+    log.info("Leaving: the published health check answers 503", { closing_in: formatDuration(grace) });
+    await Bun.sleep(grace);
+  }
+
   async shutdown(signal: string) {
     if (this.stopping) return;
     this.stopping = true;
     log.info("Shutting down", { signal });
     this.adminServer.stop(true);
     this.metricsServer?.stop(true);
+    await this.leave();
     this.exit({ graceful: await this.drain(SHUTDOWN_GRACE_MS) });
   }
 
@@ -359,6 +412,9 @@ class RunningServer {
     await this.registry.freeze("parachute is being upgraded; run the command again when the upgrade is done");
     const successor = await this.handOver(request, progress);
     log.info("Handing over", { to_pid: successor.pid });
+    // The successor accepts on the same sockets already: no grace, but a
+    // balancer probing over a connection kept open to this process is told to go.
+    this.traffic.leave();
     progress(`The new parachute (pid ${successor.pid}) is serving; the old one (pid ${process.pid}) finishes its requests`);
     this.stopping = true;
     this.metricsServer?.stop(true);

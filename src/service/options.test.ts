@@ -22,6 +22,8 @@ test("defaultOptions: every option at its documented default, durations in ms an
     tlsStaging: false,
     tlsCertificatePath: undefined,
     tlsPrivateKeyPath: undefined,
+    tlsChallenge: "auto",
+    tlsDnsHook: undefined,
     tlsRedirect: true,
     canonicalHost: undefined,
     drainTimeout: 30_000,
@@ -106,7 +108,7 @@ test("bad option values are refused, naming the field and the value", () => {
   expect(problem({ pathPrefixes: [] })).toBe("pathPrefixes: at least one path prefix");
   expect(problem({ hosts: "a.test" })).toBe("hosts: expected a list");
   expect(problem({ hosts: ["bad host"] })).toBe('hosts: invalid host "bad host" (expected a name like app.example.com or *.example.com)');
-  expect(problem({ healthCheckPort: 0 })).toBe('healthCheckPort: invalid port "0" (expected 1-65535)');
+  expect(problem({ healthCheckPort: 70000 })).toBe('healthCheckPort: invalid port "70000"');
   expect(problem({ healthCheckInterval: "often" })).toBe('healthCheckInterval: invalid duration "often" (use e.g. 500ms, 30s, 2m, 1h, 1m30s)');
   expect(problem({ bufferMemory: "lots" })).toBe('bufferMemory: invalid size "lots" (use bytes or a k/m/g suffix, e.g. 10m)');
   expect(problem({ tls: "sometimes" })).toBe('tls: invalid boolean "sometimes" (expected true or false)');
@@ -156,4 +158,12 @@ test("requestEntries: a required field must be given, a defaulted one is filled 
   expect(describeIssues(missing.issues!)).toBe("targets is required");
   expect(v.parse(schema, { targets: ["web"] })).toEqual({ targets: ["web:80"], readTargets: [], deployTimeout: 30_000, force: false });
   expect(describeIssues(v.safeParse(schema, { targets: [] }).issues!)).toBe("targets: at least one target is required");
+});
+
+test("--tls-challenge: auto, or dns-01 with a DNS hook, unless another challenge is named; a bad type is an error naming it", () => {
+  expect(resolveOptions(request({})).tlsChallenge).toBe("auto");
+  expect(resolveOptions(request({ tlsDnsHook: "/bin/hook" })).tlsChallenge).toBe("dns-01");
+  expect(resolveOptions(request({ tlsChallenge: "tls-alpn-01" })).tlsChallenge).toBe("tls-alpn-01");
+  expect(resolveOptions(request({ tlsChallenge: "tls-alpn-01", tlsDnsHook: "/bin/hook" })).tlsChallenge).toBe("tls-alpn-01");
+  expect(problem({ tlsChallenge: "dns-02" })).toContain("invalid TLS challenge \"dns-02\"");
 });

@@ -4,7 +4,7 @@
 // proxy uses. The TypeScript type, the admin API schema, the state schema, the
 // CLI flags with their help, and the README's flag table all derive from here.
 import * as v from "valibot";
-import { booleanSchema, durationSchema, hostSchema, listSchema as list, pathPrefixSchema, remotePortSchema, sizeSchema, wholeSchema as whole } from "../values.ts";
+import { booleanSchema, durationSchema, hostSchema, listSchema as list, pathPrefixSchema, portSchema, sizeSchema, wholeSchema as whole } from "../values.ts";
 
 /** How a field is given on the command line. */
 export type FieldKind = "value" | "boolean" | "list";
@@ -50,6 +50,10 @@ const flag = (name: string, defaultValue: boolean, help: string) =>
   field({ flag: name, kind: "boolean", input: booleanSchema, stored: v.boolean(), default: defaultValue, help });
 const optionalText = (name: string, help: string, hint: string) =>
   field({ flag: name, kind: "value", input: v.string(), stored: v.optional(v.string()), help, hint });
+
+/** The ACME challenge types parachute answers (README "TLS"). */
+export const TLS_CHALLENGES = ["auto", "http-01", "tls-alpn-01", "dns-01"] as const;
+export type TlsChallenge = (typeof TLS_CHALLENGES)[number];
 
 const healthCheckPath = v.pipe(
   v.string(),
@@ -105,13 +109,32 @@ export const SERVICE_OPTIONS = {
     help: "with --tls, order a certificate for a host at its first handshake once GET URL?host=NAME answers 200 (a /path asks the service's targets)",
     hint: "URL",
   }),
+  tlsChallenge: field({
+    flag: "tls-challenge",
+    kind: "value",
+    input: v.picklist(TLS_CHALLENGES, (issue) => `invalid TLS challenge ${issue.received} (expected ${TLS_CHALLENGES.join(", ")})`),
+    stored: v.optional(v.picklist(TLS_CHALLENGES), "auto"),
+    help: "ACME challenge: http-01 (HTTP port), tls-alpn-01 (HTTPS port), dns-01 (--tls-dns-hook), or auto: http-01, then tls-alpn-01",
+    hint: "TYPE",
+    shownDefault: "dns-01 with --tls-dns-hook, else auto",
+  }),
+  tlsDnsHook: optionalText("tls-dns-hook", "executable run as CMD add|remove FQDN VALUE to publish DNS-01 TXT records; wildcard hosts need it", "CMD"),
   tlsRedirect: flag("tls-redirect", true, "with TLS, redirect HTTP to HTTPS (301)"),
   canonicalHost: field({ flag: "canonical-host", kind: "value", input: hostSchema, stored: v.optional(hostSchema), help: "301-redirect the service's other hosts to this one", hint: "NAME" }),
   drainTimeout: duration("drain-timeout", "30s", "max time old targets get to finish in-flight requests"),
   healthCheckPath: field({ flag: "health-check-path", kind: "value", input: healthCheckPath, default: "/up", help: "health check path", hint: "PATH" }),
   healthCheckInterval: field({ flag: "health-check-interval", kind: "value", input: checkInterval, stored: whole, default: "1s", help: "time between health checks", hint: "DURATION" }),
   healthCheckTimeout: field({ flag: "health-check-timeout", kind: "value", input: checkTimeout, stored: whole, default: "5s", help: "timeout of one health check", hint: "DURATION" }),
-  healthCheckPort: field({ flag: "health-check-port", kind: "value", input: remotePortSchema, stored: v.optional(whole), help: "health check port", hint: "PORT", shownDefault: "the target's" }),
+  healthCheckPort: field({
+    flag: "health-check-port",
+    kind: "value",
+    // 0 is kamal-proxy's way of saying "the target's port", and so it is here.
+    input: v.pipe(portSchema, v.transform((port) => port || undefined)),
+    stored: v.optional(whole),
+    help: "health check port; 0 = the target's",
+    hint: "PORT",
+    shownDefault: "the target's",
+  }),
   healthCheckHost: optionalText("health-check-host", "Host header for health checks", "NAME"),
   targetTimeout: duration("target-timeout", "30s", "max wait for a target's response headers, then 504"),
   forwardHeaders: field({
@@ -122,11 +145,37 @@ export const SERVICE_OPTIONS = {
     help: "trust and extend inbound X-Forwarded-*",
     shownDefault: "true without TLS, false with TLS",
   }),
+  clientIpHeader: field({
+    flag: "client-ip-header",
+    kind: "value",
+    input: headerName,
+    stored: v.optional(v.string()),
+    help: "header holding the client's IP (set by a proxy in front); stands in for the inbound X-Forwarded-For",
+    hint: "NAME",
+  }),
+  basicAuthFile: field({
+    flag: "basic-auth-file",
+    kind: "value",
+    // An empty name (an unset variable in a script) must not deploy an open service.
+    input: v.pipe(v.string(), v.nonEmpty("--basic-auth-file needs a file name")),
+    stored: v.optional(v.string()),
+    help: "htpasswd file (bcrypt or argon2); requests need its credentials (read at deploy)",
+    hint: "FILE",
+  }),
   bufferRequests: flag("buffer-requests", false, "read request bodies fully before forwarding"),
   bufferResponses: flag("buffer-responses", false, "read response bodies fully before relaying"),
   bufferMemory: size("buffer-memory", "1m", "in-memory part of a buffer; the rest spills to a temp file"),
-  maxRequestBody: size("max-request-body", "0", "largest request body when buffering (413 above); 0 = no limit"),
-  maxResponseBody: size("max-response-body", "0", "largest response body when buffering (502 above); 0 = no limit"),
+  maxRequestBody: field({
+    flag: "max-request-body",
+    kind: "value",
+    input: sizeSchema,
+    stored: whole,
+    default: "0",
+    shownDefault: "0 (run's --max-request-body)",
+    help: "largest request body (413 above); 0 = the run default, no limit unless that is set",
+    hint: "SIZE",
+  }),
+  maxResponseBody: size("max-response-body", "0", "largest response body with --buffer-responses (502 above); 0 = no limit"),
   errorPages: optionalText("error-pages", "directory with custom <status>.html error pages", "DIR"),
   logRequestHeaders: field({ flag: "log-request-header", kind: "list", input: list(headerName), default: [], help: "request header(s) to add to the request log", hint: "NAME" }),
   logResponseHeaders: field({ flag: "log-response-header", kind: "list", input: list(headerName), default: [], help: "response header(s) to add to the request log", hint: "NAME" }),
@@ -182,7 +231,8 @@ export type ServiceOptionsRequest = v.InferOutput<typeof ServiceOptionsRequest>;
 /**
  * A service's options from a request's: certificate files mean TLS (with that
  * certificate instead of ACME), X-Forwarded-* are trusted by default only
- * without TLS, and repeated hosts or prefixes count once.
+ * without TLS, a DNS hook means DNS-01 unless another challenge is named,
+ * and repeated hosts or prefixes count once.
  */
 export function resolveOptions(request: ServiceOptionsRequest): ServiceOptions {
   const picked = Object.fromEntries(Object.keys(SERVICE_OPTIONS).map((key) => [key, request[key as keyof ServiceOptionsRequest]]));
@@ -193,6 +243,7 @@ export function resolveOptions(request: ServiceOptionsRequest): ServiceOptions {
     hosts: [...new Set(request.hosts)],
     pathPrefixes: [...new Set(request.pathPrefixes)],
     forwardHeaders: request.forwardHeaders ?? !tls,
+    tlsChallenge: request.tlsChallenge ?? (request.tlsDnsHook ? "dns-01" : "auto"),
   };
 }
 

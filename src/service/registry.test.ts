@@ -3,7 +3,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as v from "valibot";
-import { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
+import { DeployRequest, PauseRequest, RollbackRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
+import { HistoryStore } from "../state/history-store.ts";
 import { StateStore } from "../state/store.ts";
 import { CommandError } from "./command-error.ts";
 import { Registry } from "./registry.ts";
@@ -77,11 +78,26 @@ test("a redeploy replaces the targets and drains the old ones", async () => {
 
 test("deploy refuses bad combinations before changing anything", async () => {
   const { r } = registry();
+  const notExecutable = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "parachute-hook-")), "hook.sh");
+  fs.writeFileSync(notExecutable, "#!/bin/sh\n", { mode: 0o644 });
   const cases: [Record<string, unknown>, string][] = [
     [{ tls: true }, "--tls needs at least one --host (or --tls-on-demand-url)"],
     [{ tlsOnDemandUrl: "/allow" }, "--tls-on-demand-url needs --tls"],
     [{ tls: true, tlsOnDemandUrl: "/allow", hosts: ["a.test"], tlsCertificatePath: "/c.pem", tlsPrivateKeyPath: "/k.pem" }, "--tls-on-demand-url cannot be combined with --tls-certificate-path"],
-    [{ tls: true, hosts: ["*.example.com"] }, "wildcard host *.example.com needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards"],
+    [
+      { tls: true, hosts: ["*.example.com"] },
+      "wildcard host *.example.com needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME http-01 and tls-alpn-01 cannot issue wildcards",
+    ],
+    [
+      { tls: true, hosts: ["*.example.com"], tlsChallenge: "tls-alpn-01" },
+      "wildcard host *.example.com needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME tls-alpn-01 cannot issue wildcards",
+    ],
+    [{ tls: true, hosts: ["*.example.com"], tlsChallenge: "dns-01" }, "--tls-challenge dns-01 needs --tls-dns-hook CMD"],
+    [{ tls: true, hosts: ["a.test"], tlsChallenge: "http-01", tlsDnsHook: "/bin/true" }, "--tls-dns-hook is for --tls-challenge dns-01, not http-01"],
+    [{ tls: true, hosts: ["a.test"], tlsChallenge: "auto", tlsDnsHook: "/bin/true" }, "--tls-dns-hook is for --tls-challenge dns-01, not auto"],
+    [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: "/nonexistent/hook" }, "--tls-dns-hook /nonexistent/hook: no such file"],
+    [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: "/tmp" }, "--tls-dns-hook /tmp is not a file"],
+    [{ tls: true, hosts: ["*.example.com"], tlsDnsHook: notExecutable }, `--tls-dns-hook ${notExecutable} is not executable`],
     [{ hosts: ["a.test"], canonicalHost: "b.test" }, 'canonical host "b.test" must be one of the service\'s hosts'],
     [{ hosts: ["a.test"], tlsCertificatePath: "/x.pem" }, "--tls-certificate-path and --tls-private-key-path go together (both or neither)"],
     [{ errorPages: "/nonexistent/pages" }, 'error pages directory "/nonexistent/pages" cannot be used: no such directory'],
@@ -202,4 +218,103 @@ test("list is sorted by name; metrics see every target", async () => {
     { service: "zeta", value: 0, paused: 0 },
     { service: "alpha", value: 0, paused: 0 },
   ]);
+});
+
+// ---------------------------------------------------------------- history and rollback
+
+const rollback = (body: Record<string, unknown> = {}) => v.parse(RollbackRequest, { service: "web", ...body });
+const targetsOf = (r: Registry) => r.service("web")!.targets.map((t) => t.address);
+
+test("every command is recorded with its given options, targets before and after, duration and outcome", async () => {
+  const { r, dir } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress, { targets: [A], hosts: [] });
+  await r.add(v.parse(TargetsRequest, { service: "web", targets: [B] }), progress, { targets: [B] });
+  await refused(r.rm(v.parse(TargetsRequest, { service: "web", targets: ["127.0.0.1:1"] }), progress, { targets: ["127.0.0.1:1"] }));
+  await r.pause(v.parse(PauseRequest, { service: "web" }), progress);
+  await r.resume(v.parse(ServiceRequest, { service: "web" }), progress);
+  await r.remove(v.parse(ServiceRequest, { service: "web" }), progress);
+  const records = r.historyOf("web")!;
+  expect(records.map((x) => [x.command, x.outcome])).toEqual([
+    ["deploy", "ok"],
+    ["add", "ok"],
+    ["rm", "failed"],
+    ["pause", "ok"],
+    ["resume", "ok"],
+    ["remove", "ok"],
+  ]);
+  expect(records[0]).toMatchObject({ options: { targets: [A], hosts: [] }, before: { targets: [] }, after: { targets: [A] } });
+  expect(records[1]).toMatchObject({ before: { targets: [A] }, after: { targets: [A, B] } });
+  expect(records[2]).toMatchObject({ error: "target 127.0.0.1:1 is not in service web", before: { targets: [A, B] }, after: { targets: [A, B] } });
+  // Without the fields as given (an internal caller), the validated request is recorded, defaults and all.
+  expect(records[3]!.options).toEqual({ drainTimeout: 30_000, maxPause: 30_000 });
+  expect(records[5]!.after).toEqual({ targets: [], readTargets: [], rolloutTargets: [] });
+  for (const record of records) expect(Date.parse(record.time)).toBeGreaterThan(0);
+  // Saved as it goes, and read back by a restart.
+  const { r: again } = registry(dir);
+  again.restore();
+  expect(again.historyOf("web")).toEqual(records);
+});
+
+test("a command on a missing service, or one refused during an upgrade, leaves no record", async () => {
+  const { r } = registry();
+  await refused(r.pause(v.parse(PauseRequest, { service: "ghost" }), progress));
+  expect(r.historyOf("ghost")).toBeUndefined();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  await r.freeze("upgrading");
+  await refused(r.deploy(deploy({ service: "web", targets: [B] }), progress));
+  expect(r.historyOf("web")!.length).toBe(1);
+});
+
+test("a deploy that fails on a new service is recorded, with nothing before or after", async () => {
+  const { r } = registry();
+  await refused(r.deploy(deploy({ service: "web", targets: [A], tls: true }), progress));
+  expect(r.historyOf("web")).toEqual([expect.objectContaining({ command: "deploy", outcome: "failed", error: "--tls needs at least one --host (or --tls-on-demand-url)", after: { targets: [], readTargets: [], rolloutTargets: [] } })]);
+});
+
+test("rollback returns to the previous deploy's targets, health-checked, and a second one toggles back", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  await r.deploy(deploy({ service: "web", targets: [B], drainTimeout: "2s" }), progress);
+  lines.length = 0;
+  await r.rollback(rollback({ healthCheckInterval: "20ms" }), progress);
+  expect(targetsOf(r)).toEqual([A]);
+  expect(lines.some((l) => l.startsWith(`Rolling back web to ${A}, as deployed at `))).toBe(true);
+  expect(lines).toContain(`Target ${A}: healthy (GET /up returned 200)`);
+  expect(lines).toContain(`Draining ${B} (up to 2s)`);
+  // The health-check option given is kept, as a deploy's would be; the rest stay.
+  expect(r.service("web")!.options).toMatchObject({ healthCheckInterval: 20, drainTimeout: 2000 });
+  await r.rollback(rollback(), progress);
+  expect(targetsOf(r)).toEqual([B]);
+  expect(r.historyOf("web")!.map((x) => [x.command, x.after.targets])).toEqual([
+    ["deploy", [A]],
+    ["deploy", [B]],
+    ["rollback", [A]],
+    ["rollback", [B]],
+  ]);
+});
+
+test("rollback is refused with nothing changed without a previous deploy or when the previous targets fail their check", async () => {
+  const { r, store } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  const none = await refused(r.rollback(rollback(), progress));
+  expect([none.status, none.message]).toEqual([409, "service web has no previous deploy to roll back to"]);
+  await r.deploy(deploy({ service: "web", targets: [B] }), progress);
+  const before = JSON.stringify(store.load().state);
+  const unhealthy = await refused(r.rollback(rollback({ healthCheckPath: "/broken", deployTimeout: "50ms" }), progress));
+  expect(unhealthy.status).toBe(422);
+  expect(unhealthy.message).toBe(`target ${A} failed to become healthy within 50ms (last check: GET /broken returned 500)`);
+  expect(targetsOf(r)).toEqual([B]);
+  expect(r.service("web")!.options.healthCheckPath).toBe("/up");
+  expect(JSON.stringify(store.load().state)).toBe(before);
+  expect(r.historyOf("web")!.at(-1)).toMatchObject({ command: "rollback", outcome: "failed", before: { targets: [B] }, after: { targets: [B] } });
+  expect((await refused(r.rollback(rollback({ service: "ghost" }), progress))).status).toBe(404);
+});
+
+test("a history that cannot be saved warns the client; the command itself stands", async () => {
+  const { r, dir } = registry();
+  fs.mkdirSync(new HistoryStore(dir).file); // a directory where the file should be: the rename fails
+  lines.length = 0;
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  expect(targetsOf(r)).toEqual([A]);
+  expect(lines.some((l) => l.startsWith("Warning: cannot save the history"))).toBe(true);
 });

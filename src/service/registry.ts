@@ -1,18 +1,25 @@
 // The registry owns every service and the routing table built from them, and
-// runs the admin commands on them, one at a time per service; `deploy` is the
-// whole zero-downtime sequence (README "How it works") in one readable
-// function. The health-check gate is admission.ts, the state file's form of a
-// service saved.ts, and what `list` shows view.ts.
+// runs the admin commands on them, one at a time per service, recording each
+// in the history; `deploy` is the whole zero-downtime sequence (README "How
+// it works") in two readable functions, validation and `switchTo`, which
+// `rollback` shares. The health-check gate is admission.ts, the state file's form of a
+// service saved.ts, what `list` shows view.ts, and what each command did
+// history.ts.
 import { log } from "../log.ts";
 import { metrics, type GaugeSource } from "../metrics.ts";
+import { BasicAuth } from "../proxy/basic-auth.ts";
 import { loadCustomPages, type CustomPages } from "../proxy/error-pages.ts";
+import { loadHtpasswd } from "../proxy/htpasswd.ts";
 import { Router } from "../routing/router.ts";
 import type { SavedState, StateStore } from "../state/store.ts";
 import { CertificateError, loadCustomCertificate, type Certificate } from "../tls/certificates.ts";
+import { dnsHookProblem } from "../tls/dns-hook.ts";
 import type { CertificateManager } from "../tls/manager.ts";
 import { onDemandServiceFor } from "../tls/on-demand.ts";
 import { formatDuration } from "../values.ts";
-import type { DeployRequest, PauseRequest, RolloutSetRequest, ServiceRequest, StopRequest, TargetsRequest } from "../admin/requests.ts";
+import { ROLLBACK_OPTIONS, type DeployRequest, type PauseRequest, type RollbackRequest, type RolloutSetRequest, type ServiceRequest, type StopRequest, type TargetsRequest } from "../admin/requests.ts";
+import { HistoryStore } from "../state/history-store.ts";
+import { History, NO_TARGETS, recordedOptions, type HistoryRecord, type RecordedCommand, type TargetSets } from "./history.ts";
 import { admit } from "./admission.ts";
 import { CommandError, type Progress } from "./command-error.ts";
 import { RolloutSplit } from "./rollout.ts";
@@ -35,6 +42,30 @@ export interface DataPlane {
   drain: Drainer;
 }
 
+/** What a deploy puts in place besides the targets, validated and loaded. */
+interface DeploySettings {
+  options: ServiceOptions;
+  pages: CustomPages | undefined;
+  basicAuth: BasicAuth | undefined;
+  certificate: Certificate | undefined;
+}
+
+/** The targets a deploy switches to, and how long it waits for them. */
+interface Switch {
+  writers: string[];
+  readers: string[];
+  deployTimeout: number;
+  force: boolean;
+}
+
+/** A command's request fields as the client sent them, for its history record. */
+export type Given = Record<string, unknown>;
+
+/** The reason a command failed: what its client is told, or for an unexpected error its message (the client is told to see the log). */
+function errorMessage(error: unknown): string {
+  return error instanceof CommandError ? error.message : `internal error: ${(error as Error)?.message ?? String(error)}`;
+}
+
 const THIS_PROCESS: DataPlane = { publish: () => Promise.resolve(), drain: drainHere };
 
 /** Targets that passed their checks (or were forced), marked as the command switches to them. */
@@ -45,6 +76,8 @@ function markHealthy(targets: Target[]) {
 export class Registry extends ServiceTable implements GaugeSource {
   /** Custom certificates by service, validated at deploy. */
   private readonly customCertificates = new Map<string, Certificate>();
+  /** What the commands did to each service (README "History and rollback"); loaded by `restore`. */
+  private history = new History();
   /** Changes to one service run one after another; different services do not wait for each other. */
   private readonly locks = new Map<string, Promise<unknown>>();
 
@@ -52,6 +85,7 @@ export class Registry extends ServiceTable implements GaugeSource {
     private readonly store: StateStore,
     readonly certificates?: CertificateManager,
     private readonly dataPlane: DataPlane = THIS_PROCESS,
+    private readonly historyStore = new HistoryStore(store.dir),
   ) {
     super();
   }
@@ -133,6 +167,53 @@ export class Registry extends ServiceTable implements GaugeSource {
     return next;
   }
 
+  /**
+   * Runs a command on a service (one at a time, as `serialized`) and records
+   * it in the history, failed or not: the targets before and after, how long
+   * it took, and its outcome. A command on a service that does not exist
+   * (anything but a deploy) fails with "service not found" and leaves no
+   * record; nor does one refused because parachute is being upgraded, so
+   * that nothing is recorded here once the successor owns the history.
+   */
+  private recorded(command: RecordedCommand, request: { service: string }, given: Given | undefined, progress: Progress, work: () => Promise<void>): Promise<void> {
+    const name = request.service;
+    return this.serialized(name, async () => {
+      if (command !== "deploy" && !this.services.has(name)) return work();
+      const time = new Date().toISOString();
+      const started = performance.now();
+      const before = this.targetSets(name);
+      let failure: unknown;
+      try {
+        await work();
+      } catch (error) {
+        failure = error;
+      }
+      this.history.record(name, {
+        time,
+        command,
+        options: recordedOptions(given ?? request),
+        before,
+        after: this.targetSets(name),
+        durationMs: Math.round(performance.now() - started),
+        ...(failure === undefined ? { outcome: "ok" } : { outcome: "failed", error: errorMessage(failure) }),
+      });
+      this.persistHistory(progress);
+      if (failure !== undefined) throw failure;
+    });
+  }
+
+  private targetSets(name: string): TargetSets {
+    const service = this.services.get(name);
+    if (!service) return NO_TARGETS;
+    const addresses = (targets: readonly Target[] | undefined) => (targets ?? []).map((t) => t.address);
+    return { targets: addresses(service.targets), readTargets: addresses(service.readTargets), rolloutTargets: addresses(service.rolloutTargets) };
+  }
+
+  /** The recorded commands of a service, oldest first; undefined when it has none (README "History and rollback"). */
+  historyOf(name: string): readonly HistoryRecord[] | undefined {
+    return this.history.of(name);
+  }
+
   private rebuildRouter() {
     this.router = new Router(this.services.values());
     const router = this.router;
@@ -141,8 +222,8 @@ export class Registry extends ServiceTable implements GaugeSource {
 
   // ---------------------------------------------------------------- deploy
 
-  deploy(request: DeployRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  deploy(request: DeployRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("deploy", request, given, progress, async () => {
       const started = performance.now();
       try {
         await this.runDeploy(request, progress);
@@ -155,22 +236,38 @@ export class Registry extends ServiceTable implements GaugeSource {
   }
 
   private async runDeploy(request: DeployRequest, progress: Progress): Promise<void> {
-    const started = performance.now();
     const name = request.service;
 
     // 1. Validate everything first; nothing changes on any error.
     const options = this.optionsFrom(request);
     const pages = options.errorPages ? this.loadPages(options.errorPages) : undefined;
+    const basicAuth = options.basicAuthFile ? this.loadBasicAuth(name, options.basicAuthFile) : undefined;
     const certificate = this.loadCertificate(options);
     this.checkConflicts(name, options);
-
-    const existing = this.services.get(name);
     log.info("Deploying", { service: name, targets: request.targets, hosts: options.hosts });
+    await this.switchTo(
+      name,
+      { options, pages, basicAuth, certificate },
+      { writers: request.targets, readers: request.readTargets, deployTimeout: request.deployTimeout, force: request.force },
+      progress,
+    );
+  }
+
+  /**
+   * Steps 2 to 5 of a deploy (README "How it works"), shared by deploy and
+   * rollback: health-check the new targets, switch to them with these
+   * settings, save, and drain the old targets (within the options' drain
+   * timeout).
+   */
+  private async switchTo(name: string, settings: DeploySettings, to: Switch, progress: Progress): Promise<void> {
+    const started = performance.now();
+    const { options, pages, basicAuth, certificate } = settings;
+    const existing = this.services.get(name);
 
     // 2. Health-check every new target until each has passed once.
-    const writers = this.targetsFor(existing, request.targets);
-    const readers = this.targetsFor(existing, request.readTargets.filter((t) => !request.targets.includes(t)));
-    const admitted = await admit([...writers, ...readers], { name, service: existing, config: healthCheckOf(options), timeoutMs: request.deployTimeout, force: request.force, progress });
+    const writers = this.targetsFor(existing, to.writers);
+    const readers = this.targetsFor(existing, to.readers.filter((t) => !to.writers.includes(t)));
+    const admitted = await admit([...writers, ...readers], { name, service: existing, config: healthCheckOf(options), timeoutMs: to.deployTimeout, force: to.force, progress });
 
     // Hosts may have been claimed by another service while we waited.
     this.checkConflicts(name, options);
@@ -189,6 +286,7 @@ export class Registry extends ServiceTable implements GaugeSource {
       service.cutover({ readers });
       this.services.set(name, service);
     }
+    service.basicAuth = basicAuth;
     if (pages) this.pages.set(name, pages);
     else this.pages.delete(name);
     if (certificate) this.customCertificates.set(name, certificate);
@@ -207,8 +305,8 @@ export class Registry extends ServiceTable implements GaugeSource {
 
     // 4. Old targets drain; deploy returns once they are done.
     if (old.length) {
-      progress(`Draining ${old.map((t) => t.address).join(", ")} (up to ${formatDuration(request.drainTimeout)})`);
-      await service.drain(old, request.drainTimeout);
+      progress(`Draining ${old.map((t) => t.address).join(", ")} (up to ${formatDuration(options.drainTimeout)})`);
+      await service.drain(old, options.drainTimeout);
     }
   }
 
@@ -219,15 +317,26 @@ export class Registry extends ServiceTable implements GaugeSource {
     if (onDemand && !tls) throw new CommandError("--tls-on-demand-url needs --tls");
     if (onDemand && request.tlsCertificatePath) throw new CommandError("--tls-on-demand-url cannot be combined with --tls-certificate-path");
     if (tls && !onDemand && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host (or --tls-on-demand-url)");
+    if (options.tlsChallenge === "dns-01" && !request.tlsDnsHook) throw new CommandError("--tls-challenge dns-01 needs --tls-dns-hook CMD");
+    if (request.tlsDnsHook && options.tlsChallenge !== "dns-01") {
+      throw new CommandError(`--tls-dns-hook is for --tls-challenge dns-01, not ${options.tlsChallenge}`);
+    }
+    if (request.tlsDnsHook) {
+      const problem = dnsHookProblem(request.tlsDnsHook);
+      if (problem) throw new CommandError(problem);
+    }
     const wildcard = request.hosts.find((h) => h.startsWith("*."));
-    if (tls && wildcard && !request.tlsCertificatePath && !onDemand) {
+    // An on-demand wildcard host is never ordered itself: its names are, one by one.
+    if (tls && wildcard && !request.tlsCertificatePath && options.tlsChallenge !== "dns-01" && !onDemand) {
       throw new CommandError(
-        `wildcard host ${wildcard} needs a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME HTTP-01 cannot issue wildcards`,
+        `wildcard host ${wildcard} needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME ${options.tlsChallenge === "auto" ? "http-01 and tls-alpn-01" : options.tlsChallenge} cannot issue wildcards`,
       );
     }
     if (request.canonicalHost && !request.hosts.includes(request.canonicalHost)) {
       throw new CommandError(`canonical host "${request.canonicalHost}" must be one of the service's hosts`);
     }
+    // As kamal-proxy: an unbuffered response is on its way to the client before its size is known.
+    if (options.maxResponseBody > 0 && !options.bufferResponses) throw new CommandError("--max-response-body needs --buffer-responses");
     if (Boolean(request.tlsCertificatePath) !== Boolean(request.tlsPrivateKeyPath)) {
       throw new CommandError("--tls-certificate-path and --tls-private-key-path go together (both or neither)");
     }
@@ -252,6 +361,14 @@ export class Registry extends ServiceTable implements GaugeSource {
     }
   }
 
+  private loadBasicAuth(name: string, file: string): BasicAuth {
+    try {
+      return new BasicAuth(loadHtpasswd(file), name);
+    } catch (error) {
+      throw new CommandError((error as Error).message);
+    }
+  }
+
   private checkConflicts(name: string, options: ServiceOptions) {
     const other = this.router.conflict({ name, hosts: options.hosts, pathPrefixes: options.pathPrefixes });
     if (other) throw new CommandError("host is used by another service", 409);
@@ -262,10 +379,34 @@ export class Registry extends ServiceTable implements GaugeSource {
     return [...new Set(addresses)].map((address) => service?.find(address) ?? new Target(address));
   }
 
+  // ---------------------------------------------------------------- rollback
+
+  /**
+   * `rollback`: back to the targets of the previous successful deploy
+   * (History.rollbackPoint), through the deploy's own health check, switch
+   * and drain. The service keeps its current options but for the timing and
+   * health-check ones given; files (error pages, certificate, credentials)
+   * stay as loaded.
+   */
+  rollback(request: RollbackRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("rollback", request, given, progress, async () => {
+      const service = this.mustGet(request.service);
+      const point = this.history.rollbackPoint(service.name);
+      if (!point) throw new CommandError(`service ${service.name} has no previous deploy to roll back to`, 409);
+      const overrides = Object.fromEntries(Object.keys(ROLLBACK_OPTIONS).filter((key) => Object.hasOwn(request, key)).map((key) => [key, request[key as keyof RollbackRequest]]));
+      const options: ServiceOptions = { ...service.options, ...overrides };
+      const { targets, readTargets } = point.after;
+      progress(`Rolling back ${service.name} to ${targets.join(", ")}${readTargets.length ? ` (read: ${readTargets.join(", ")})` : ""}, as deployed at ${point.time}`);
+      log.info("Rolling back", { service: service.name, targets, read_targets: readTargets, deployed_at: point.time });
+      const settings = { options, pages: this.pages.get(service.name), basicAuth: service.basicAuth, certificate: this.customCertificates.get(service.name) };
+      await this.switchTo(service.name, settings, { writers: targets, readers: readTargets, deployTimeout: request.deployTimeout, force: false }, progress);
+    });
+  }
+
   // ---------------------------------------------------------------- remove
 
-  remove(request: ServiceRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  remove(request: ServiceRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("remove", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       this.services.delete(service.name);
       this.pages.delete(service.name);
@@ -290,8 +431,8 @@ export class Registry extends ServiceTable implements GaugeSource {
   // ---------------------------------------------------------------- targets
 
   /** `add`: new writers join the rotation once healthy (same wait and failure as deploy). */
-  add(request: TargetsRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  add(request: TargetsRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("add", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       const present = request.targets.filter((a) => service.targets.some((t) => t.address === a));
       if (present.length) throw new CommandError(`target ${present.join(", ")} is already in service ${service.name}`);
@@ -308,8 +449,8 @@ export class Registry extends ServiceTable implements GaugeSource {
   }
 
   /** `rm`: writers leave the rotation and drain like old targets in a deploy. */
-  rm(request: TargetsRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  rm(request: TargetsRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("rm", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       const unknown = request.targets.filter((a) => !service.targets.some((t) => t.address === a));
       if (unknown.length) throw new CommandError(`target ${unknown.join(", ")} is not in service ${service.name}`);
@@ -329,8 +470,8 @@ export class Registry extends ServiceTable implements GaugeSource {
 
   // ---------------------------------------------------------------- maintenance
 
-  pause(request: PauseRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  pause(request: PauseRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("pause", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       service.pause.pause(request.maxPause);
       await this.publish();
@@ -340,8 +481,8 @@ export class Registry extends ServiceTable implements GaugeSource {
     });
   }
 
-  stop(request: StopRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  stop(request: StopRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("stop", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       service.pause.stop(request.message);
       await this.publish();
@@ -351,8 +492,8 @@ export class Registry extends ServiceTable implements GaugeSource {
     });
   }
 
-  resume(request: ServiceRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  resume(request: ServiceRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("resume", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       service.pause.resume();
       await this.publish();
@@ -364,8 +505,8 @@ export class Registry extends ServiceTable implements GaugeSource {
   // ---------------------------------------------------------------- rollout
 
   /** `rollout deploy`: a second, health-checked target set beside the writers. */
-  rolloutDeploy(request: TargetsRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  rolloutDeploy(request: TargetsRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("rollout deploy", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       const targets = this.targetsFor(service, request.targets);
       const admitted = await admit(targets, { name: service.name, service, config: service.healthCheck, timeoutMs: request.deployTimeout, force: false, progress });
@@ -379,8 +520,8 @@ export class Registry extends ServiceTable implements GaugeSource {
     });
   }
 
-  rolloutSet(request: RolloutSetRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  rolloutSet(request: RolloutSetRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("rollout set", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       if (!service.rolloutTargets) {
         throw new CommandError(`service ${service.name} has no rollout targets (run "parachute rollout deploy" first)`);
@@ -392,8 +533,8 @@ export class Registry extends ServiceTable implements GaugeSource {
     });
   }
 
-  rolloutStop(request: ServiceRequest, progress: Progress): Promise<void> {
-    return this.serialized(request.service, async () => {
+  rolloutStop(request: ServiceRequest, progress: Progress, given?: Given): Promise<void> {
+    return this.recorded("rollout stop", request, given, progress, async () => {
       const service = this.mustGet(request.service);
       if (!service.rolloutTargets) throw new CommandError(`service ${service.name} has no rollout in progress`);
       const old = service.cutover({ rollout: null });
@@ -447,8 +588,22 @@ export class Registry extends ServiceTable implements GaugeSource {
     }
   }
 
+  /** Saves the history; like the state, a failure is logged and warned about, never undoes the command. */
+  private persistHistory(progress: Progress) {
+    try {
+      this.historyStore.save(this.history);
+    } catch (error) {
+      const reason = (error as Error).message;
+      log.error("Cannot save history", { file: this.historyStore.file, error: reason });
+      progress(`Warning: cannot save the history (${reason}): this command's record will not survive a restart`);
+    }
+  }
+
   /** Brings back saved services. Targets serve at once and are re-checked in the background. */
   restore() {
+    const saved = this.historyStore.load();
+    if (saved.problem) log.error("History file is corrupt; starting with an empty history", { file: this.historyStore.file, problem: saved.problem, kept_as: saved.setAside });
+    this.history = saved.history;
     const { state, problem, setAside } = this.store.load();
     if (problem) log.error("State file is corrupt; starting empty", { file: this.store.file, problem, kept_as: setAside });
     for (const saved of state.services) {
@@ -465,6 +620,16 @@ export class Registry extends ServiceTable implements GaugeSource {
           this.pages.set(saved.name, loadCustomPages(options.errorPages));
         } catch (error) {
           log.warn("Error pages unavailable; using built-in pages", { service: saved.name, error: (error as Error).message });
+        }
+      }
+      if (options.basicAuthFile && !service.basicAuth) {
+        // State written by hand without the entries: the file is read now, and
+        // without it the service refuses every request rather than open up.
+        try {
+          service.basicAuth = new BasicAuth(loadHtpasswd(options.basicAuthFile), saved.name);
+        } catch (error) {
+          service.basicAuth = new BasicAuth([], saved.name);
+          log.error("Basic auth credentials unavailable; every request is refused", { service: saved.name, error: (error as Error).message });
         }
       }
       if (options.tlsCertificatePath) {

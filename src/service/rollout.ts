@@ -3,6 +3,8 @@
 // the others, a stable N% do, chosen by a hash of the value so that a client
 // always lands on the same side.
 export const ROLLOUT_COOKIE = "parachute-rollout";
+/** kamal-proxy's name for it, read when the client has no parachute-rollout cookie: an app moving over need not change. */
+export const KAMAL_ROLLOUT_COOKIE = "kamal-rollout";
 
 /**
  * FNV-1a with a murmur3 finaliser: cheap, stable across restarts and

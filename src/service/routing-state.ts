@@ -3,6 +3,7 @@
 // and its rollout split. The control plane sends a new one after each change
 // (README "Workers"); a worker applies it whole.
 import type { CustomPages } from "../proxy/error-pages.ts";
+import type { Credential } from "../proxy/htpasswd.ts";
 import type { ServiceMode } from "./pause.ts";
 import type { Service, ServiceOptions } from "./service.ts";
 import type { Target, TargetHealth } from "./target.ts";
@@ -24,6 +25,8 @@ export interface ServiceState {
   split: { percent: number; list: string[] };
   /** The --error-pages as read at deploy, by status: every worker answers with these, not with its own read of the directory. */
   pages?: [status: number, html: string][];
+  /** The --basic-auth-file entries as read at deploy. */
+  basicAuth?: Credential[];
 }
 
 export interface RoutingState {
@@ -45,6 +48,7 @@ export function routingState(services: Iterable<Service>, pagesOf: (service: Ser
       maxPauseMs: s.pause.maxPauseMs,
       split: { percent: s.split.percent, list: [...s.split.list] },
       ...(pagesOf(s) ? { pages: [...pagesOf(s)!] } : {}),
+      ...(s.basicAuth ? { basicAuth: [...s.basicAuth.entries] } : {}),
     })),
   };
 }

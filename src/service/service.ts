@@ -3,6 +3,7 @@
 // targets still draining. Knows nothing of listeners or the CLI; the proxy and
 // the admin API both act on it.
 import { log } from "../log.ts";
+import type { BasicAuth } from "../proxy/basic-auth.ts";
 import type { ServiceLoad } from "../metrics.ts";
 import { Balancer } from "./balancer.ts";
 import { HealthCheck, type HealthCheckConfig } from "./health-check.ts";
@@ -67,6 +68,8 @@ export class Service {
   /** New targets being health-checked before they join (shown by `list`, never routed to). */
   readonly adding = new Set<Target>();
   readonly pause = new PauseController();
+  /** The credentials of --basic-auth-file, as read at deploy; undefined when the service is open. */
+  basicAuth: BasicAuth | undefined;
   private readonly monitors = new Map<Target, HealthCheck>();
 
   constructor(

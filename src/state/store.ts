@@ -1,10 +1,11 @@
-// The persisted routing state (README "State"): one JSON file, written atomically
-// (temp file in the same directory, fsync, rename, fsync the directory) after
-// every change, read back and validated with a schema at start.
+// The persisted routing state (README "State"): one JSON file, written
+// atomically (atomic-file.ts) after every change, read back and validated
+// with a schema at start.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as v from "valibot";
 import { ServiceOptionsSchema } from "../service/options.ts";
+import { removeStaleTemporaries, setAside, writeAtomically } from "./atomic-file.ts";
 import { targetSchema, wholeSchema as whole } from "../values.ts";
 
 /**
@@ -39,6 +40,8 @@ const ServiceSchema = v.object({
   mode: v.optional(v.picklist(["running", "paused", "stopped"]), "running"),
   stopMessage: v.optional(v.string(), ""),
   maxPauseMs: v.optional(whole, 30_000),
+  /** The --basic-auth-file entries as read at deploy: a restart enforces them without the file. */
+  basicAuth: v.optional(v.array(v.tuple([v.string(), v.string()]))),
   rollout: v.optional(
     v.object({
       targets: v.array(targetSchema),
@@ -68,7 +71,7 @@ export class StateStore {
    * moved aside as parachute.state.corrupt-<time> and reported, never fatal.
    */
   load(): { state: SavedState; problem?: string; setAside?: string } {
-    this.removeStaleTemporaries();
+    removeStaleTemporaries(this.file);
     const empty: SavedState = { version: 1, services: [] };
     let text: string;
     try {
@@ -102,35 +105,9 @@ export class StateStore {
     }
   }
 
-  /**
-   * A server killed while saving leaves its `parachute.state.tmp-<pid>`
-   * behind; those of processes that are gone are removed. A live one belongs
-   * to a server saving right now (the old one, during an upgrade).
-   */
-  private removeStaleTemporaries(): void {
-    const prefix = `${path.basename(this.file)}.tmp-`;
-    let names: string[];
-    try {
-      names = fs.readdirSync(this.dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      if (!name.startsWith(prefix)) continue;
-      const pid = Number(name.slice(prefix.length));
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processExists(pid)) continue;
-      fs.rmSync(path.join(this.dir, name), { force: true });
-    }
-  }
-
   private setAside(problem: string): { problem: string; setAside?: string } {
-    const aside = `${this.file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    try {
-      fs.renameSync(this.file, aside);
-      return { problem, setAside: aside };
-    } catch {
-      return { problem };
-    }
+    const aside = setAside(this.file);
+    return aside ? { problem, setAside: aside } : { problem };
   }
 
   /** Fails (with the system's reason) unless a state file can be written here: checked at start, not at the first deploy. */
@@ -141,31 +118,6 @@ export class StateStore {
   }
 
   save(state: SavedState): void {
-    const tmp = `${this.file}.tmp-${process.pid}`;
-    const fd = fs.openSync(tmp, "w", 0o600);
-    try {
-      fs.writeSync(fd, JSON.stringify(state, null, 2) + "\n");
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, this.file);
-    // fsync the directory so the rename itself survives a power cut.
-    const dirFd = fs.openSync(this.dir, "r");
-    try {
-      fs.fsyncSync(dirFd);
-    } finally {
-      fs.closeSync(dirFd);
-    }
-  }
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists, it is just not ours.
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    writeAtomically(this.file, JSON.stringify(state, null, 2) + "\n");
   }
 }

@@ -1,11 +1,18 @@
-// ACME HTTP-01 issuance with acme-client (README "TLS"). The proxy
-// answers /.well-known/acme-challenge/ itself on its HTTP port; the account
-// key persists under <state-dir>/certs, and the CA finds the account by it.
+// ACME issuance with acme-client (README "TLS"), by one of three challenges:
+// HTTP-01, answered by the proxy itself under /.well-known/acme-challenge/
+// on its HTTP port; TLS-ALPN-01 (RFC 8737), answered on the HTTPS port with a
+// challenge certificate to a ClientHello that offers `acme-tls/1`
+// (tls-front.ts); DNS-01, published by the operator's hook (dns-hook.ts). The
+// account key persists under <state-dir>/certs, and the CA finds the account
+// by it.
 import * as fs from "node:fs";
 import https from "node:https";
 import * as path from "node:path";
 import type * as AcmeClient from "acme-client";
-import { writePrivate } from "./certificates.ts";
+import { writePrivate, writePrivateOnce } from "./certificates.ts";
+import { runDnsHook, waitForTxt } from "./dns-hook.ts";
+import { alpnChallengeCertificate } from "./self-signed.ts";
+import { log } from "../log.ts";
 
 /** Let's Encrypt's directories (the same URLs acme-client lists). */
 const LETS_ENCRYPT = {
@@ -24,12 +31,48 @@ export interface AcmeSettings {
   caFile?: string;
   /** Contact address for the account (PARACHUTE_ACME_EMAIL). */
   email?: string;
+  /** Resolvers polled for DNS-01 records (PARACHUTE_ACME_DNS_RESOLVER); none: the zone's own name servers. */
+  dnsResolvers?: string[];
+  /** How long to wait for a DNS-01 record to be visible (PARACHUTE_ACME_DNS_WAIT). */
+  dnsWaitMs?: number;
 }
+
+/** A challenge a service's certificates are ordered with (`--tls-challenge`, `--tls-dns-hook`). */
+export type AcmeChallenge = { type: "http-01" } | { type: "tls-alpn-01" } | { type: "dns-01"; hook: string };
+
+/**
+ * The challenges to try, in order, for a service's options. `auto` is
+ * HTTP-01, then TLS-ALPN-01 when the CA could not validate that (port 80
+ * closed or taken): whether the CA reaches a port cannot be seen from
+ * here, and kamal-proxy's ACME client (Go's autocert) likewise tries both.
+ */
+export function challengesFor(options: { tlsChallenge: string; tlsDnsHook?: string }): AcmeChallenge[] {
+  switch (options.tlsChallenge) {
+    case "dns-01":
+      return options.tlsDnsHook ? [{ type: "dns-01", hook: options.tlsDnsHook }] : [];
+    case "http-01":
+      return [{ type: "http-01" }];
+    case "tls-alpn-01":
+      return [{ type: "tls-alpn-01" }];
+    default:
+      return [{ type: "http-01" }, { type: "tls-alpn-01" }];
+  }
+}
+
+/** A TLS-ALPN-01 challenge certificate (RFC 8737 §3), served for its host while the challenge is open. */
+export interface AlpnCertificate {
+  cert: string;
+  key: string;
+}
+
+const DEFAULT_DNS_WAIT_MS = 120_000;
 
 export class AcmeIssuer {
   /** token → key authorization, served on the HTTP port while a challenge is open. */
   readonly challenges = new Map<string, string>();
-  /** Resolves once every process that answers HTTP-01 challenges has the current set. */
+  /** host → TLS-ALPN-01 challenge certificate, served on the HTTPS port while a challenge is open. */
+  readonly alpnChallenges = new Map<string, AlpnCertificate>();
+  /** Resolves once every process that answers HTTP-01 and TLS-ALPN-01 challenges has the current set. */
   onChallengesChange: () => Promise<void> = () => Promise.resolve();
   private accountKey: Promise<Buffer> | undefined;
   /** The account look-up under way per directory, shared by the orders that start meanwhile. */
@@ -85,8 +128,8 @@ export class AcmeIssuer {
       } catch {
         fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
         const key = await (await this.acme()).crypto.createPrivateEcdsaKey();
-        writePrivate(file, key.toString());
-        return key;
+        // Hosts sharing the cache may create it at once: all use the one that was written first.
+        return Buffer.from(writePrivateOnce(file, key.toString()));
       }
     })();
     this.accountKey.catch(() => (this.accountKey = undefined));
@@ -159,17 +202,25 @@ export class AcmeIssuer {
 
   /**
    * Orders a certificate for one host from one directory (see
-   * `directoryFor`); resolves with its PEM chain and key. A failure is
-   * explained in terms an operator can act on; the caller (manager.ts)
-   * retries it with backoff, as acme-client retries single requests but never
-   * a whole order.
+   * `directoryFor`), by the first of `challenges` the CA validates; resolves
+   * with its PEM chain and key. A failure is explained in terms an operator
+   * can act on; the caller (manager.ts) retries it with backoff, as
+   * acme-client retries single requests but never a whole order.
    */
-  async issue(host: string, directoryUrl: string): Promise<{ cert: string; key: string }> {
-    try {
-      return await this.order(host, directoryUrl);
-    } catch (error) {
-      throw await this.explain(error, directoryUrl);
+  async issue(host: string, directoryUrl: string, challenges: AcmeChallenge[] = [{ type: "http-01" }]): Promise<{ cert: string; key: string }> {
+    const failures: string[] = [];
+    for (const [i, challenge] of challenges.entries()) {
+      try {
+        return await this.order(host, directoryUrl, challenge);
+      } catch (error) {
+        const explained = await this.explain(error, directoryUrl);
+        // An unreachable CA (a TypeError, see `explain`) fails every challenge alike.
+        if (challenges.length === 1 || error instanceof TypeError) throw explained;
+        failures.push(`${challenge.type}: ${explained.message}`);
+        if (i < challenges.length - 1) log.warn("ACME challenge failed; trying the next one", { host, challenge: challenge.type, reason: explained.message });
+      }
     }
+    throw new Error(failures.join("; ") || "no ACME challenge to answer");
   }
 
   /**
@@ -187,7 +238,7 @@ export class AcmeIssuer {
     return new Error(cause ? `cannot reach the ACME directory ${directoryUrl}: ${cause}` : error.message);
   }
 
-  private async order(host: string, directoryUrl: string): Promise<{ cert: string; key: string }> {
+  private async order(host: string, directoryUrl: string, challenge: AcmeChallenge): Promise<{ cert: string; key: string }> {
     const accountKey = await this.account();
     const accountUrl = await this.accountUrl(directoryUrl, accountKey);
     const acme = await this.acme();
@@ -196,20 +247,58 @@ export class AcmeIssuer {
     // With the account URL known, auto skips its own registration.
     const cert = await client.auto({
       csr,
-      challengePriority: ["http-01"],
+      // Only this type: acme-client fails the order if the CA does not offer it.
+      challengePriority: [challenge.type],
       // The self-check would resolve the host through system DNS and port 80,
       // which is wrong behind NAT, split DNS or a non-standard port; the CA's
-      // own validation is the check that counts.
+      // own validation is the check that counts. (DNS-01 waits for its
+      // record itself, see `publish`.)
       skipChallengeVerification: true,
-      challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
-        this.challenges.set(challenge.token, keyAuthorization);
-        // The CA validates as soon as this returns: every worker must answer by then.
-        await this.onChallengesChange();
-      },
-      challengeRemoveFn: async (_authz, challenge) => {
-        this.challenges.delete(challenge.token);
-      },
+      // The CA validates as soon as this returns: the answer must be out by then.
+      challengeCreateFn: (authz, offered, keyAuthorization) => this.publish(challenge, authz, offered, keyAuthorization),
+      challengeRemoveFn: (authz, offered, keyAuthorization) => this.withdraw(challenge, authz, offered, keyAuthorization),
     });
     return { cert, key: key.toString() };
   }
+
+  /** Puts up the answer to one challenge: on every process's HTTP or HTTPS port, or in DNS by the hook. */
+  private async publish(challenge: AcmeChallenge, authz: AcmeClient.Authorization, offered: { type: string; token: string }, keyAuthorization: string) {
+    const name = authz.identifier.value;
+    log.info("Answering ACME challenge", { host: name, challenge: challenge.type });
+    if (challenge.type === "dns-01") {
+      // For dns-01 acme-client hands over the record's value, the key authorization's digest (RFC 8555 §8.4).
+      const fqdn = dnsRecordName(name);
+      await runDnsHook(challenge.hook, "add", fqdn, keyAuthorization);
+      await waitForTxt(fqdn, keyAuthorization, { resolvers: this.settings.dnsResolvers, timeoutMs: this.settings.dnsWaitMs ?? DEFAULT_DNS_WAIT_MS });
+      return;
+    }
+    if (challenge.type === "tls-alpn-01") {
+      this.alpnChallenges.set(name, alpnChallengeCertificate(name, keyAuthorization));
+    } else {
+      this.challenges.set(offered.token, keyAuthorization);
+    }
+    await this.onChallengesChange();
+  }
+
+  /**
+   * Takes the answer down once the CA is done, whatever the outcome
+   * (acme-client calls this in a `finally`). acme-client only debug-logs an
+   * error thrown here, so a failing DNS hook is logged here.
+   */
+  private async withdraw(challenge: AcmeChallenge, authz: AcmeClient.Authorization, offered: { type: string; token: string }, keyAuthorization: string) {
+    const name = authz.identifier.value;
+    if (challenge.type === "dns-01") {
+      await runDnsHook(challenge.hook, "remove", dnsRecordName(name), keyAuthorization).catch((error: Error) =>
+        log.error("DNS hook could not remove the challenge record", { host: name, reason: error.message }),
+      );
+      return;
+    }
+    if (challenge.type === "tls-alpn-01") this.alpnChallenges.delete(name);
+    else this.challenges.delete(offered.token);
+  }
+}
+
+/** Where a DNS-01 TXT record goes: a wildcard's authorization names its base domain (RFC 8555 §7.1.4, §8.4). */
+function dnsRecordName(identifier: string): string {
+  return `_acme-challenge.${identifier.replace(/^\*\./, "")}`;
 }

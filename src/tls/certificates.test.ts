@@ -3,7 +3,7 @@ import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { CertificateCache, CertificateError, certificateExpiry, fallbackCertificate, loadCustomCertificate, writePrivate } from "./certificates.ts";
+import { CertificateCache, CertificateError, certificateExpiry, fallbackCertificate, loadCustomCertificate, writePrivate, writePrivateOnce } from "./certificates.ts";
 import { selfSignedCertificate } from "./self-signed.ts";
 
 const dirs: string[] = [];
@@ -169,4 +169,28 @@ test("hosts lists a directory's cached hosts; the on-demand service that allowed
   expect(cache.allowedBy("a.test", PROD)).toBe("shops");
   expect(cache.allowedBy("a.test", STAGING)).toBeUndefined();
   expect(cache.hosts(PROD).sort()).toEqual(["a.test", "b.test"]);
+});
+
+test("a cached pair whose key does not match its certificate (another host between replacing the two) is not loaded", () => {
+  const cache = new CertificateCache(tempDir());
+  const first = selfSignedCertificate("a.test", 30);
+  const second = selfSignedCertificate("a.test", 30);
+  cache.save("a.test", "https://ca.test/dir", first.cert, first.key);
+  expect(cache.load("a.test", "https://ca.test/dir")?.cert).toBe(first.cert);
+  // The new key is in place, the certificate not yet.
+  const folder = fs.readdirSync(cache.dir)[0]!;
+  writePrivate(path.join(cache.dir, folder, "a.test.key"), second.key);
+  expect(cache.load("a.test", "https://ca.test/dir")).toBeUndefined();
+  writePrivate(path.join(cache.dir, folder, "a.test.crt"), second.cert);
+  expect(cache.load("a.test", "https://ca.test/dir")?.cert).toBe(second.cert);
+});
+
+test("writePrivateOnce writes a file 0600 unless it exists, and returns what is there: of two writers, both use the first", () => {
+  const file = path.join(tempDir(), "account.key");
+  expect(writePrivateOnce(file, "first")).toBe("first");
+  expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+  expect(writePrivateOnce(file, "second")).toBe("first");
+  expect(fs.readFileSync(file, "utf8")).toBe("first");
+  // No temporary file is left beside it.
+  expect(fs.readdirSync(path.dirname(file))).toEqual(["account.key"]);
 });

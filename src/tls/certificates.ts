@@ -1,7 +1,7 @@
 // The certificate store: one certificate per host, from ACME or from the
-// operator's own files; ACME ones cached on disk under <state-dir>/certs
-// (0600), per ACME directory.
-import { X509Certificate, createPrivateKey } from "node:crypto";
+// operator's own files; ACME ones cached on disk under <state-dir>/certs, or
+// the directory `--tls-acme-cache-path` names (0600), per ACME directory.
+import { X509Certificate, createPrivateKey, randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { selfSignedCertificate } from "./self-signed.ts";
@@ -16,6 +16,16 @@ export interface Certificate {
 }
 
 export class CertificateError extends Error {}
+
+/**
+ * The certificate hosts that serve a TLS name, best first: the name itself,
+ * then the wildcard one level up (`a.example.com` → `*.example.com`), which
+ * covers exactly one label (RFC 6125 §6.4.3), as the router matches it.
+ */
+export function certificateHostsFor(name: string): string[] {
+  const dot = name.indexOf(".");
+  return dot > 0 ? [name, `*${name.slice(dot)}`] : [name];
+}
 
 /** Does the certificate cover this host? A wildcard host needs a wildcard certificate. */
 function covers(certificate: X509Certificate, host: string): boolean {
@@ -90,7 +100,7 @@ export class CertificateCache {
 
   private files(folder: string, host: string) {
     const safe = host.replace(/[^a-z0-9.-]/gi, "_");
-    return { cert: path.join(folder, `${safe}.crt`), key: path.join(folder, `${safe}.key`), allowed: path.join(folder, `${safe}.on-demand`) };
+    return { cert: path.join(folder, `${safe}.crt`), key: path.join(folder, `${safe}.key`), allowed: path.join(folder, `${safe}.on-demand`), lock: path.join(folder, `${safe}.lock`) };
   }
 
   /**
@@ -116,6 +126,13 @@ export class CertificateCache {
 
   ensureDir() {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** The lock file hosts sharing this cache take before ordering the host's certificate from the directory (fleet-lock.ts). */
+  lockFile(host: string, directory: string): string {
+    const folder = this.folder(directory);
+    fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
+    return this.files(folder, host).lock;
   }
 
   load(host: string, directory: string): Certificate | undefined {
@@ -182,19 +199,50 @@ export class CertificateCache {
   }
 }
 
+/**
+ * A cached pair, or undefined if either file is missing or they do not
+ * match: the key and certificate are replaced one after the other, and in a
+ * shared cache another host may be between the two.
+ */
 function read(files: { cert: string; key: string }, directory: string | undefined): Certificate | undefined {
   try {
     const cert = fs.readFileSync(files.cert, "utf8");
     const key = fs.readFileSync(files.key, "utf8");
-    return { cert, key, notAfter: certificateExpiry(cert), source: "acme", ...(directory ? { directory } : {}) };
+    const x509 = new X509Certificate(cert);
+    if (!x509.checkPrivateKey(createPrivateKey(key))) return undefined;
+    return { cert, key, notAfter: new Date(x509.validTo), source: "acme", ...(directory ? { directory } : {}) };
   } catch {
     return undefined;
   }
 }
 
+/** A temporary name beside `file`, unique across the hosts that may share its directory (pids alone collide between containers). */
+function tempName(file: string): string {
+  return `${file}.tmp-${process.pid}-${randomUUID().slice(0, 8)}`;
+}
+
 /** Writes a file readable by the owner only, atomically. */
 export function writePrivate(file: string, content: string) {
-  const tmp = `${file}.tmp-${process.pid}`;
+  const tmp = tempName(file);
   fs.writeFileSync(tmp, content, { mode: 0o600 });
   fs.renameSync(tmp, file);
+}
+
+/**
+ * Writes a file readable by the owner only, unless it exists: then its
+ * content is kept and returned. Of several hosts creating it at once, one
+ * wins and all use its content (the ACME account key of a shared cache).
+ */
+export function writePrivateOnce(file: string, content: string): string {
+  const tmp = tempName(file);
+  fs.writeFileSync(tmp, content, { mode: 0o600 });
+  try {
+    fs.linkSync(tmp, file);
+    return content;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    return fs.readFileSync(file, "utf8");
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
 }

@@ -20,9 +20,14 @@ function clientHello(serverName: string | undefined, alpn: string[]): Uint8Array
 }
 
 test("reads the SNI name (lower case) and whether ALPN offers h2", () => {
-  expect(parseClientHello(clientHello("App.Example.com", ["h2", "http/1.1"]))).toEqual({ complete: true, serverName: "app.example.com", offersH2: true });
-  expect(parseClientHello(clientHello("a.test", ["http/1.1"]))).toEqual({ complete: true, serverName: "a.test", offersH2: false });
-  expect(parseClientHello(clientHello(undefined, []))).toEqual({ complete: true, serverName: undefined, offersH2: false });
+  expect(parseClientHello(clientHello("App.Example.com", ["h2", "http/1.1"]))).toEqual({ complete: true, serverName: "app.example.com", offersH2: true, offersAcmeTls: false });
+  expect(parseClientHello(clientHello("a.test", ["http/1.1"]))).toEqual({ complete: true, serverName: "a.test", offersH2: false, offersAcmeTls: false });
+  expect(parseClientHello(clientHello(undefined, []))).toEqual({ complete: true, serverName: undefined, offersH2: false, offersAcmeTls: false });
+});
+
+test("an ACME TLS-ALPN-01 validation offers acme-tls/1 (RFC 8737 §3); a near name is not it", () => {
+  expect(parseClientHello(clientHello("a.test", ["acme-tls/1"]))).toEqual({ complete: true, serverName: "a.test", offersH2: false, offersAcmeTls: true });
+  expect(parseClientHello(clientHello("a.test", ["acme-tls/2", "acme-tls/10"]))).toMatchObject({ offersAcmeTls: false });
 });
 
 test("a hello that has not fully arrived is incomplete", () => {

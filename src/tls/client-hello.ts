@@ -1,8 +1,11 @@
 // Reads what the TLS front needs from a ClientHello before any TLS server sees
-// it: the SNI host name and whether the client offers HTTP/2 by ALPN
-// (RFC 8446 §4.1.2, RFC 6066 §3, RFC 7301 §3.1).
+// it: the SNI host name, whether the client offers HTTP/2 by ALPN, and
+// whether it is an ACME TLS-ALPN-01 validation, which offers `acme-tls/1`
+// (RFC 8446 §4.1.2, RFC 6066 §3, RFC 7301 §3.1, RFC 8737 §3).
 
-export type ClientHello = { complete: false } | { complete: true; serverName?: string; offersH2?: boolean };
+export type ClientHello = { complete: false } | { complete: true; serverName?: string; offersH2?: boolean; offersAcmeTls?: boolean };
+
+const ACME_TLS = new TextEncoder().encode("acme-tls/1");
 
 /** Parses the first TLS record of a connection; `complete: false` until the whole ClientHello has arrived. */
 export function parseClientHello(data: Uint8Array): ClientHello {
@@ -22,6 +25,7 @@ export function parseClientHello(data: Uint8Array): ClientHello {
     i += 2;
     let serverName: string | undefined;
     let offersH2 = false;
+    let offersAcmeTls = false;
     while (i + 4 <= end) {
       const type = u16(i);
       const length = u16(i + 2);
@@ -37,11 +41,12 @@ export function parseClientHello(data: Uint8Array): ClientHello {
         for (let p = i + 2; p < listEnd; p += 1 + hello[p]!) {
           const n = hello[p]!;
           if (n === 2 && hello[p + 1] === 0x68 && hello[p + 2] === 0x32) offersH2 = true; // "h2"
+          if (n === ACME_TLS.length && ACME_TLS.every((byte, k) => hello[p + 1 + k] === byte)) offersAcmeTls = true;
         }
       }
       i += length;
     }
-    return { complete: true, serverName, offersH2 };
+    return { complete: true, serverName, offersH2, offersAcmeTls };
   } catch {
     // A malformed hello: the TLS server will refuse it.
   }

@@ -1,15 +1,18 @@
 // Keeps one certificate per TLS host: custom certificates as deployed, ACME
 // certificates from the disk cache or issued in the background (each only for
 // the directory that issued it), renewed before they expire. Whenever the set
-// of certificates changes, `onChange` rebuilds the HTTPS listener. Hosts of
-// on-demand services join at their first handshake, once the service's URL
-// allows them (see on-demand.ts). Orders run a few at a time (OrderQueue).
+// of certificates changes, `onChange` rebuilds the HTTPS listener. With a
+// cache shared by a fleet (fleet.ts), orders go through its lock, and the
+// periodic check also loads what other hosts renewed. Hosts of on-demand
+// services join at their first handshake, once the service's URL allows them
+// (see on-demand.ts). Orders run a few at a time (OrderQueue).
 import { noteActivity } from "../data/memory.ts";
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
-import type { AcmeIssuer } from "./acme.ts";
-import { CertificateCache, certificateExpiry, type Certificate } from "./certificates.ts";
+import { challengesFor, type AcmeChallenge, type AcmeIssuer } from "./acme.ts";
+import { CertificateCache, certificateExpiry, certificateHostsFor, type Certificate } from "./certificates.ts";
+import type { Fleet, Obtained } from "./fleet.ts";
 import { OnDemandGate } from "./on-demand.ts";
 import { OrderQueue } from "./order-queue.ts";
 
@@ -34,6 +37,8 @@ interface Wanted {
   host: string;
   /** The ACME directory its certificate must come from (unused with a custom certificate). */
   directory: string;
+  /** How its ACME certificate is ordered: these challenges, in turn. */
+  challenges: AcmeChallenge[];
   custom?: Certificate;
 }
 
@@ -54,14 +59,23 @@ export class CertificateManager {
   onChange: () => void = () => {};
   /** Called when an order starts or ends (workers wait for a certificate only while one runs). */
   onIssuingChange: () => void = () => {};
+  /** Called when the open challenges change; resolves once every process that answers them has the current set. */
+  onChallengesChange: () => Promise<void> = () => Promise.resolve();
 
   constructor(
     private readonly cache: CertificateCache,
     readonly issuer: AcmeIssuer,
     private readonly renewal: RenewalSettings = DEFAULT_RENEWAL,
+    /** Set when the cache is shared with other hosts (`--tls-acme-cache-path`). */
+    private readonly fleet?: Fleet,
     private readonly gate = new OnDemandGate(10),
     private readonly queue = new OrderQueue(4),
-  ) {}
+  ) {
+    issuer.onChallengesChange = () => {
+      this.fleet?.publishChallenges(issuer.challenges);
+      return this.onChallengesChange();
+    };
+  }
 
   start() {
     this.renewTimer = setInterval(() => this.renewDue(), this.renewal.checkIntervalMs);
@@ -77,12 +91,17 @@ export class CertificateManager {
     return [...this.certs].map(([host, c]) => ({ host, cert: c.cert, key: c.key }));
   }
 
-  has(host: string): boolean {
-    return this.certs.has(host);
+  /** Whether a TLS name has a certificate: its own or its wildcard's. */
+  has(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.certs.has(host));
   }
 
   challenge(token: string): string | undefined {
-    return this.issuer.challenges.get(token);
+    return this.issuer.challenges.get(token) ?? this.fleet?.challenge(token);
+  }
+
+  alpnChallenge(host: string) {
+    return this.issuer.alpnChallenges.get(host);
   }
 
   /** Hosts whose order is running now. */
@@ -99,9 +118,11 @@ export class CertificateManager {
    * for it is running (nothing to wait for, e.g. failing and backing off),
    * when its order fails, or after `timeoutMs`.
    */
-  waitFor(host: string, timeoutMs: number): Promise<boolean> {
-    if (this.certs.has(host)) return Promise.resolve(true);
-    if (!this.issuing.has(host)) return Promise.resolve(false);
+  waitFor(name: string, timeoutMs: number): Promise<boolean> {
+    if (this.has(name)) return Promise.resolve(true);
+    // A name under a wildcard waits for the wildcard's order.
+    const host = certificateHostsFor(name).find((h) => this.issuing.has(h));
+    if (!host) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
       const list = this.waiters.get(host) ?? [];
@@ -136,7 +157,8 @@ export class CertificateManager {
       }
       const custom = customs.get(service.name);
       const directory = this.issuer.directoryFor(service.options.tlsStaging);
-      for (const host of service.options.hosts) wanted.set(host, { host, directory, custom });
+      const challenges = challengesFor(service.options);
+      for (const host of service.options.hosts) wanted.set(host, { host, directory, challenges, custom });
     }
     this.onDemandServices = onDemand;
     let changed = this.adoptCached(owner);
@@ -147,7 +169,7 @@ export class CertificateManager {
         this.onDemandHosts.delete(host);
         continue;
       }
-      wanted.set(host, { host, directory: this.issuer.directoryFor(service.options.tlsStaging) });
+      wanted.set(host, this.onDemandWant(host, service));
     }
     this.wanted = wanted;
     for (const host of [...this.certs.keys()]) {
@@ -211,7 +233,7 @@ export class CertificateManager {
     const loaded = this.cache.load(host, directory);
     const cached = loaded && isValid(loaded) ? loaded : undefined;
     if (cached && this.cache.allowedBy(host, directory) === serviceName) {
-      this.allow(host, service.name, directory, cached);
+      this.allow(host, service, cached);
       return true;
     }
     const verdict = await this.gate.check(service, host);
@@ -231,15 +253,19 @@ export class CertificateManager {
         log.error("Cannot record the on-demand host; it will be asked about again after a restart", { host, error: (error as Error).message });
       }
       // A certificate cached for the host earlier (another service's) serves at once: nothing to order.
-      this.allow(host, service.name, directory, cached);
+      this.allow(host, service, cached);
     }
     return true;
   }
 
+  private onDemandWant(host: string, service: Service): Wanted {
+    return { host, directory: this.issuer.directoryFor(service.options.tlsStaging), challenges: challengesFor(service.options) };
+  }
+
   /** Makes an allowed on-demand host wanted: served from `cached`, or ordered. */
-  private allow(host: string, service: string, directory: string, cached: Certificate | undefined) {
-    this.onDemandHosts.set(host, service);
-    const want = { host, directory };
+  private allow(host: string, service: Service, cached: Certificate | undefined) {
+    this.onDemandHosts.set(host, service.name);
+    const want = this.onDemandWant(host, service);
     this.wanted.set(host, want);
     if (!cached) return this.issueInBackground(want);
     this.certs.set(host, cached);
@@ -295,10 +321,51 @@ export class CertificateManager {
   }
 
   private renewDue() {
+    if (this.fleet) this.reloadShared();
     for (const want of this.wanted.values()) {
       const cert = this.certs.get(want.host);
       if (!want.custom && cert && this.dueForRenewal(cert)) this.issueInBackground(want);
     }
+  }
+
+  /**
+   * Serves what another host of the fleet put in the shared cache: a
+   * certificate it renewed (later expiry than the one served), or one for a
+   * host this one has none for from that directory (its own order failing
+   * and backing off).
+   */
+  private reloadShared() {
+    let changed = false;
+    for (const want of this.wanted.values()) {
+      if (want.custom || this.issuing.has(want.host)) continue;
+      const current = this.certs.get(want.host);
+      const cached = this.cache.load(want.host, want.directory);
+      if (!cached || !isValid(cached) || cached.cert === current?.cert) continue;
+      // A stand-in from another directory gives way to any valid one from the wanted directory.
+      if (current?.directory === want.directory && cached.notAfter.getTime() <= current.notAfter.getTime()) continue;
+      this.cancelRetry(want.host);
+      this.certs.set(want.host, cached);
+      log.info("Certificate reloaded from the shared cache", { host: want.host, not_after: cached.notAfter.toISOString() });
+      changed = true;
+    }
+    if (changed) this.changed();
+  }
+
+  /** The certificate from the CA, cached before it is served; in a fleet, only if no other host has it (`Fleet.obtain`). */
+  private obtain(want: Wanted): Promise<Obtained> {
+    const { host, directory } = want;
+    const order = async () => {
+      const pair = await this.queue.run(() => this.issuer.issue(host, directory, want.challenges));
+      // Cached even if the host wants another directory now: a switch back finds it.
+      try {
+        this.cache.save(host, directory, pair.cert, pair.key);
+      } catch (error) {
+        log.error("Cannot cache certificate; serving it anyway", { host, error: (error as Error).message });
+      }
+      return pair;
+    };
+    if (!this.fleet) return order().then((pair) => ({ ...pair, from: "order" as const }));
+    return this.fleet.obtain(host, directory, (cached) => isValid(cached) && !this.dueForRenewal(cached), order);
   }
 
   private issueInBackground(want: Wanted) {
@@ -312,9 +379,8 @@ export class CertificateManager {
     if (retry) this.cancelRetry(host);
     const renewing = this.certs.get(host)?.directory === directory;
     log.info(renewing ? "Renewing certificate" : "Requesting certificate", { host, directory });
-    const work = this.queue
-      .run(() => this.issuer.issue(host, directory))
-      .then(({ cert, key }) => this.issued(want, cert, key, renewing))
+    const work = this.obtain(want)
+      .then((obtained) => this.issued(want, obtained, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
         // An order leaves native memory behind (TLS contexts of its requests to
@@ -322,6 +388,8 @@ export class CertificateManager {
         // activity for data/memory.ts, like a request (docs/benchmarks.md
         // "On-demand TLS at 1,000 hosts").
         noteActivity();
+        // Challenges end without a change notice (acme-client removes them after validation).
+        this.fleet?.publishChallenges(this.issuer.challenges);
         this.issuing.delete(host);
         this.wake(host, this.certs.has(host));
         this.onIssuingChange();
@@ -331,21 +399,16 @@ export class CertificateManager {
     this.onIssuingChange();
   }
 
-  private issued(want: Wanted, cert: string, key: string, renewing: boolean) {
+  private issued(want: Wanted, { cert, key, from }: Obtained, renewing: boolean) {
     const { host, directory } = want;
     this.attempts.delete(host);
-    // Cached even if the host wants another directory now: a switch back finds it.
-    try {
-      this.cache.save(host, directory, cert, key);
-    } catch (error) {
-      log.error("Cannot cache certificate; serving it anyway", { host, error: (error as Error).message });
-    }
     // Other deploys re-sync the wanted set while an order runs; what
     // matters is that the host still wants a certificate from this directory.
     if (this.wantedDirectory(host) !== directory) return;
     const notAfter = certificateExpiry(cert);
     this.certs.set(host, { cert, key, notAfter, source: "acme", directory });
-    log.info(renewing ? "Certificate renewed" : "Certificate issued", { host, not_after: notAfter.toISOString() });
+    if (from === "cache") log.info("Certificate loaded from the shared cache", { host, not_after: notAfter.toISOString() });
+    else log.info(renewing ? "Certificate renewed" : "Certificate issued", { host, not_after: notAfter.toISOString() });
     this.changed();
   }
 

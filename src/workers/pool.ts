@@ -9,6 +9,7 @@ import type { DataPlane } from "../service/registry.ts";
 import type { RoutingState } from "../service/routing-state.ts";
 import type { Target } from "../service/target.ts";
 import { HANDOVER_ENV, HTTP_FD, HTTPS_FD, LAUNCH } from "../server/upgrade.ts";
+import type { ProxySettings } from "../data/pipeline.ts";
 import { CUT_EXIT_CODE, WORKER_ENV, type FromWorker, type HostCertificate, type TlsSnapshot, type ToWorker, type WorkerSettings } from "./protocol.ts";
 
 /** A worker that has not applied a change by then is stuck: it is restarted (with the change). */
@@ -27,6 +28,9 @@ export interface WorkerPoolOptions {
   httpsFd: number | undefined;
   /** The public HTTPS port (redirects). */
   httpsPort: number;
+  proxy: ProxySettings;
+  /** Trusted PROXY protocol senders; undefined: off. */
+  proxyProtocol: { from: string[] } | undefined;
 }
 
 class WorkerProcess {
@@ -74,6 +78,8 @@ export class WorkerPool implements DataPlane {
   /** The request series of workers that exited, so totals do not drop when one is restarted. */
   private retired: RequestSamples | undefined;
   private stopping = false;
+  /** The server is leaving: see `leave`. */
+  private leaving = false;
   private readonly exits = new Set<Promise<unknown>>();
   /** Quick exits in a row, by worker number. */
   private readonly quickExits = new Map<number, number>();
@@ -96,6 +102,8 @@ export class WorkerPool implements DataPlane {
       httpFd: HTTP_FD,
       ...(this.options.httpsFd !== undefined ? { httpsFd: HTTPS_FD } : {}),
       httpsPort: this.options.httpsPort,
+      proxy: this.options.proxy,
+      ...(this.options.proxyProtocol ? { proxyProtocol: this.options.proxyProtocol } : {}),
     };
     const env: Record<string, string | undefined> = { ...process.env, [WORKER_ENV]: JSON.stringify(settings) };
     delete env[HANDOVER_ENV];
@@ -129,6 +137,7 @@ export class WorkerPool implements DataPlane {
         worker.greeted = true;
         if (this.latestTls) worker.send({ type: "tls", change: this.latestTls.change, state: { ...this.latestTls.snapshot, reset: true, removed: [] } });
         if (this.latestRouting) worker.send(this.latestRouting);
+        if (this.leaving) worker.send({ type: "leave" });
         return;
       case "ready":
         return ready();
@@ -209,7 +218,7 @@ export class WorkerPool implements DataPlane {
     this.publishedCertificates = next;
     const change = ++this.change;
     this.latestTls = { change, snapshot };
-    const state = { reset: false, certificates, removed, issuing: snapshot.issuing, challenges: snapshot.challenges };
+    const state = { ...snapshot, reset: false, certificates, removed };
     return this.broadcast({ type: "tls", change, state });
   }
 
@@ -264,6 +273,12 @@ export class WorkerPool implements DataPlane {
   }
 
   // ------------------------------------------------------------ stop
+
+  /** Every worker, and any started from now on, answers the published health check with 503. */
+  leave() {
+    this.leaving = true;
+    for (const worker of this.workers.values()) if (worker.greeted) worker.send({ type: "leave" });
+  }
 
   /**
    * Workers stop accepting and finish what they have, within `graceMs`;

@@ -4,7 +4,8 @@
 import * as v from "valibot";
 import type { RequestSamples } from "../metrics.ts";
 import type { RoutingState } from "../service/routing-state.ts";
-import { jsonFromEnv, portSchema } from "../values.ts";
+import { cidrSchema } from "../proxy/cidr.ts";
+import { jsonFromEnv, portSchema, wholeSchema } from "../values.ts";
 
 /** A stopping worker's exit code when its drain had to cut what was left (the `stopped` message may not get out first). */
 export const CUT_EXIT_CODE = 3;
@@ -20,6 +21,10 @@ const WorkerSettingsSchema = v.object({
   httpsFd: v.optional(fdSchema),
   /** The public HTTPS port, for redirects. */
   httpsPort: portSchema,
+  /** The run options every data plane applies (ProxySettings). */
+  proxy: v.object({ maxRequestBody: wholeSchema, publishHealthCheck: v.boolean() }),
+  /** The senders trusted with PROXY protocol headers (none: any); absent: off. */
+  proxyProtocol: v.optional(v.object({ from: v.array(cidrSchema) })),
 });
 export type WorkerSettings = v.InferOutput<typeof WorkerSettingsSchema>;
 
@@ -39,6 +44,8 @@ export interface TlsSnapshot {
   certificates: HostCertificate[];
   issuing: string[];
   challenges: [token: string, keyAuthorization: string][];
+  /** TLS-ALPN-01 challenge certificates by host (RFC 8737). */
+  alpnChallenges: HostCertificate[];
 }
 
 /**
@@ -55,6 +62,8 @@ export interface TlsState {
   removed: string[];
   issuing: string[];
   challenges: [token: string, keyAuthorization: string][];
+  /** TLS-ALPN-01 challenge certificates by host (RFC 8737). */
+  alpnChallenges: HostCertificate[];
 }
 
 export type ToWorker =
@@ -64,6 +73,8 @@ export type ToWorker =
   | { type: "samples"; id: number }
   /** The control plane's answer to an `on-demand` ask; it comes after the TlsState that shows the order. */
   | { type: "on-demand"; request: number; allowed: boolean }
+  /** The published health check answers 503 from now on (the server is leaving). */
+  | { type: "leave" }
   | { type: "stop"; graceMs: number };
 
 export type FromWorker =

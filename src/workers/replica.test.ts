@@ -88,23 +88,38 @@ test("in-flight and paused counts by service, for the control plane's metrics", 
 test("a handshake waits for a certificate only while its order runs", async () => {
   const certificates = new ReplicaCertificates();
   expect(await certificates.waitFor("app.test", 1_000)).toBe(false);
-  certificates.apply({ reset: true, certificates: [], removed: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]] });
+  certificates.apply({ reset: true, removed: [], certificates: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]], alpnChallenges: [{ host: "app.test", cert: "AC", key: "AK" }] });
   expect(certificates.challenge("token")).toBe("key-authorization");
+  expect(certificates.alpnChallenge("app.test")).toEqual({ cert: "AC", key: "AK" });
   const waiting = certificates.waitFor("app.test", 5_000);
-  certificates.apply({ reset: false, certificates: [{ host: "app.test", cert: "C", key: "K" }], removed: [], issuing: [], challenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [{ host: "app.test", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await waiting).toBe(true);
+  expect(certificates.alpnChallenge("app.test")).toBeUndefined();
   expect(certificates.has("app.test")).toBe(true);
   expect(certificates.challenge("token")).toBeUndefined();
 
-  certificates.apply({ reset: false, certificates: [], removed: [], issuing: ["failing.test"], challenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [], issuing: ["failing.test"], challenges: [], alpnChallenges: [] });
   const failing = certificates.waitFor("failing.test", 5_000);
-  certificates.apply({ reset: false, certificates: [], removed: [], issuing: [], challenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await failing).toBe(false);
+});
+
+test("a name under a wildcard has the wildcard's certificate, and waits for the wildcard's order", async () => {
+  const certificates = new ReplicaCertificates();
+  certificates.apply({ reset: false, removed: [], certificates: [], issuing: ["*.example.com"], challenges: [], alpnChallenges: [] });
+  expect(certificates.has("a.example.com")).toBe(false);
+  const waiting = certificates.waitFor("a.example.com", 5_000);
+  certificates.apply({ reset: false, removed: [], certificates: [{ host: "*.example.com", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
+  expect(await waiting).toBe(true);
+  expect(certificates.has("a.example.com")).toBe(true);
+  // One label only (RFC 6125 §6.4.3), as the router matches it.
+  expect(certificates.has("b.a.example.com")).toBe(false);
+  expect(certificates.has("example.com")).toBe(false);
 });
 
 test("TLS states are changes: new and replaced certificates, removed hosts, or everything at a reset", () => {
   const certificates = new ReplicaCertificates();
-  const empty = { removed: [], issuing: [], challenges: [] };
+  const empty = { removed: [], issuing: [], challenges: [], alpnChallenges: [] };
   const a = { host: "a.test", cert: "A", key: "KA" };
   const b = { host: "b.test", cert: "B", key: "KB" };
   expect(certificates.apply({ ...empty, reset: true, certificates: [a, b] })).toBe(true);
@@ -117,7 +132,7 @@ test("TLS states are changes: new and replaced certificates, removed hosts, or e
 
 test("an on-demand ask goes to the control plane and resolves with its answer", async () => {
   const sent: [number, string, string][] = [];
-  const certificates = new ReplicaCertificates((request, host, service) => sent.push([request, host, service]));
+  const certificates = new ReplicaCertificates(undefined, (request, host, service) => sent.push([request, host, service]));
   const first = certificates.requestOnDemand("a.test", "app");
   const second = certificates.requestOnDemand("b.test", "app");
   expect(sent).toEqual([[1, "a.test", "app"], [2, "b.test", "app"]]);

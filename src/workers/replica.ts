@@ -3,6 +3,8 @@
 // keeps its Target objects across changes, since they count this worker's
 // requests in flight (which drains wait for). It runs no health checks: the
 // control plane's verdicts arrive with the state.
+import { BasicAuth } from "../proxy/basic-auth.ts";
+import type { Credential } from "../proxy/htpasswd.ts";
 import { Router } from "../routing/router.ts";
 import type { CertificateView } from "../data/pipeline.ts";
 import type { ServiceLoad } from "../metrics.ts";
@@ -11,6 +13,8 @@ import type { RoutingState, ServiceState, TargetState } from "../service/routing
 import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
+import { certificateHostsFor } from "../tls/certificates.ts";
+import { SharedChallenges } from "../tls/fleet.ts";
 import type { HostCertificate, TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
@@ -55,6 +59,9 @@ export class ReplicaRoutes extends ServiceTable {
     if (saved.mode === "paused") pause.pause(saved.maxPauseMs);
     else if (saved.mode === "stopped" && (pause.mode !== "stopped" || pause.message !== saved.stopMessage)) pause.stop(saved.stopMessage);
     else if (saved.mode === "running" && pause.mode !== "running") pause.resume();
+    // Rebuilt only when the entries change (a deploy): it remembers verified credentials.
+    if (!saved.basicAuth) current.basicAuth = undefined;
+    else if (!current.basicAuth || !sameEntries(current.basicAuth.entries, saved.basicAuth)) current.basicAuth = new BasicAuth(saved.basicAuth, saved.name);
     if (saved.pages) this.pages.set(saved.name, new Map(saved.pages));
     else this.pages.delete(saved.name);
   }
@@ -76,16 +83,29 @@ export class ReplicaRoutes extends ServiceTable {
   }
 }
 
+function sameEntries(a: readonly Credential[], b: readonly Credential[]): boolean {
+  return a.length === b.length && a.every(([user, hash], i) => b[i]![0] === user && b[i]![1] === hash);
+}
+
 export class ReplicaCertificates implements CertificateView {
   private readonly hosts = new Map<string, HostCertificate>();
   private issuing = new Set<string>();
   private challenges = new Map<string, string>();
+  private alpnChallenges = new Map<string, { cert: string; key: string }>();
   private readonly waiters = new Set<() => void>();
   private nextAsk = 0;
   private readonly asks = new Map<number, (allowed: boolean) => void>();
 
-  /** Sends an on-demand ask to the control plane (set by the worker). */
-  constructor(private readonly sendAsk: (request: number, host: string, service: string) => void = () => {}) {}
+  /** Other hosts' HTTP-01 answers, when the ACME cache is shared by a fleet (fleet.ts). */
+  private readonly shared: SharedChallenges | undefined;
+
+  constructor(
+    acmeCachePath?: string,
+    /** Sends an on-demand ask to the control plane (set by the worker). */
+    private readonly sendAsk: (request: number, host: string, service: string) => void = () => {},
+  ) {
+    this.shared = acmeCachePath ? new SharedChallenges(acmeCachePath) : undefined;
+  }
 
   /** Takes a change; true if the certificates changed (the listener must reload). */
   apply(state: TlsState): boolean {
@@ -94,6 +114,7 @@ export class ReplicaCertificates implements CertificateView {
     for (const certificate of state.certificates) this.hosts.set(certificate.host, certificate);
     this.issuing = new Set(state.issuing);
     this.challenges = new Map(state.challenges);
+    this.alpnChallenges = new Map(state.alpnChallenges.map(({ host, cert, key }) => [host, { cert, key }]));
     for (const wake of [...this.waiters]) wake();
     return state.reset || state.removed.length > 0 || state.certificates.length > 0;
   }
@@ -102,8 +123,13 @@ export class ReplicaCertificates implements CertificateView {
     return [...this.hosts.values()];
   }
 
-  has(host: string): boolean {
-    return this.hosts.has(host);
+  /** Whether a TLS name has a certificate: its own or its wildcard's. */
+  has(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.hosts.has(host));
+  }
+
+  private issuingFor(name: string): boolean {
+    return certificateHostsFor(name).some((host) => this.issuing.has(host));
   }
 
   /** The control plane decides (it asks the URL and orders); its answer comes after the state that shows the order. */
@@ -122,12 +148,16 @@ export class ReplicaCertificates implements CertificateView {
   }
 
   challenge(token: string): string | undefined {
-    return this.challenges.get(token);
+    return this.challenges.get(token) ?? this.shared?.read(token);
+  }
+
+  alpnChallenge(host: string) {
+    return this.alpnChallenges.get(host);
   }
 
   waitFor(host: string, timeoutMs: number): Promise<boolean> {
-    if (this.hosts.has(host)) return Promise.resolve(true);
-    if (!this.issuing.has(host)) return Promise.resolve(false);
+    if (this.has(host)) return Promise.resolve(true);
+    if (!this.issuingFor(host)) return Promise.resolve(false);
     return new Promise((resolve) => {
       const done = (issued: boolean) => {
         clearTimeout(timer);
@@ -135,8 +165,8 @@ export class ReplicaCertificates implements CertificateView {
         resolve(issued);
       };
       const check = () => {
-        if (this.hosts.has(host)) done(true);
-        else if (!this.issuing.has(host)) done(false);
+        if (this.has(host)) done(true);
+        else if (!this.issuingFor(host)) done(false);
       };
       const timer = setTimeout(() => done(false), timeoutMs);
       this.waiters.add(check);

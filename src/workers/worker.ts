@@ -16,12 +16,14 @@ function send(message: FromWorker) {
   process.send?.(message);
 }
 
-export async function runWorker(settings: WorkerSettings): Promise<void> {
+/** `acmeCachePath`: the ACME cache a fleet shares (`--tls-acme-cache-path`), where other hosts' HTTP-01 answers are found. */
+export async function runWorker(settings: WorkerSettings, acmeCachePath?: string): Promise<void> {
   log.setProcessFields({ worker: settings.index });
   const routes = new ReplicaRoutes();
-  const certificates = new ReplicaCertificates((request, host, service) => send({ type: "on-demand", request, host, service }));
+  const certificates = new ReplicaCertificates(acmeCachePath, (request, host, service) => send({ type: "on-demand", request, host, service }));
   let listeners: DataPlaneListeners | undefined;
   let stopping = false;
+  let leaving = false;
   metrics.source = { inFlight: () => routes.inFlight(), targetHealth: () => [], certificateExpiry: () => [] };
 
   const stop = async (graceMs: number) => {
@@ -48,6 +50,8 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         httpFd: settings.httpFd,
         httpsFd: settings.httpsFd,
         redirectHttpsPort: settings.httpsPort,
+        settings: settings.proxy,
+        proxyProtocol: settings.proxyProtocol,
       });
     } catch (error) {
       log.error("Worker cannot serve", { error: (error as Error).message });
@@ -55,6 +59,7 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
       process.exit(1);
     }
     listeners.https?.update(certificates.entries());
+    if (leaving) listeners.leave();
     log.info("Worker started", { pid: process.pid });
     send({ type: "ready" });
   };
@@ -67,8 +72,9 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         send({ type: "applied", change: message.change });
         return start();
       case "tls":
-        // The listener reloads before the waiting handshakes are woken (the
-        // next tick), so that they find the certificate. A change of the
+        // The listener reloads before the waiting handshakes go on (they are
+        // woken by promises, which run after this), so that they find the
+        // certificate. A change of the
         // running orders or challenges alone leaves it be.
         if (certificates.apply(message.state)) listeners?.https?.update(certificates.entries());
         initial.tls = true;
@@ -83,6 +89,9 @@ export async function runWorker(settings: WorkerSettings): Promise<void> {
         return certificates.answered(message.request, message.allowed);
       case "samples":
         return send({ type: "samples", id: message.id, samples: metrics.requestSamples() });
+      case "leave":
+        leaving = true;
+        return listeners?.leave();
       case "stop":
         return void stop(message.graceMs);
     }

@@ -1,6 +1,7 @@
 // A real ACME server for tests: Debian's pebble with pebble-challtestsrv as
 // its DNS (every name resolves to 127.0.0.1), validating HTTP-01 against the
-// proxy's real HTTP port.
+// proxy's real HTTP port, TLS-ALPN-01 against the port given as `tlsPort`,
+// and DNS-01 against the TXT records set through challtestsrv's management API.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
@@ -69,26 +70,32 @@ export interface Pebble {
   rootPem(): Promise<string>;
   /** Requests pebble has served, by counting log lines that mention new orders. */
   output(): string;
+  /** pebble-challtestsrv's DNS server (`127.0.0.1:port`), which pebble resolves names with. */
+  dnsServer: string;
+  /** pebble-challtestsrv's management API (`/set-txt`, `/clear-txt`, …). */
+  challengeServerUrl: string;
   stop(): Promise<void>;
 }
 
 /**
- * Starts pebble validating HTTP-01 on `httpPort` (the proxy's HTTP port).
- * `env` may set e.g. PEBBLE_VA_ALWAYS_VALID or a short certificate validity.
+ * Starts pebble validating HTTP-01 on `httpPort` (the proxy's HTTP port) and
+ * TLS-ALPN-01 on `ports.tlsPort` (the proxy's HTTPS port; a free port if not
+ * given). `env` may set e.g. PEBBLE_VA_ALWAYS_VALID or a short certificate validity.
  */
-export async function startPebble(httpPort: number, env: Record<string, string> = {}): Promise<Pebble> {
+export async function startPebble(httpPort: number, env: Record<string, string> = {}, ports: { tlsPort?: number } = {}): Promise<Pebble> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startPebbleOnce(httpPort, env);
+      return await startPebbleOnce(httpPort, env, ports.tlsPort);
     } catch (error) {
       if (!(error instanceof StartFailure && error.portTaken && attempt < 3)) throw error;
     }
   }
 }
 
-async function startPebbleOnce(httpPort: number, env: Record<string, string>): Promise<Pebble> {
+async function startPebbleOnce(httpPort: number, env: Record<string, string>, givenTlsPort: number | undefined): Promise<Pebble> {
   const dir = tempDir("parachute-pebble-");
-  const [acmePort, mgmtPort, dnsPort, challMgmtPort, tlsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [acmePort, mgmtPort, dnsPort, challMgmtPort, freeTlsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const tlsPort = givenTlsPort ?? freeTlsPort;
   await run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=parachute test CA"], dir);
   await run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "pebble-key.pem", "-out", "pebble.csr", "-subj", "/CN=localhost"], dir);
   fs.writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
@@ -149,6 +156,8 @@ async function startPebbleOnce(httpPort: number, env: Record<string, string>): P
       return res.text();
     },
     output: () => output,
+    dnsServer: `127.0.0.1:${dnsPort}`,
+    challengeServerUrl: `http://127.0.0.1:${challMgmtPort}`,
     stop,
   };
 }

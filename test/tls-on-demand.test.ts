@@ -42,6 +42,7 @@ function startAllower(): Allower {
       allower.asks.push({ path: url.pathname, host, hostHeader: req.headers.get("host") });
       if (url.pathname === "/hang") await Bun.sleep(5_000);
       if (url.pathname === "/redirect") return new Response(null, { status: 302, headers: { location: "/check" } });
+      if (url.pathname === "/long") return new Response("no ".repeat(100_000), { status: 403 });
       if (host && allower.allowed.has(host)) return new Response("ok");
       return new Response(`${host} is not a customer`, { status: 403 });
     },
@@ -236,6 +237,13 @@ describe.skipIf(!pebbleAvailable())("on-demand TLS, one process", () => {
     const line = await s.proxy.waitForLog((l) => l.msg === "On-demand certificate refused" && l.host === "x.moved.test");
     expect(line.reason).toContain("answered 302");
     expect(allower.asks.filter((a) => a.host === "x.moved.test").map((a) => a.path)).toEqual(["/redirect"]);
+  });
+
+  test("a refusal's body is logged up to 256 bytes", async () => {
+    await deployOk(s.proxy, "long", ["--target", app.address, "--host", "*.long.test", "--tls", "--tls-on-demand-url", allower.url("/long")]);
+    expect((await handshake(s.httpsPort, "x.long.test", s.rootPem)).error).toMatch(UNRECOGNIZED_NAME);
+    const line = await s.proxy.waitForLog((l) => l.msg === "On-demand certificate refused" && l.host === "x.long.test");
+    expect(String(line.reason)).toBe(`${allower.url("/long")} answered 403: ${"no ".repeat(100_000).slice(0, 256)}`);
   });
 
   test("issued certificates persist: after a restart they are served at once, nobody is asked and nothing is ordered", async () => {

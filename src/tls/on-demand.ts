@@ -57,13 +57,34 @@ export async function askOnDemand(service: Service, host: string, timeoutMs = AS
       void response.body?.cancel();
       return { allowed: true };
     }
-    const body = (await response.text().catch(() => "")).slice(0, LOGGED_BODY);
+    const body = await bodyStart(response);
     return { allowed: false, reason: `${request.url.origin}${request.url.pathname} answered ${response.status}${body ? `: ${body}` : ""}`, asked: true };
   } catch (error) {
     const name = (error as Error).name;
     const why = name === "TimeoutError" || name === "AbortError" ? `no answer within ${timeoutMs} ms` : (error as Error).message;
     return { allowed: false, reason: `cannot ask ${request.url.origin}${request.url.pathname}: ${why}`, asked: true };
   }
+}
+
+/** The first LOGGED_BODY bytes of a refusal's body, for the log; the rest is not read. */
+async function bodyStart(response: Response): Promise<string> {
+  const reader = response.body?.getReader();
+  if (!reader) return "";
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  try {
+    while (bytes < LOGGED_BODY) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      bytes += value.byteLength;
+    }
+  } catch {
+    // What arrived is enough for the log.
+  } finally {
+    void reader.cancel().catch(() => {});
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks).subarray(0, LOGGED_BODY));
 }
 
 /** Up to `rate` takes per second, and `rate` at once after a quiet second. */

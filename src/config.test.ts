@@ -158,7 +158,7 @@ test("ACME settings come from the environment, with floors on the check and retr
     dnsWaitMs: 30_000,
   });
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_CONCURRENCY: "0" }))).toBe(
-    'invalid value for PARACHUTE_ACME_CONCURRENCY: invalid count "0" (expected a whole number of 1 or more)',
+    'invalid value for PARACHUTE_ACME_CONCURRENCY: invalid count "0" (expected a whole number of at least 1)',
   );
   expect(resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "" }).directoryUrl).toBeUndefined();
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "not a url" }))).toBe('invalid value for PARACHUTE_ACME_DIRECTORY: invalid URL "not a url"');

@@ -14,6 +14,8 @@ import {
   parsePort,
   parseSize,
   parseTarget,
+  parseCount,
+  parsePercent,
   parseWorkerCount,
   portSchema,
   sizeSchema,
@@ -191,6 +193,25 @@ test("parseWorkerCount: 1-256", () => {
   expect(parseWorkerCount("256")).toBe(256);
   for (const bad of ["0", "257", "1000", "x", "-1", "", "2.5"]) {
     expect(errorOf(() => parseWorkerCount(bad))).toBe(`invalid worker count "${bad}" (expected 1-256)`);
+  }
+});
+
+test("parsePercent: 0-100, with or without %", () => {
+  expect(parsePercent("5%")).toBe(5);
+  expect(parsePercent("0.5%")).toBe(0.5);
+  expect(parsePercent(" 12 ")).toBe(12);
+  expect(parsePercent(0)).toBe(0);
+  expect(parsePercent("100%")).toBe(100);
+  for (const bad of ["150%", "-1%", "five", "", "5%%", "%"]) {
+    expect(errorOf(() => parsePercent(bad))).toBe(`invalid percentage "${bad}" (expected 0-100, e.g. 5%)`);
+  }
+});
+
+test("parseCount: whole numbers from 1", () => {
+  expect(parseCount("1")).toBe(1);
+  expect(parseCount(20)).toBe(20);
+  for (const bad of ["0", "-3", "2.5", "x", ""]) {
+    expect(errorOf(() => parseCount(bad))).toBe(`invalid count "${bad}" (expected a whole number of at least 1)`);
   }
 });
 

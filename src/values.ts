@@ -128,10 +128,18 @@ export function parseWorkerCount(input: string | number): number {
   return Number(text);
 }
 
-/** A count of 1 or more (from an environment variable: digits only). */
-export function parsePositiveCount(input: string | number): number {
+/** A percentage, `5%`, `0.5%` or a bare `5`, from 0 to 100 → the number (5). */
+export function parsePercent(input: string | number): number {
   const text = String(input).trim();
-  if (!/^\d{1,6}$/.test(text) || Number(text) < 1) throw new ValueError(`invalid count "${input}" (expected a whole number of 1 or more)`);
+  const m = /^(\d+(?:\.\d+)?)\s*%?$/.exec(text);
+  if (!m || Number(m[1]) > 100) throw new ValueError(`invalid percentage "${input}" (expected 0-100, e.g. 5%)`);
+  return Number(m[1]);
+}
+
+/** A count of at least 1 (a number of requests). */
+export function parseCount(input: string | number): number {
+  const text = String(input).trim();
+  if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw new ValueError(`invalid count "${input}" (expected a whole number of at least 1)`);
   return Number(text);
 }
 
@@ -178,7 +186,8 @@ export const hostSchema = parsed(v.string("expected a host string"), parseHost);
 export const pathPrefixSchema = parsed(v.string("expected a path string"), parsePathPrefix);
 export const portSchema = parsed(stringOrNumber, parsePort);
 export const workerCountSchema = parsed(stringOrNumber, parseWorkerCount);
-export const positiveCountSchema = parsed(stringOrNumber, parsePositiveCount);
+export const percentSchema = parsed(stringOrNumber, parsePercent);
+export const countSchema = parsed(stringOrNumber, parseCount);
 export const booleanSchema = parsed(v.union([v.string(), v.boolean()], "expected a boolean"), parseBoolean);
 
 /**

@@ -3,7 +3,8 @@
 // so a bad value is named the same way wherever it comes from.
 import * as v from "valibot";
 import { duration, field, requestEntries, SERVICE_OPTIONS, type Field } from "../service/options.ts";
-import { booleanSchema, durationSchema, listSchema as list, positiveDurationSchema, targetSchema } from "../values.ts";
+import { DEFAULT_MAX_ERROR_PERCENT, DEFAULT_MIN_REQUESTS } from "../service/verification.ts";
+import { booleanSchema, countSchema, durationSchema, listSchema as list, percentSchema, positiveDurationSchema, targetSchema } from "../values.ts";
 
 export const serviceNameSchema = v.pipe(
   v.string("expected a service name"),
@@ -25,6 +26,24 @@ export const DEPLOY_PARAMETERS = {
   readTargets: field({ flag: "read-target", kind: "list", input: list(targetSchema), default: [], help: "target(s) for GET/HEAD requests", hint: "HOST:PORT" }),
   deployTimeout: duration("deploy-timeout", "30s", "max wait for new targets to become healthy"),
   force: field({ flag: "force", kind: "boolean", input: booleanSchema, default: false, help: "skip waiting for health checks" }),
+  verifyWindow: { ...duration("verify-window", "0", "after the switch, watch the new targets this long; switch back to the old ones if they fail"), shownDefault: "0 (off)" },
+  // No schema default for the two limits: given without --verify-window they are an error, not ignored.
+  verifyMaxErrors: field({
+    flag: "verify-max-errors",
+    kind: "value",
+    input: percentSchema,
+    help: "switch back when over this share of the new targets' answers are 5xx or failed connections",
+    hint: "PERCENT",
+    shownDefault: `${DEFAULT_MAX_ERROR_PERCENT}%`,
+  }),
+  verifyMinRequests: field({
+    flag: "verify-min-requests",
+    kind: "value",
+    input: countSchema,
+    help: "judge the error rate only once this many requests reached the new targets",
+    hint: "N",
+    shownDefault: String(DEFAULT_MIN_REQUESTS),
+  }),
 };
 
 export const DeployRequest = v.object({

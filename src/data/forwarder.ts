@@ -198,6 +198,7 @@ class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
     if (this.finished) return;
     this.end();
     const { status, reason } = classify(error);
+    this.f.target.tally?.record(status, this.f.entry.req.path ?? "", reason);
     if (status === 499) {
       logRequest(this.f.entry, { status: 499, bytes: 0, error: reason });
       return this.responder.respond(new Answer(499, [], ""));
@@ -274,6 +275,7 @@ class Forwarding implements InFlight, Cancellable, ExchangeOwner, Reply {
     if (this.finished) return;
     this.end();
     this.bufferedResponse?.dispose();
+    this.f.target.tally?.record(this.status, this.f.entry.req.path ?? "");
     logRequest(this.f.entry, { status: this.status, bytes: outcome.bytes, error: outcome.error, headers: this.headers });
   }
 

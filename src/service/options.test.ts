@@ -156,7 +156,7 @@ test("requestEntries: a required field must be given, a defaulted one is filled 
   const missing = v.safeParse(schema, {});
   expect(missing.success).toBe(false);
   expect(describeIssues(missing.issues!)).toBe("targets is required");
-  expect(v.parse(schema, { targets: ["web"] })).toEqual({ targets: ["web:80"], readTargets: [], deployTimeout: 30_000, force: false });
+  expect(v.parse(schema, { targets: ["web"] })).toEqual({ targets: ["web:80"], readTargets: [], deployTimeout: 30_000, force: false, verifyWindow: 0 });
   expect(describeIssues(v.safeParse(schema, { targets: [] }).issues!)).toBe("targets: at least one target is required");
 });
 

@@ -74,6 +74,7 @@ test("a redeploy replaces the targets and drains the old ones", async () => {
   expect(r.service("web")!.targets.map((t) => t.address)).toEqual([B]);
   expect(lines).toEqual([`Draining ${A} (up to 5s)`]);
   expect(r.service("web")!.draining.size).toBe(0);
+  expect(r.service("web")!.kept.size).toBe(0);
 });
 
 test("deploy refuses bad combinations before changing anything", async () => {
@@ -317,4 +318,57 @@ test("a history that cannot be saved warns the client; the command itself stands
   await r.deploy(deploy({ service: "web", targets: [A] }), progress);
   expect(targetsOf(r)).toEqual([A]);
   expect(lines.some((l) => l.startsWith("Warning: cannot save the history"))).toBe(true);
+});
+
+test("a verify window over the limit puts the previous targets (the same objects) and settings back, and the deploy fails with a failed record", async () => {
+  const { r, store } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A], hosts: ["app.test"] }), progress);
+  const previous = r.service("web")!.targets[0]!;
+  const running = r.deploy(deploy({ service: "web", targets: [B], hosts: ["app.test", "new.test"], verifyWindow: "10s", verifyMinRequests: "4" }), progress);
+  for (let i = 0; r.service("web")!.targets[0]!.address !== B; i++) {
+    if (i > 200) throw new Error("the deploy did not switch to B");
+    await Bun.sleep(5);
+  }
+  const target = r.service("web")!.targets[0]!;
+  // The old target is out of rotation but kept; the new one is counted.
+  expect(r.service("web")!.draining.has(previous)).toBe(true);
+  expect(r.service("web")!.kept.has(previous)).toBe(true);
+  expect(r.routingState().services[0]!.verifying).toEqual({ window: target.tally!.window, targets: [B] });
+  for (const status of [200, 500, 200, 502]) target.tally!.record(status, "/p");
+  const error = await refused(running);
+  expect(error.message).toBe(`error rate 50% of 4 requests to ${B} is over 5%; traffic is back on ${A} (first failures: 500 /p, 502 /p)`);
+  expect(r.service("web")!.targets).toEqual([previous]);
+  expect(r.service("web")!.draining.size).toBe(0);
+  expect(r.service("web")!.kept.size).toBe(0);
+  expect(r.router.match("new.test", "/")).toBeUndefined();
+  expect(target.tally).toBeUndefined();
+  expect(r.routingState().services[0]!.verifying).toBeUndefined();
+  expect(store.load().state.services[0]!.targets).toEqual([A]);
+  expect(r.historyOf("web")!.at(-1)).toMatchObject({ command: "deploy", outcome: "failed", before: { targets: [A] }, after: { targets: [A] }, error: error.message });
+});
+
+test("limits without a window are refused before anything changes", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A] }), progress);
+  const error = await refused(r.deploy(deploy({ service: "web", targets: [B], verifyMaxErrors: "1%" }), progress));
+  expect(error.message).toBe("--verify-max-errors and --verify-min-requests need --verify-window");
+  expect(r.service("web")!.targets.map((t) => t.address)).toEqual([A]);
+});
+
+test("a switch back keeps the deploy's options when another service took a previous host during the window", async () => {
+  const { r } = registry();
+  await r.deploy(deploy({ service: "web", targets: [A], hosts: ["old.test"] }), progress);
+  const said: string[] = [];
+  const running = r.deploy(deploy({ service: "web", targets: [B], hosts: ["new.test"], verifyWindow: "10s", verifyMinRequests: "1" }), (l) => void said.push(l));
+  for (let i = 0; r.service("web")!.targets[0]!.address !== B; i++) {
+    if (i > 200) throw new Error("the deploy did not switch to B");
+    await Bun.sleep(5);
+  }
+  await r.deploy(deploy({ service: "api", targets: [A], hosts: ["old.test"] }), progress);
+  r.service("web")!.targets[0]!.tally!.record(503, "/");
+  await refused(running);
+  expect(r.service("web")!.targets.map((t) => t.address)).toEqual([A]);
+  expect(r.router.match("new.test", "/")?.service.name).toBe("web");
+  expect(r.router.match("old.test", "/")?.service.name).toBe("api");
+  expect(said).toContain("Warning: the previous hosts are now used by service api; the service keeps this deploy's options");
 });

@@ -30,6 +30,20 @@ import { routingState, type RoutingState } from "./routing-state.ts";
 import { resolveOptions, type ServiceOptions } from "./options.ts";
 import { drainHere, healthCheckOf, Service, type Drainer, type ServiceRuntime } from "./service.ts";
 import { Target } from "./target.ts";
+import {
+  DEFAULT_MAX_ERROR_PERCENT,
+  DEFAULT_MIN_REQUESTS,
+  describeFailures,
+  describeTally,
+  errorPercent,
+  formatPercent,
+  sumTallies,
+  TargetTally,
+  watchWindow,
+  type Tally,
+  type VerifyPolicy,
+  type WindowOutcome,
+} from "./verification.ts";
 
 /**
  * Where proxied traffic runs. In one process, here: a change is live as soon
@@ -40,6 +54,8 @@ export interface DataPlane {
   /** Resolves once the traffic follows `state`. */
   publish(state: RoutingState): Promise<void>;
   drain: Drainer;
+  /** What the service's verify window counted so far on these targets (in every worker). */
+  tally(service: string, targets: readonly Target[]): Promise<Tally>;
 }
 
 /** What a deploy puts in place besides the targets, validated and loaded. */
@@ -50,12 +66,20 @@ interface DeploySettings {
   certificate: Certificate | undefined;
 }
 
-/** The targets a deploy switches to, and how long it waits for them. */
+/** The targets a deploy switches to, how long it waits for them, and how it verifies them afterwards. */
 interface Switch {
   writers: string[];
   readers: string[];
   deployTimeout: number;
   force: boolean;
+  verify?: VerifyPolicy;
+}
+
+/** What a service had before a switch: where a failed verify window sends it back. */
+interface Previous {
+  settings: DeploySettings;
+  writers: Target[];
+  readers: Target[];
 }
 
 /** A command's request fields as the client sent them, for its history record. */
@@ -66,7 +90,32 @@ function errorMessage(error: unknown): string {
   return error instanceof CommandError ? error.message : `internal error: ${(error as Error)?.message ?? String(error)}`;
 }
 
-const THIS_PROCESS: DataPlane = { publish: () => Promise.resolve(), drain: drainHere };
+const THIS_PROCESS: DataPlane = {
+  publish: () => Promise.resolve(),
+  drain: drainHere,
+  tally: (_service, targets) => Promise.resolve(sumTallies(targets.map((t) => t.tally))),
+};
+
+const addressList = (targets: readonly Target[]) => targets.map((t) => t.address).join(", ");
+
+/** The verify window a deploy asks for, validated; undefined without one. */
+function verifyPolicy(request: DeployRequest): VerifyPolicy | undefined {
+  const limits = request.verifyMaxErrors !== undefined || request.verifyMinRequests !== undefined;
+  if (!request.verifyWindow) {
+    if (limits) throw new CommandError("--verify-max-errors and --verify-min-requests need --verify-window");
+    return undefined;
+  }
+  return {
+    windowMs: request.verifyWindow,
+    maxErrorPercent: request.verifyMaxErrors ?? DEFAULT_MAX_ERROR_PERCENT,
+    minRequests: request.verifyMinRequests ?? DEFAULT_MIN_REQUESTS,
+  };
+}
+
+/** The targets a verify window counts get a tally of that window; `undefined` stops their counting. */
+function countAnswers(targets: readonly Target[], window: number | undefined) {
+  for (const target of targets) target.tally = window === undefined ? undefined : new TargetTally(window);
+}
 
 /** Targets that passed their checks (or were forced), marked as the command switches to them. */
 function markHealthy(targets: Target[]) {
@@ -80,6 +129,8 @@ export class Registry extends ServiceTable implements GaugeSource {
   private history = new History();
   /** Changes to one service run one after another; different services do not wait for each other. */
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Verify windows started, to number them (see TargetTally). */
+  private windows = 0;
 
   constructor(
     private readonly store: StateStore,
@@ -243,12 +294,13 @@ export class Registry extends ServiceTable implements GaugeSource {
     const pages = options.errorPages ? this.loadPages(options.errorPages) : undefined;
     const basicAuth = options.basicAuthFile ? this.loadBasicAuth(name, options.basicAuthFile) : undefined;
     const certificate = this.loadCertificate(options);
+    const verify = verifyPolicy(request);
     this.checkConflicts(name, options);
     log.info("Deploying", { service: name, targets: request.targets, hosts: options.hosts });
     await this.switchTo(
       name,
       { options, pages, basicAuth, certificate },
-      { writers: request.targets, readers: request.readTargets, deployTimeout: request.deployTimeout, force: request.force },
+      { writers: request.targets, readers: request.readTargets, deployTimeout: request.deployTimeout, force: request.force, verify },
       progress,
     );
   }
@@ -257,7 +309,8 @@ export class Registry extends ServiceTable implements GaugeSource {
    * Steps 2 to 5 of a deploy (README "How it works"), shared by deploy and
    * rollback: health-check the new targets, switch to them with these
    * settings, save, and drain the old targets (within the options' drain
-   * timeout).
+   * timeout). With a verify policy, the old targets wait, kept, through the
+   * verify window before they drain (see `verify`).
    */
   private async switchTo(name: string, settings: DeploySettings, to: Switch, progress: Progress): Promise<void> {
     const started = performance.now();
@@ -276,21 +329,22 @@ export class Registry extends ServiceTable implements GaugeSource {
     // 3. Atomic switch: from here on new requests go to the new targets only.
     let service = existing;
     let old: Target[] = [];
+    let previous: Previous | undefined;
+    let watched: Target[] = [];
     if (service) {
-      const healthChanged = JSON.stringify(service.healthCheck) !== JSON.stringify(healthCheckOf(options));
-      service.options = options;
-      old = service.cutover({ writers, readers });
-      if (healthChanged) service.restartMonitors();
+      previous = { settings: this.settingsOf(service), writers: [...service.targets], readers: [...service.readTargets] };
+      // Counting starts before the switch is published, so that the first answers count.
+      const live = service.live;
+      if (to.verify) watched = [...writers, ...readers].filter((t) => !live.includes(t));
+      countAnswers(watched, ++this.windows);
+      if (watched.length) for (const target of live) service.kept.add(target);
+      old = this.applySettings(service, settings, { writers, readers });
     } else {
       service = new Service(name, options, writers, this.runtime);
       service.cutover({ readers });
       this.services.set(name, service);
+      this.applySettings(service, settings);
     }
-    service.basicAuth = basicAuth;
-    if (pages) this.pages.set(name, pages);
-    else this.pages.delete(name);
-    if (certificate) this.customCertificates.set(name, certificate);
-    else this.customCertificates.delete(name);
     this.rebuildRouter();
     await this.publish();
 
@@ -303,11 +357,104 @@ export class Registry extends ServiceTable implements GaugeSource {
       duration_ms: Math.round(performance.now() - started),
     });
 
+    if (to.verify) await this.verify(service, watched, previous, to.verify, progress);
+
     // 4. Old targets drain; deploy returns once they are done.
     if (old.length) {
       progress(`Draining ${old.map((t) => t.address).join(", ")} (up to ${formatDuration(options.drainTimeout)})`);
       await service.drain(old, options.drainTimeout);
     }
+  }
+
+  /** A service's current settings, as a deploy puts them in place. */
+  private settingsOf(service: Service): DeploySettings {
+    const name = service.name;
+    return { options: service.options, pages: this.pages.get(name), basicAuth: service.basicAuth, certificate: this.customCertificates.get(name) };
+  }
+
+  /**
+   * Puts settings in place on a service and, given targets, switches to
+   * them; returns the targets that left (see Service.cutover). The caller
+   * rebuilds the router and publishes.
+   */
+  private applySettings(service: Service, settings: DeploySettings, targets?: { writers: Target[]; readers: Target[] }): Target[] {
+    const name = service.name;
+    const healthChanged = JSON.stringify(service.healthCheck) !== JSON.stringify(healthCheckOf(settings.options));
+    service.options = settings.options;
+    const old = targets ? service.cutover(targets) : [];
+    if (healthChanged) service.restartMonitors();
+    service.basicAuth = settings.basicAuth;
+    if (settings.pages) this.pages.set(name, settings.pages);
+    else this.pages.delete(name);
+    if (settings.certificate) this.customCertificates.set(name, settings.certificate);
+    else this.customCertificates.delete(name);
+    return old;
+  }
+
+  /**
+   * The verify window (README "History and rollback"): the new targets'
+   * answers are counted while the previous targets, out of rotation, are
+   * kept. Passed, it returns and the old targets drain. Over the limit, the
+   * service goes back to its previous targets and settings at once (one
+   * publish, as atomic as the switch), the new targets drain (what they have
+   * in flight finishes), and the deploy fails naming the error rate and the
+   * first failing requests.
+   */
+  private async verify(service: Service, watched: Target[], previous: Previous | undefined, policy: VerifyPolicy, progress: Progress): Promise<void> {
+    if (!previous || watched.length === 0) {
+      progress(`Not verifying: ${previous ? "no new targets" : "a new service has no previous targets"} to switch back from`);
+      return;
+    }
+    const label = addressList(watched);
+    const back = addressList(previous.writers);
+    progress(
+      `Verifying ${label} for ${formatDuration(policy.windowMs)}: back to ${back} if over ${formatPercent(policy.maxErrorPercent)} of at least ${policy.minRequests} requests fail`,
+    );
+    log.info("Verifying", { service: service.name, targets: watched.map((t) => t.address), window_ms: policy.windowMs, max_errors_percent: policy.maxErrorPercent, min_requests: policy.minRequests });
+    let outcome: WindowOutcome;
+    try {
+      outcome = await watchWindow(label, policy, () => this.dataPlane.tally(service.name, watched), progress);
+    } finally {
+      countAnswers(watched, undefined);
+      service.kept.clear();
+    }
+    const tally = outcome.tally;
+    if (outcome.passed) {
+      service.monitor(); // the old targets' checks stop: they drain now
+      await this.publish(); // the workers stop counting
+      const unjudged = tally.requests < policy.minRequests ? ` (fewer than ${policy.minRequests} requests: not judged)` : "";
+      progress(`Verified ${label}: ${describeTally(tally)}${unjudged}`);
+      log.info("Verified", { service: service.name, targets: watched.map((t) => t.address), requests: tally.requests, errors: tally.errors });
+      return;
+    }
+
+    // Hosts the deploy let go of may have been taken by another service meanwhile: then only the targets go back.
+    const conflict = this.router.conflict({ name: service.name, hosts: previous.settings.options.hosts, pathPrefixes: previous.settings.options.pathPrefixes });
+    const settings = conflict ? this.settingsOf(service) : previous.settings;
+    const drainTimeout = service.options.drainTimeout;
+    const leaving = this.applySettings(service, settings, { writers: previous.writers, readers: previous.readers });
+    this.rebuildRouter();
+    await this.publish();
+    this.persist(progress);
+    const rate = formatPercent(errorPercent(tally));
+    log.warn("Deploy rolled back: error rate over the limit", {
+      service: service.name,
+      targets: watched.map((t) => t.address),
+      back_to: previous.writers.map((t) => t.address),
+      requests: tally.requests,
+      errors: tally.errors,
+      first_failures: describeFailures(tally.failures),
+    });
+    progress(`Error rate ${rate} over ${formatPercent(policy.maxErrorPercent)} (${tally.errors} of ${tally.requests} requests failed): switched back to ${back}`);
+    if (conflict) progress(`Warning: the previous hosts are now used by service ${conflict.name}; the service keeps this deploy's options`);
+    if (leaving.length) {
+      progress(`Draining ${addressList(leaving)} (up to ${formatDuration(drainTimeout)})`);
+      await service.drain(leaving, drainTimeout);
+    }
+    throw new CommandError(
+      `error rate ${rate} of ${tally.requests} requests to ${label} is over ${formatPercent(policy.maxErrorPercent)}; ` +
+        `traffic is back on ${back} (first failures: ${describeFailures(tally.failures)})`,
+    );
   }
 
   private optionsFrom(request: DeployRequest): ServiceOptions {
@@ -398,7 +545,7 @@ export class Registry extends ServiceTable implements GaugeSource {
       const { targets, readTargets } = point.after;
       progress(`Rolling back ${service.name} to ${targets.join(", ")}${readTargets.length ? ` (read: ${readTargets.join(", ")})` : ""}, as deployed at ${point.time}`);
       log.info("Rolling back", { service: service.name, targets, read_targets: readTargets, deployed_at: point.time });
-      const settings = { options, pages: this.pages.get(service.name), basicAuth: service.basicAuth, certificate: this.customCertificates.get(service.name) };
+      const settings = { ...this.settingsOf(service), options };
       await this.switchTo(service.name, settings, { writers: targets, readers: readTargets, deployTimeout: request.deployTimeout, force: false }, progress);
     });
   }

@@ -27,10 +27,18 @@ export interface ServiceState {
   pages?: [status: number, html: string][];
   /** The --basic-auth-file entries as read at deploy. */
   basicAuth?: Credential[];
+  /** A deploy's verify window is counting these targets' answers (verification.ts); `window` numbers it. */
+  verifying?: { window: number; targets: string[] };
 }
 
 export interface RoutingState {
   services: ServiceState[];
+}
+
+/** The window counting some of the service's targets, if one runs. */
+function verifying(s: Service): ServiceState["verifying"] {
+  const counted = s.live.filter((t) => t.tally);
+  return counted.length ? { window: counted[0]!.tally!.window, targets: counted.map((t) => t.address) } : undefined;
 }
 
 const targetStates = (targets: readonly Target[]): TargetState[] => targets.map((t) => ({ address: t.address, health: t.health }));
@@ -49,6 +57,7 @@ export function routingState(services: Iterable<Service>, pagesOf: (service: Ser
       split: { percent: s.split.percent, list: [...s.split.list] },
       ...(pagesOf(s) ? { pages: [...pagesOf(s)!] } : {}),
       ...(s.basicAuth ? { basicAuth: [...s.basicAuth.entries] } : {}),
+      ...(verifying(s) ? { verifying: verifying(s) } : {}),
     })),
   };
 }

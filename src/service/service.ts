@@ -65,6 +65,11 @@ export class Service {
   split = new RolloutSplit();
   /** Old targets that get no new requests and are finishing what they have. */
   readonly draining = new Set<Target>();
+  /**
+   * Old targets a deploy's verify window keeps ready to switch back to: they
+   * get no new requests (they are draining) but are still health-checked.
+   */
+  readonly kept = new Set<Target>();
   /** New targets being health-checked before they join (shown by `list`, never routed to). */
   readonly adding = new Set<Target>();
   readonly pause = new PauseController();
@@ -199,7 +204,7 @@ export class Service {
    */
   monitor() {
     if (!this.runtime.monitored) return;
-    const watched = new Set<Target>(this.live);
+    const watched = new Set<Target>([...this.live, ...this.kept]);
     for (const [target, check] of this.monitors) {
       if (!watched.has(target)) {
         check.stop();

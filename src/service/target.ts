@@ -1,6 +1,8 @@
 // A target is one instance of an app (host:port). It knows its health and its
 // in-flight requests, which is all draining needs: a target has drained when
 // nothing is in flight, or when the drain deadline has cancelled what was left.
+import type { TargetTally } from "./verification.ts";
+
 export type TargetHealth = "adding" | "healthy" | "unhealthy";
 
 /** Why an in-flight request was cancelled by the proxy (the forwarder maps it to a status). */
@@ -25,6 +27,8 @@ export class Target {
   health: TargetHealth = "adding";
   /** Result of the last health check, for error messages and `list`. */
   lastCheck = "not checked yet";
+  /** Set while a deploy's verify window counts this target's answers (verification.ts); otherwise the forwarder's only cost is this check. */
+  tally: TargetTally | undefined = undefined;
   private readonly inflight = new Set<InFlight>();
   private idleWaiters: (() => void)[] = [];
 

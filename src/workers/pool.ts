@@ -8,6 +8,7 @@ import { sumRequests, type RequestSamples } from "../metrics.ts";
 import type { DataPlane } from "../service/registry.ts";
 import type { RoutingState } from "../service/routing-state.ts";
 import type { Target } from "../service/target.ts";
+import { sumTallies, type Tally } from "../service/verification.ts";
 import { HANDOVER_ENV, HTTP_FD, HTTPS_FD, LAUNCH } from "../server/upgrade.ts";
 import type { ProxySettings } from "../data/pipeline.ts";
 import { CUT_EXIT_CODE, WORKER_ENV, type FromWorker, type HostCertificate, type TlsSnapshot, type ToWorker, type WorkerSettings } from "./protocol.ts";
@@ -263,6 +264,16 @@ export class WorkerPool implements DataPlane {
     const addresses = targets.map((t) => t.address);
     const answers = await this.ask((id) => ({ type: "drain", id, service, targets: addresses, timeoutMs, leaving }));
     return answers.reduce((sum, a) => sum + (a.type === "drained" ? a.cancelled : 0), 0);
+  };
+
+  /**
+   * The answers every worker counted on the service's verify window (see
+   * DataPlane.tally). A worker that does not answer in time (or exited) is
+   * left out of this read; a restarted one counts from its start.
+   */
+  tally = async (service: string): Promise<Tally> => {
+    const answers = await this.ask((id) => ({ type: "tally", id, service }), SAMPLES_TIMEOUT_MS);
+    return sumTallies(answers.map((a) => (a.type === "tally" ? a.tally : undefined)));
   };
 
   /** Every worker's request series, and those of workers that exited. */

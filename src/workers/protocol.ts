@@ -4,6 +4,7 @@
 import * as v from "valibot";
 import type { RequestSamples } from "../metrics.ts";
 import type { RoutingState } from "../service/routing-state.ts";
+import type { Tally } from "../service/verification.ts";
 import { cidrSchema } from "../proxy/cidr.ts";
 import { jsonFromEnv, portSchema, wholeSchema } from "../values.ts";
 
@@ -73,6 +74,8 @@ export type ToWorker =
   | { type: "samples"; id: number }
   /** The control plane's answer to an `on-demand` ask; it comes after the TlsState that shows the order. */
   | { type: "on-demand"; request: number; allowed: boolean }
+  /** This worker's counts of the service's verify window. */
+  | { type: "tally"; id: number; service: string }
   /** The published health check answers 503 from now on (the server is leaving). */
   | { type: "leave" }
   | { type: "stop"; graceMs: number };
@@ -86,4 +89,5 @@ export type FromWorker =
   /** A handshake for a host of an on-demand service without a certificate: may it have one (the control plane asks and orders)? */
   | { type: "on-demand"; request: number; host: string; service: string }
   | { type: "drained"; id: number; cancelled: number }
-  | { type: "samples"; id: number; samples: RequestSamples };
+  | { type: "samples"; id: number; samples: RequestSamples }
+  | { type: "tally"; id: number; tally: Tally };

@@ -13,6 +13,7 @@ import type { RoutingState, ServiceState, TargetState } from "../service/routing
 import { drainHere, Service } from "../service/service.ts";
 import { ServiceTable } from "../service/service-table.ts";
 import { Target } from "../service/target.ts";
+import { sumTallies, TargetTally, type Tally } from "../service/verification.ts";
 import { certificateHostsFor } from "../tls/certificates.ts";
 import { SharedChallenges } from "../tls/fleet.ts";
 import type { HostCertificate, TlsState } from "./protocol.ts";
@@ -52,6 +53,7 @@ export class ReplicaRoutes extends ServiceTable {
         return target;
       });
     current.cutover({ writers: targets(saved.writers), readers: targets(saved.readers), rollout: saved.rollout ? targets(saved.rollout) : null });
+    countAnswers(current, saved.verifying);
     // Old targets stay (counting their requests) until drained, or until nothing is left on them.
     for (const target of current.draining) if (target.inflightCount === 0) current.draining.delete(target);
     current.split = new RolloutSplit(saved.split.percent, saved.split.list);
@@ -77,9 +79,23 @@ export class ReplicaRoutes extends ServiceTable {
     return cancelled;
   }
 
+  /** This worker's counts of a service's verify window (see DataPlane.tally). */
+  tally(name: string): Tally {
+    const service = this.services.get(name);
+    return sumTallies(service ? [...service.live, ...service.draining].map((t) => t.tally) : []);
+  }
+
   /** Requests in flight by service, for the control plane's /metrics. */
   inFlight(): ServiceLoad[] {
     return [...this.services.values()].map((s) => s.load());
+  }
+}
+
+/** The targets a verify window counts get a tally (a new one when the window is new); the others none. */
+function countAnswers(service: Service, verifying: ServiceState["verifying"]) {
+  for (const target of [...service.live, ...service.draining]) {
+    if (!verifying?.targets.includes(target.address)) target.tally = undefined;
+    else if (target.tally?.window !== verifying.window) target.tally = new TargetTally(verifying.window);
   }
 }
 

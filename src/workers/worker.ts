@@ -89,6 +89,8 @@ export async function runWorker(settings: WorkerSettings, acmeCachePath?: string
         return certificates.answered(message.request, message.allowed);
       case "samples":
         return send({ type: "samples", id: message.id, samples: metrics.requestSamples() });
+      case "tally":
+        return send({ type: "tally", id: message.id, tally: routes.tally(message.service) });
       case "leave":
         leaving = true;
         return listeners?.leave();

@@ -9,6 +9,8 @@
 //   /bytes?n=N          N bytes of a repeating pattern with Content-Length
 //   /cookies            three separate Set-Cookie headers
 //   /hop                response carrying hop-by-hop headers
+// With setFailureRate(f), a share f of the app's answers (not /up) are 500s,
+// spread evenly (deterministic: 0.2 is every fifth), counted in `failed`.
 import type { Server } from "bun";
 
 export interface Backend {
@@ -24,6 +26,10 @@ export interface Backend {
   /** Requests seen, newest last (method + path + headers), for assertions. */
   seen: { method: string; url: string; headers: Record<string, string>; bodyBytes: number }[];
   setHealth(status: number): void;
+  /** From now on this share (0-1) of the answers (not health checks) is a 500 "app failed". */
+  setFailureRate(rate: number): void;
+  /** 500s answered because of setFailureRate. */
+  failed: number;
   stop(): Promise<void>;
 }
 
@@ -32,6 +38,8 @@ export const GZIP_BYTES = Bun.gzipSync(new TextEncoder().encode(GZIP_TEXT));
 
 export function startBackend(name: string, options: { port?: number } = {}): Backend {
   let health = 200;
+  let failureRate = 0;
+  let failureDebt = 0;
   const backend: Backend = {
     name,
     port: 0,
@@ -44,6 +52,11 @@ export function startBackend(name: string, options: { port?: number } = {}): Bac
     setHealth(status) {
       health = status;
     },
+    setFailureRate(rate) {
+      failureRate = rate;
+      failureDebt = 0;
+    },
+    failed: 0,
     async stop() {
       await backend.server.stop(true);
     },
@@ -71,6 +84,12 @@ export function startBackend(name: string, options: { port?: number } = {}): Bac
         backend.seen.push({ method: req.method, url: req.url, headers: Object.fromEntries(req.headers), bodyBytes });
         if (backend.seen.length > 1000) backend.seen.shift();
         const path = url.pathname;
+        failureDebt += failureRate;
+        if (failureDebt >= 1 - 1e-9) {
+          failureDebt -= 1;
+          backend.failed++;
+          return new Response("app failed", { status: 500, headers });
+        }
         if (path === "/slow") {
           await Bun.sleep(Number(url.searchParams.get("ms") ?? 1000));
           return new Response(`slow from ${name}`, { headers });

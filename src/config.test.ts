@@ -126,6 +126,8 @@ test("ACME settings come from the environment, with floors on the check and retr
     renewBeforeMs: 30 * 86_400_000,
     checkIntervalMs: 12 * 3_600_000,
     retryBackoffMs: 30_000,
+    concurrency: 4,
+    onDemandRate: 10,
     dnsResolvers: undefined,
     dnsWaitMs: 120_000,
   });
@@ -137,6 +139,8 @@ test("ACME settings come from the environment, with floors on the check and retr
     PARACHUTE_ACME_RENEW_BEFORE: "1h",
     PARACHUTE_ACME_CHECK_INTERVAL: "1ms",
     PARACHUTE_ACME_RETRY: "0",
+    PARACHUTE_ACME_CONCURRENCY: "2",
+    PARACHUTE_TLS_ON_DEMAND_RATE: "50",
     PARACHUTE_ACME_DNS_RESOLVER: "127.0.0.1:5353, 9.9.9.9,[::1]:53",
     PARACHUTE_ACME_DNS_WAIT: "30s",
   });
@@ -148,9 +152,14 @@ test("ACME settings come from the environment, with floors on the check and retr
     renewBeforeMs: 3_600_000,
     checkIntervalMs: 100,
     retryBackoffMs: 100,
+    concurrency: 2,
+    onDemandRate: 50,
     dnsResolvers: ["127.0.0.1:5353", "9.9.9.9", "[::1]:53"],
     dnsWaitMs: 30_000,
   });
+  expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_CONCURRENCY: "0" }))).toBe(
+    'invalid value for PARACHUTE_ACME_CONCURRENCY: invalid count "0" (expected a whole number of at least 1)',
+  );
   expect(resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "" }).directoryUrl).toBeUndefined();
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DIRECTORY: "not a url" }))).toBe('invalid value for PARACHUTE_ACME_DIRECTORY: invalid URL "not a url"');
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_DNS_RESOLVER: "ns1.example.com" }))).toBe(

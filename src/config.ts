@@ -6,7 +6,7 @@ import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { cidrSchema } from "./proxy/cidr.ts";
-import { booleanSchema, durationSchema, portSchema, sizeSchema, workerCountSchema } from "./values.ts";
+import { booleanSchema, countSchema, durationSchema, portSchema, sizeSchema, workerCountSchema } from "./values.ts";
 import * as v from "valibot";
 import type { ProxySettings } from "./data/pipeline.ts";
 
@@ -19,6 +19,10 @@ export interface AcmeOptions {
   renewBeforeMs: number;
   checkIntervalMs: number;
   retryBackoffMs: number;
+  /** ACME orders that run at once; the rest wait their turn. */
+  concurrency: number;
+  /** How many on-demand asks a service may make per second (and in one burst). */
+  onDemandRate: number;
   dnsResolvers?: string[];
   dnsWaitMs: number;
 }
@@ -99,6 +103,8 @@ export function resolveAcmeOptions(env: Env = process.env): AcmeOptions {
     renewBeforeMs: envValue(durationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),
     checkIntervalMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_CHECK_INTERVAL", env, 12 * 3_600_000), 100),
     retryBackoffMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_RETRY", env, 30_000), 100),
+    concurrency: envValue(countSchema, "PARACHUTE_ACME_CONCURRENCY", env, 4),
+    onDemandRate: envValue(countSchema, "PARACHUTE_TLS_ON_DEMAND_RATE", env, 10),
     dnsResolvers: envValue(resolversSchema, "PARACHUTE_ACME_DNS_RESOLVER", env, undefined as string[] | undefined),
     dnsWaitMs: envValue(durationSchema, "PARACHUTE_ACME_DNS_WAIT", env, 120_000),
   };

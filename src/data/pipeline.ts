@@ -43,6 +43,12 @@ export interface CertificateView {
   has(host: string): boolean;
   /** Resolves true once `host` has a certificate, false when none is coming (or after `timeoutMs`). */
   waitFor(host: string, timeoutMs: number): Promise<boolean>;
+  /**
+   * A handshake for a host of on-demand service `service` that has no
+   * certificate: true once its certificate is there or being ordered, false
+   * when the host may not have one (see tls/on-demand.ts).
+   */
+  requestOnDemand(host: string, service: string): Promise<boolean>;
   /** The key authorization for an HTTP-01 challenge token, while its order runs. */
   challenge(token: string): string | undefined;
   /** The TLS-ALPN-01 challenge certificate for a host, while its order runs. */

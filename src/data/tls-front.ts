@@ -15,6 +15,7 @@ import { Duplex } from "node:stream";
 import { TLSSocket, type SecureContext } from "node:tls";
 import { parseClientHello } from "../tls/client-hello.ts";
 import { listenerFd, listenTcp, type ListenOptions } from "./http1-server.ts";
+import { noteActivity } from "./memory.ts";
 import { SocketTransport, socketHandlers, TlsTransport, type Transport } from "./transport.ts";
 
 /** A fatal TLS alert record: unrecognized_name (RFC 6066 §3), what a TLS server sends for a name it does not serve. */
@@ -32,8 +33,8 @@ export interface TlsFrontOptions extends ListenOptions {
   context(serverName: string | undefined): SecureContext;
   /** The TLS-ALPN-01 challenge certificate for a name whose challenge is open. */
   acmeContext(serverName: string): SecureContext | undefined;
-  /** The loopback port of the HTTP/2 server. */
-  h2Port(): number;
+  /** The loopback port of the HTTP/2 server that holds the name's certificate. */
+  h2Port(serverName: string | undefined): number;
   /** Serves a terminated HTTP/1.x connection. */
   serve(transport: Transport, clientAddress: string): void;
 }
@@ -95,6 +96,8 @@ export class TlsFront {
   }
 
   private async route(transport: SocketTransport, clientAddress: string, received: Uint8Array[], serverName: string | undefined, h2: boolean) {
+    // A handshake leaves native TLS state behind even when no request follows (a scan, a health probe).
+    noteActivity();
     let admitted = true;
     try {
       admitted = await this.options.admit(serverName);
@@ -106,7 +109,7 @@ export class TlsFront {
       transport.write(UNRECOGNIZED_NAME_ALERT);
       return transport.end();
     }
-    if (h2) return this.relay(transport, received, clientAddress);
+    if (h2) return this.relay(transport, received, serverName, clientAddress);
     this.terminate(transport, received, serverName, clientAddress);
   }
 
@@ -174,12 +177,12 @@ export class TlsFront {
   }
 
   /** HTTP/2: the encrypted bytes go, untouched, to the loopback Bun.serve. */
-  private async relay(client: SocketTransport, received: Uint8Array[], clientAddress: string) {
+  private async relay(client: SocketTransport, received: Uint8Array[], serverName: string | undefined, clientAddress: string) {
     let upstream: SocketTransport;
     try {
       const socket = await Bun.connect<SocketTransport>({
         hostname: "127.0.0.1",
-        port: this.options.h2Port(),
+        port: this.options.h2Port(serverName),
         socket: {
           ...socketHandlers,
           open(socket) {

@@ -140,3 +140,11 @@ test("no conflict for the service itself, another prefix, another host, or a dee
   expect(router.conflict(svc("other", [], ["/api"]))).toBeUndefined();
   expect(new Router([]).conflict(svc("x"))).toBeUndefined();
 });
+
+test("servicesFor: the services of the level match searches, each once", () => {
+  const router = new Router([svc("web", ["app.test"], ["/", "/api"]), svc("api", ["app.test"], ["/v2"]), svc("shops", ["*.shops.test"]), svc("rest")]);
+  expect(router.servicesFor("app.test").map((s) => s.name)).toEqual(["web", "api"]);
+  expect(router.servicesFor("a.shops.test").map((s) => s.name)).toEqual(["shops"]);
+  expect(router.servicesFor("other.test").map((s) => s.name)).toEqual(["rest"]);
+  expect(new Router([svc("web", ["app.test"])]).servicesFor("other.test")).toEqual([]);
+});

@@ -75,15 +75,23 @@ export class Router<S extends Routable> {
    * host with no matching path is a 404, it never falls through to a wildcard.
    */
   match(host: string, path: string): Route<S> | undefined {
-    let routes = this.exact.get(host);
-    if (!routes) {
-      const dot = host.indexOf(".");
-      routes = dot === -1 ? undefined : this.wildcard.get(host.slice(dot + 1));
-    }
-    for (const route of routes ?? this.catchAll) {
+    for (const route of this.hostLevel(host)) {
       if (prefixMatches(route.prefix, path)) return route;
     }
     return undefined;
+  }
+
+  /** The routes of the most specific host level that has services for `host`. */
+  private hostLevel(host: string): Route<S>[] {
+    const exact = this.exact.get(host);
+    if (exact) return exact;
+    const dot = host.indexOf(".");
+    return (dot === -1 ? undefined : this.wildcard.get(host.slice(dot + 1))) ?? this.catchAll;
+  }
+
+  /** The services that answer for `host` (on some path), at the level `match` searches. */
+  servicesFor(host: string): S[] {
+    return [...new Set(this.hostLevel(host).map((r) => r.service))];
   }
 
   /** Whether any service answers for this host (on some path): exact, wildcard or catch-all. */

@@ -11,6 +11,7 @@ import { ProxyProtocolGate, type ProxyProtocolPolicy } from "../data/proxy-proto
 import type { SocketTransport } from "../data/transport.ts";
 import { UpstreamPool } from "../data/upstream.ts";
 import { fallbackCertificate } from "../tls/certificates.ts";
+import { onDemandServiceFor } from "../tls/on-demand.ts";
 
 /** How long a TLS handshake waits for a certificate still being issued. */
 const CERTIFICATE_WAIT_MS = 30_000;
@@ -148,13 +149,17 @@ export class DataPlaneListeners {
  * Whether a TLS handshake for `serverName` goes on. A name no service
  * answers for fails the handshake; a client without SNI gets the fallback
  * certificate. A first connection for a host whose certificate is being
- * issued waits for it.
+ * issued waits for it. A host of an on-demand service is asked about first.
  */
 async function admit(routes: Routes, certificates: CertificateView, serverName: string | undefined): Promise<boolean> {
   // An IP address is not a valid SNI name (RFC 6066 §3), but some clients
   // (wrk) send one: treated as no name, the fallback certificate.
   if (!serverName || isIP(serverName)) return true;
   if (!routes.router.servesHost(serverName)) return false;
-  if (!certificates.has(serverName)) await certificates.waitFor(serverName, CERTIFICATE_WAIT_MS);
+  if (certificates.has(serverName)) return true;
+  // An on-demand host without a certificate goes on only once its service's URL allows it.
+  const onDemand = onDemandServiceFor(routes.router, serverName);
+  if (onDemand && !(await certificates.requestOnDemand(serverName, onDemand.name))) return false;
+  await certificates.waitFor(serverName, CERTIFICATE_WAIT_MS);
   return true;
 }

@@ -21,8 +21,10 @@ import { AcmeIssuer } from "../tls/acme.ts";
 import { CertificateCache } from "../tls/certificates.ts";
 import { Fleet } from "../tls/fleet.ts";
 import { CertificateManager, DEFAULT_RENEWAL } from "../tls/manager.ts";
+import { OnDemandGate } from "../tls/on-demand.ts";
+import { OrderQueue } from "../tls/order-queue.ts";
 import { listenTcp } from "../data/http1-server.ts";
-import { inheritedWorkerSettings, type TlsState } from "../workers/protocol.ts";
+import { inheritedWorkerSettings, type TlsSnapshot } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
 import { runWorker } from "../workers/worker.ts";
 import { DataPlaneListeners, listen, StartupError } from "./data-plane.ts";
@@ -142,7 +144,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
     : options.httpsPort > 0 ? hold("HTTPS", options.httpsPort) : undefined;
   if (http.fd === undefined) throw new StartupError("the predecessor handed over no HTTP socket");
   const pool = new WorkerPool({ count: options.workers, httpFd: http.fd, httpsFd: https?.fd, httpsPort: https?.port ?? 0, proxy: proxySettings(options), proxyProtocol: proxyProtocolPolicy(options) });
-  const tlsState = (): TlsState => ({
+  const tlsState = (): TlsSnapshot => ({
     certificates: certificates.entries(),
     issuing: certificates.issuingHosts(),
     challenges: [...certificates.issuer.challenges],
@@ -152,6 +154,7 @@ async function trafficInWorkers({ options, handover, certificates, registry: mak
   certificates.onChange = () => void publishTls();
   certificates.onIssuingChange = () => void publishTls();
   certificates.onChallengesChange = publishTls;
+  pool.onDemand = (host, service) => certificates.requestOnDemand(host, service);
   const registry = makeRegistry(pool);
   // The workers' first state, which they get before they accept.
   void pool.publish(registry.routingState());
@@ -296,7 +299,7 @@ function certificateManager(options: RunOptions): CertificateManager {
     checkIntervalMs: options.acme.checkIntervalMs,
     backoffMs: options.acme.retryBackoffMs,
   };
-  return new CertificateManager(cache, issuer, renewal, shared ? new Fleet(cache) : undefined);
+  return new CertificateManager(cache, issuer, renewal, shared ? new Fleet(cache) : undefined, new OnDemandGate(options.acme.onDemandRate), new OrderQueue(options.acme.concurrency));
 }
 
 /** The metrics listener: it only ever answers /metrics, never proxied traffic. */

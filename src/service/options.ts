@@ -64,6 +64,24 @@ const headerName = v.pipe(
   v.regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, (issue) => `invalid header name "${issue.input}"`),
   v.toLowerCase(),
 );
+/**
+ * Where on-demand TLS asks whether a host may have a certificate: a path on
+ * the service's own targets (`/allow`) or an absolute http(s) URL, as
+ * kamal-proxy takes it (`//host/path` is neither, and refused).
+ */
+const onDemandUrl = v.pipe(
+  v.string(),
+  v.check((value) => {
+    if (value.startsWith("//")) return false;
+    if (value.startsWith("/")) return !/\s/.test(value);
+    try {
+      const url = new URL(value);
+      return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
+    } catch {
+      return false;
+    }
+  }, (issue) => `invalid --tls-on-demand-url "${issue.input}" (expected a path like /allow or an http(s) URL)`),
+);
 /** A health-check interval below 10ms would only load the target; it is raised to 10ms. */
 const checkInterval = v.pipe(durationSchema, v.transform((ms) => Math.max(ms, 10)));
 const checkTimeout = v.pipe(durationSchema, v.transform((ms) => Math.max(ms, 1)));
@@ -79,10 +97,18 @@ export const SERVICE_OPTIONS = {
     hint: "PATH",
   }),
   stripPathPrefix: flag("strip-path-prefix", true, "strip the path prefix before forwarding"),
-  tls: flag("tls", false, "serve over HTTPS with an automatic certificate (needs --host)"),
+  tls: flag("tls", false, "serve over HTTPS with an automatic certificate (needs --host or --tls-on-demand-url)"),
   tlsStaging: flag("tls-staging", false, "use the ACME staging directory"),
   tlsCertificatePath: optionalText("tls-certificate-path", "PEM certificate to use instead of ACME", "FILE"),
   tlsPrivateKeyPath: optionalText("tls-private-key-path", "PEM private key for --tls-certificate-path", "FILE"),
+  tlsOnDemandUrl: field({
+    flag: "tls-on-demand-url",
+    kind: "value",
+    input: onDemandUrl,
+    stored: v.optional(v.string()),
+    help: "with --tls, order a certificate for a host at its first handshake once GET URL?host=NAME answers 200 (a /path asks the service's targets)",
+    hint: "URL",
+  }),
   tlsChallenge: field({
     flag: "tls-challenge",
     kind: "value",

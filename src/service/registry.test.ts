@@ -82,7 +82,9 @@ test("deploy refuses bad combinations before changing anything", async () => {
   const notExecutable = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "parachute-hook-")), "hook.sh");
   fs.writeFileSync(notExecutable, "#!/bin/sh\n", { mode: 0o644 });
   const cases: [Record<string, unknown>, string][] = [
-    [{ tls: true }, "--tls needs at least one --host"],
+    [{ tls: true }, "--tls needs at least one --host (or --tls-on-demand-url)"],
+    [{ tlsOnDemandUrl: "/allow" }, "--tls-on-demand-url needs --tls"],
+    [{ tls: true, tlsOnDemandUrl: "/allow", hosts: ["a.test"], tlsCertificatePath: "/c.pem", tlsPrivateKeyPath: "/k.pem" }, "--tls-on-demand-url cannot be combined with --tls-certificate-path"],
     [
       { tls: true, hosts: ["*.example.com"] },
       "wildcard host *.example.com needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME http-01 and tls-alpn-01 cannot issue wildcards",
@@ -267,7 +269,7 @@ test("a command on a missing service, or one refused during an upgrade, leaves n
 test("a deploy that fails on a new service is recorded, with nothing before or after", async () => {
   const { r } = registry();
   await refused(r.deploy(deploy({ service: "web", targets: [A], tls: true }), progress));
-  expect(r.historyOf("web")).toEqual([expect.objectContaining({ command: "deploy", outcome: "failed", error: "--tls needs at least one --host", after: { targets: [], readTargets: [], rolloutTargets: [] } })]);
+  expect(r.historyOf("web")).toEqual([expect.objectContaining({ command: "deploy", outcome: "failed", error: "--tls needs at least one --host (or --tls-on-demand-url)", after: { targets: [], readTargets: [], rolloutTargets: [] } })]);
 });
 
 test("rollback returns to the previous deploy's targets, health-checked, and a second one toggles back", async () => {

@@ -15,6 +15,7 @@ import type { SavedState, StateStore } from "../state/store.ts";
 import { CertificateError, loadCustomCertificate, type Certificate } from "../tls/certificates.ts";
 import { dnsHookProblem } from "../tls/dns-hook.ts";
 import type { CertificateManager } from "../tls/manager.ts";
+import { onDemandServiceFor } from "../tls/on-demand.ts";
 import { formatDuration } from "../values.ts";
 import { ROLLBACK_OPTIONS, type DeployRequest, type PauseRequest, type RollbackRequest, type RolloutSetRequest, type ServiceRequest, type StopRequest, type TargetsRequest } from "../admin/requests.ts";
 import { HistoryStore } from "../state/history-store.ts";
@@ -266,7 +267,8 @@ export class Registry extends ServiceTable implements GaugeSource {
 
   private rebuildRouter() {
     this.router = new Router(this.services.values());
-    this.certificates?.sync(this.services.values(), this.customCertificates);
+    const router = this.router;
+    this.certificates?.sync(this.services.values(), this.customCertificates, (host) => onDemandServiceFor(router, host));
   }
 
   // ---------------------------------------------------------------- deploy
@@ -458,7 +460,10 @@ export class Registry extends ServiceTable implements GaugeSource {
   private optionsFrom(request: DeployRequest): ServiceOptions {
     const options = resolveOptions(request);
     const tls = options.tls;
-    if (tls && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host");
+    const onDemand = Boolean(options.tlsOnDemandUrl);
+    if (onDemand && !tls) throw new CommandError("--tls-on-demand-url needs --tls");
+    if (onDemand && request.tlsCertificatePath) throw new CommandError("--tls-on-demand-url cannot be combined with --tls-certificate-path");
+    if (tls && !onDemand && request.hosts.length === 0) throw new CommandError("--tls needs at least one --host (or --tls-on-demand-url)");
     if (options.tlsChallenge === "dns-01" && !request.tlsDnsHook) throw new CommandError("--tls-challenge dns-01 needs --tls-dns-hook CMD");
     if (request.tlsDnsHook && options.tlsChallenge !== "dns-01") {
       throw new CommandError(`--tls-dns-hook is for --tls-challenge dns-01, not ${options.tlsChallenge}`);
@@ -468,7 +473,8 @@ export class Registry extends ServiceTable implements GaugeSource {
       if (problem) throw new CommandError(problem);
     }
     const wildcard = request.hosts.find((h) => h.startsWith("*."));
-    if (tls && wildcard && !request.tlsCertificatePath && options.tlsChallenge !== "dns-01") {
+    // An on-demand wildcard host is never ordered itself: its names are, one by one.
+    if (tls && wildcard && !request.tlsCertificatePath && options.tlsChallenge !== "dns-01" && !onDemand) {
       throw new CommandError(
         `wildcard host ${wildcard} needs DNS-01 (--tls-dns-hook CMD) or a custom certificate (--tls-certificate-path and --tls-private-key-path): ACME ${options.tlsChallenge === "auto" ? "http-01 and tls-alpn-01" : options.tlsChallenge} cannot issue wildcards`,
       );

@@ -155,6 +155,22 @@ test("writePrivate replaces a file atomically, mode 0600, leaving no temp file",
   expect(fs.readdirSync(dir)).toEqual(["secret"]);
 });
 
+test("hosts lists a directory's cached hosts; the on-demand service that allowed a host is kept beside it", () => {
+  const cache = new CertificateCache(tempDir());
+  expect(cache.hosts(PROD)).toEqual([]);
+  const pair = selfSignedCertificate("a.test", 30);
+  cache.save("a.test", PROD, pair.cert, pair.key);
+  cache.save("b.test", PROD, pair.cert, pair.key);
+  cache.save("*.example.com", PROD, pair.cert, pair.key);
+  cache.save("c.test", STAGING, pair.cert, pair.key);
+  expect(cache.hosts(PROD).sort()).toEqual(["a.test", "b.test"]);
+  expect(cache.allowedBy("a.test", PROD)).toBeUndefined();
+  cache.recordAllowed("a.test", PROD, "shops");
+  expect(cache.allowedBy("a.test", PROD)).toBe("shops");
+  expect(cache.allowedBy("a.test", STAGING)).toBeUndefined();
+  expect(cache.hosts(PROD).sort()).toEqual(["a.test", "b.test"]);
+});
+
 test("a cached pair whose key does not match its certificate (another host between replacing the two) is not loaded", () => {
   const cache = new CertificateCache(tempDir());
   const first = selfSignedCertificate("a.test", 30);

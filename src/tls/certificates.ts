@@ -100,7 +100,28 @@ export class CertificateCache {
 
   private files(folder: string, host: string) {
     const safe = host.replace(/[^a-z0-9.-]/gi, "_");
-    return { cert: path.join(folder, `${safe}.crt`), key: path.join(folder, `${safe}.key`), lock: path.join(folder, `${safe}.lock`) };
+    return { cert: path.join(folder, `${safe}.crt`), key: path.join(folder, `${safe}.key`), allowed: path.join(folder, `${safe}.on-demand`), lock: path.join(folder, `${safe}.lock`) };
+  }
+
+  /**
+   * Records which on-demand service's URL allowed the host: its cached
+   * certificate is served without asking to that service only, not to
+   * another one that answers for the host later (a catch-all).
+   */
+  recordAllowed(host: string, directory: string, service: string) {
+    this.ensureDir();
+    const folder = this.folder(directory);
+    fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
+    writePrivate(this.files(folder, host).allowed, service);
+  }
+
+  /** The on-demand service that allowed the host, if one did. */
+  allowedBy(host: string, directory: string): string | undefined {
+    try {
+      return fs.readFileSync(this.files(this.folder(directory), host).allowed, "utf8");
+    } catch {
+      return undefined;
+    }
   }
 
   ensureDir() {
@@ -140,6 +161,17 @@ export class CertificateCache {
       // Served from where it is; the move is tried again at the next load.
     }
     return found;
+  }
+
+  /** The hosts with a certificate cached for the directory (names whose file name was changed to be safe are left out). */
+  hosts(directory: string): string[] {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.folder(directory));
+    } catch {
+      return [];
+    }
+    return names.filter((name) => name.endsWith(".crt") && !name.includes("_")).map((name) => name.slice(0, -".crt".length));
   }
 
   /** The host's certificates cached for other directories (unknown URLs), e.g. to serve while this one issues. */

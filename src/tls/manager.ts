@@ -3,13 +3,18 @@
 // the directory that issued it), renewed before they expire. Whenever the set
 // of certificates changes, `onChange` rebuilds the HTTPS listener. With a
 // cache shared by a fleet (fleet.ts), orders go through its lock, and the
-// periodic check also loads what other hosts renewed.
+// periodic check also loads what other hosts renewed. Hosts of on-demand
+// services join at their first handshake, once the service's URL allows them
+// (see on-demand.ts). Orders run a few at a time (OrderQueue).
+import { noteActivity } from "../data/memory.ts";
 import { log } from "../log.ts";
 import type { Service } from "../service/service.ts";
 import { formatDuration } from "../values.ts";
 import { challengesFor, type AcmeChallenge, type AcmeIssuer } from "./acme.ts";
 import { CertificateCache, certificateExpiry, certificateHostsFor, type Certificate } from "./certificates.ts";
 import type { Fleet, Obtained } from "./fleet.ts";
+import { OnDemandGate } from "./on-demand.ts";
+import { OrderQueue } from "./order-queue.ts";
 
 export interface RenewalSettings {
   /** Renew when a certificate expires within this long (default 30 days). */
@@ -56,6 +61,10 @@ export interface TlsHostStatus {
 export class CertificateManager {
   private readonly certs = new Map<string, Certificate>();
   private wanted = new Map<string, Wanted>();
+  /** Services with --tls-on-demand-url, by name. */
+  private onDemandServices = new Map<string, Service>();
+  /** On-demand hosts allowed (by the URL, or by a certificate cached earlier), and their service. */
+  private readonly onDemandHosts = new Map<string, string>();
   /** The order running for each host (one at a time per host, whatever its directory). */
   private readonly issuing = new Map<string, Promise<void>>();
   /** Failed attempts in a row per host (for the backoff), and the pending retry with its directory. */
@@ -77,6 +86,8 @@ export class CertificateManager {
     private readonly renewal: RenewalSettings = DEFAULT_RENEWAL,
     /** Set when the cache is shared with other hosts (`--tls-acme-cache-path`). */
     private readonly fleet?: Fleet,
+    private readonly gate = new OnDemandGate(10),
+    private readonly queue = new OrderQueue(4),
   ) {
     issuer.onChallengesChange = () => {
       this.fleet?.publishChallenges(issuer.challenges);
@@ -168,18 +179,33 @@ export class CertificateManager {
    * certificates as given, ACME hosts from the cache or issued in the
    * background, hosts no longer served dropped.
    */
-  sync(services: Iterable<Service>, customs: ReadonlyMap<string, Certificate>) {
+  sync(services: Iterable<Service>, customs: ReadonlyMap<string, Certificate>, owner: OnDemandOwner = () => undefined) {
     const wanted = new Map<string, Wanted>();
+    const onDemand = new Map<string, Service>();
     for (const service of services) {
       if (!service.options.tls) continue;
+      if (service.options.tlsOnDemandUrl) {
+        onDemand.set(service.name, service);
+        continue;
+      }
       const custom = customs.get(service.name);
       const directory = this.issuer.directoryFor(service.options.tlsStaging);
       const challenges = challengesFor(service.options);
       for (const host of service.options.hosts) wanted.set(host, { host, directory, challenges, custom });
     }
+    this.onDemandServices = onDemand;
+    let changed = this.adoptCached(owner);
+    // An allowed host stays while routing still sends it to its on-demand service (a static host of another service wins).
+    for (const [host, name] of this.onDemandHosts) {
+      const service = onDemand.get(name);
+      if (!service || wanted.has(host) || owner(host)?.name !== name) {
+        this.onDemandHosts.delete(host);
+        continue;
+      }
+      wanted.set(host, this.onDemandWant(host, service));
+    }
     this.wanted = wanted;
     for (const host of this.lastErrors.keys()) if (!wanted.has(host) || wanted.get(host)!.custom) this.lastErrors.delete(host);
-    let changed = false;
     for (const host of [...this.certs.keys()]) {
       if (!wanted.has(host)) {
         this.certs.delete(host);
@@ -198,6 +224,87 @@ export class CertificateManager {
       if (this.syncAcme(want, current)) changed = true;
     }
     if (changed) this.changed();
+  }
+
+  /**
+   * Valid certificates in the cache for hosts an on-demand service answers
+   * for and once allowed (before a restart, or before a redeploy): served
+   * without asking again, and renewed like the others. True if any was added.
+   */
+  private adoptCached(owner: OnDemandOwner): boolean {
+    let adopted = false;
+    const directories = new Set([...this.onDemandServices.values()].map((s) => this.issuer.directoryFor(s.options.tlsStaging)));
+    for (const directory of directories) {
+      for (const host of this.cache.hosts(directory)) {
+        if (this.onDemandHosts.has(host) || this.certs.has(host)) continue;
+        const service = owner(host);
+        if (!service || this.onDemandServices.get(service.name) !== service) continue;
+        if (this.issuer.directoryFor(service.options.tlsStaging) !== directory) continue;
+        if (this.cache.allowedBy(host, directory) !== service.name) continue;
+        const cached = this.cache.load(host, directory);
+        if (!cached || !isValid(cached)) continue;
+        this.onDemandHosts.set(host, service.name);
+        this.certs.set(host, cached);
+        adopted = true;
+      }
+    }
+    return adopted;
+  }
+
+  /**
+   * A handshake for `host`, which on-demand service `serviceName` answers
+   * for and which has no certificate: true once its certificate is there or
+   * on its way (the handshake then waits for it), false if it may not have
+   * one. A cached certificate this service allowed is served without
+   * asking; otherwise the service's URL is asked (through the gate), and
+   * only a yes serves or orders.
+   */
+  async requestOnDemand(host: string, serviceName: string): Promise<boolean> {
+    if (this.certs.has(host) || this.issuing.has(host) || this.onDemandHosts.has(host)) return true;
+    const service = this.onDemandServices.get(serviceName);
+    if (!service) return false;
+    const directory = this.issuer.directoryFor(service.options.tlsStaging);
+    const loaded = this.cache.load(host, directory);
+    const cached = loaded && isValid(loaded) ? loaded : undefined;
+    if (cached && this.cache.allowedBy(host, directory) === serviceName) {
+      this.allow(host, service, cached);
+      return true;
+    }
+    const verdict = await this.gate.check(service, host);
+    if (!verdict.allowed) {
+      const fields = { host, service: serviceName, reason: verdict.reason };
+      if (verdict.asked) log.warn("On-demand certificate refused", fields);
+      else log.debug("On-demand certificate refused", fields);
+      return false;
+    }
+    // A deploy or removal may have come while the URL answered.
+    if (this.onDemandServices.get(serviceName) !== service || !service.options.tlsOnDemandUrl) return false;
+    if (!this.onDemandHosts.has(host)) {
+      log.info("On-demand certificate allowed", { host, service: serviceName });
+      try {
+        this.cache.recordAllowed(host, directory, serviceName);
+      } catch (error) {
+        log.error("Cannot record the on-demand host; it will be asked about again after a restart", { host, error: (error as Error).message });
+      }
+      // A certificate cached for the host earlier (another service's) serves at once: nothing to order.
+      this.allow(host, service, cached);
+    }
+    return true;
+  }
+
+  private onDemandWant(host: string, service: Service): Wanted {
+    return { host, directory: this.issuer.directoryFor(service.options.tlsStaging), challenges: challengesFor(service.options) };
+  }
+
+  /** Makes an allowed on-demand host wanted: served from `cached`, or ordered. */
+  private allow(host: string, service: Service, cached: Certificate | undefined) {
+    this.onDemandHosts.set(host, service.name);
+    const want = this.onDemandWant(host, service);
+    this.wanted.set(host, want);
+    if (!cached) return this.issueInBackground(want);
+    this.certs.set(host, cached);
+    if (this.dueForRenewal(cached)) this.issueInBackground(want);
+    this.changed();
   }
 
   /** Serves the wanted directory's certificate for the host, ordering it if needed; true if what is served changed. */
@@ -282,7 +389,7 @@ export class CertificateManager {
   private obtain(want: Wanted): Promise<Obtained> {
     const { host, directory } = want;
     const order = async () => {
-      const pair = await this.issuer.issue(host, directory, want.challenges);
+      const pair = await this.queue.run(() => this.issuer.issue(host, directory, want.challenges));
       // Cached even if the host wants another directory now: a switch back finds it.
       try {
         this.cache.save(host, directory, pair.cert, pair.key);
@@ -310,6 +417,11 @@ export class CertificateManager {
       .then((obtained) => this.issued(want, obtained, renewing))
       .catch((error: unknown) => this.failed(want, error))
       .finally(() => {
+        // An order leaves native memory behind (TLS contexts of its requests to
+        // the CA, its key pair) that only a collection frees: it counts as
+        // activity for data/memory.ts, like a request (docs/benchmarks.md
+        // "On-demand TLS at 1,000 hosts").
+        noteActivity();
         // Challenges end without a change notice (acme-client removes them after validation).
         this.fleet?.publishChallenges(this.issuer.challenges);
         this.issuing.delete(host);
@@ -379,6 +491,9 @@ export class CertificateManager {
     this.issueInBackground(want);
   }
 }
+
+/** The on-demand service routing sends a host to, if any. */
+export type OnDemandOwner = (host: string) => Service | undefined;
 
 function isValid(cert: Certificate): boolean {
   return cert.notAfter.getTime() > Date.now();

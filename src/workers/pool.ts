@@ -11,7 +11,7 @@ import type { Target } from "../service/target.ts";
 import { sumTallies, type Tally } from "../service/verification.ts";
 import { HANDOVER_ENV, HTTP_FD, HTTPS_FD, LAUNCH } from "../server/upgrade.ts";
 import type { ProxySettings } from "../data/pipeline.ts";
-import { CUT_EXIT_CODE, WORKER_ENV, type FromWorker, type TlsState, type ToWorker, type WorkerSettings } from "./protocol.ts";
+import { CUT_EXIT_CODE, WORKER_ENV, type FromWorker, type HostCertificate, type TlsSnapshot, type ToWorker, type WorkerSettings } from "./protocol.ts";
 
 /** A worker that has not applied a change by then is stuck: it is restarted (with the change). */
 const APPLY_TIMEOUT_MS = 10_000;
@@ -66,7 +66,12 @@ export class WorkerPool implements DataPlane {
   private readonly workers = new Map<number, WorkerProcess>();
   private change = 0;
   private latestRouting: ToWorker | undefined;
-  private latestTls: ToWorker | undefined;
+  /** The latest TLS snapshot and its change number: a worker that greets gets all of it. */
+  private latestTls: { change: number; snapshot: TlsSnapshot } | undefined;
+  /** The certificates published so far, to send workers only what changed. */
+  private publishedCertificates = new Map<string, HostCertificate>();
+  /** Answers a worker's on-demand ask (set by the control plane). */
+  onDemand: (host: string, service: string) => Promise<boolean> = async () => false;
   /** Publishes waiting for every worker to apply their change. */
   private appliedWaiters: { change: number; resolve: () => void }[] = [];
   private nextId = 0;
@@ -131,7 +136,7 @@ export class WorkerPool implements DataPlane {
     switch (message.type) {
       case "hello":
         worker.greeted = true;
-        if (this.latestTls) worker.send(this.latestTls);
+        if (this.latestTls) worker.send({ type: "tls", change: this.latestTls.change, state: { ...this.latestTls.snapshot, reset: true, removed: [] } });
         if (this.latestRouting) worker.send(this.latestRouting);
         if (this.leaving) worker.send({ type: "leave" });
         return;
@@ -142,6 +147,11 @@ export class WorkerPool implements DataPlane {
         return this.checkApplied();
       case "stopped":
         worker.graceful = message.graceful;
+        return;
+      case "on-demand":
+        void this.onDemand(message.host, message.service)
+          .catch(() => false)
+          .then((allowed) => worker.send({ type: "on-demand", request: message.request, allowed }));
         return;
       default:
         return this.answered(worker, message);
@@ -197,10 +207,20 @@ export class WorkerPool implements DataPlane {
     return this.broadcast(message);
   }
 
-  publishTls(state: TlsState): Promise<void> {
-    const message = { type: "tls" as const, change: ++this.change, state };
-    this.latestTls = message;
-    return this.broadcast(message);
+  /** Sends the workers what changed since the previous snapshot. */
+  publishTls(snapshot: TlsSnapshot): Promise<void> {
+    const previous = this.publishedCertificates;
+    const next = new Map(snapshot.certificates.map((c) => [c.host, c]));
+    const certificates = snapshot.certificates.filter((c) => {
+      const sent = previous.get(c.host);
+      return !sent || sent.cert !== c.cert || sent.key !== c.key;
+    });
+    const removed = [...previous.keys()].filter((host) => !next.has(host));
+    this.publishedCertificates = next;
+    const change = ++this.change;
+    this.latestTls = { change, snapshot };
+    const state = { ...snapshot, reset: false, certificates, removed };
+    return this.broadcast({ type: "tls", change, state });
   }
 
   // ------------------------------------------------------------ requests

@@ -34,13 +34,37 @@ export function inheritedWorkerSettings(env: Record<string, string | undefined> 
   return jsonFromEnv(WorkerSettingsSchema, WORKER_ENV, env);
 }
 
+export interface HostCertificate {
+  host: string;
+  cert: string;
+  key: string;
+}
+
 /** The certificates and ACME challenges workers serve, and the hosts whose order runs. */
-export interface TlsState {
-  certificates: { host: string; cert: string; key: string }[];
+export interface TlsSnapshot {
+  certificates: HostCertificate[];
   issuing: string[];
   challenges: [token: string, keyAuthorization: string][];
   /** TLS-ALPN-01 challenge certificates by host (RFC 8737). */
-  alpnChallenges: { host: string; cert: string; key: string }[];
+  alpnChallenges: HostCertificate[];
+}
+
+/**
+ * What changed since the previous TlsState: certificates are sent when they
+ * are new or replaced, so one issuance among 1,000 hosts sends one
+ * certificate, not 1,000. `reset` (a worker's first state) replaces
+ * everything the worker has.
+ */
+export interface TlsState {
+  reset: boolean;
+  /** New or replaced certificates (every one when `reset`). */
+  certificates: HostCertificate[];
+  /** Hosts whose certificate went. */
+  removed: string[];
+  issuing: string[];
+  challenges: [token: string, keyAuthorization: string][];
+  /** TLS-ALPN-01 challenge certificates by host (RFC 8737). */
+  alpnChallenges: HostCertificate[];
 }
 
 export type ToWorker =
@@ -48,6 +72,8 @@ export type ToWorker =
   | { type: "tls"; change: number; state: TlsState }
   | { type: "drain"; id: number; service: string; targets: string[]; timeoutMs: number; leaving: boolean }
   | { type: "samples"; id: number }
+  /** The control plane's answer to an `on-demand` ask; it comes after the TlsState that shows the order. */
+  | { type: "on-demand"; request: number; allowed: boolean }
   /** This worker's counts of the service's verify window. */
   | { type: "tally"; id: number; service: string }
   /** The published health check answers 503 from now on (the server is leaving). */
@@ -60,6 +86,8 @@ export type FromWorker =
   /** It has drained and is exiting; `graceful` is false when its drain cut what was left. */
   | { type: "stopped"; graceful: boolean }
   | { type: "applied"; change: number }
+  /** A handshake for a host of an on-demand service without a certificate: may it have one (the control plane asks and orders)? */
+  | { type: "on-demand"; request: number; host: string; service: string }
   | { type: "drained"; id: number; cancelled: number }
   | { type: "samples"; id: number; samples: RequestSamples }
   | { type: "tally"; id: number; tally: Tally };

@@ -88,31 +88,56 @@ test("in-flight and paused counts by service, for the control plane's metrics", 
 test("a handshake waits for a certificate only while its order runs", async () => {
   const certificates = new ReplicaCertificates();
   expect(await certificates.waitFor("app.test", 1_000)).toBe(false);
-  certificates.apply({ certificates: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]], alpnChallenges: [{ host: "app.test", cert: "AC", key: "AK" }] });
+  certificates.apply({ reset: true, removed: [], certificates: [], issuing: ["app.test"], challenges: [["token", "key-authorization"]], alpnChallenges: [{ host: "app.test", cert: "AC", key: "AK" }] });
   expect(certificates.challenge("token")).toBe("key-authorization");
   expect(certificates.alpnChallenge("app.test")).toEqual({ cert: "AC", key: "AK" });
   const waiting = certificates.waitFor("app.test", 5_000);
-  certificates.apply({ certificates: [{ host: "app.test", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [{ host: "app.test", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await waiting).toBe(true);
   expect(certificates.alpnChallenge("app.test")).toBeUndefined();
   expect(certificates.has("app.test")).toBe(true);
   expect(certificates.challenge("token")).toBeUndefined();
 
-  certificates.apply({ certificates: [], issuing: ["failing.test"], challenges: [], alpnChallenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [], issuing: ["failing.test"], challenges: [], alpnChallenges: [] });
   const failing = certificates.waitFor("failing.test", 5_000);
-  certificates.apply({ certificates: [], issuing: [], challenges: [], alpnChallenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await failing).toBe(false);
 });
 
 test("a name under a wildcard has the wildcard's certificate, and waits for the wildcard's order", async () => {
   const certificates = new ReplicaCertificates();
-  certificates.apply({ certificates: [], issuing: ["*.example.com"], challenges: [], alpnChallenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [], issuing: ["*.example.com"], challenges: [], alpnChallenges: [] });
   expect(certificates.has("a.example.com")).toBe(false);
   const waiting = certificates.waitFor("a.example.com", 5_000);
-  certificates.apply({ certificates: [{ host: "*.example.com", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
+  certificates.apply({ reset: false, removed: [], certificates: [{ host: "*.example.com", cert: "C", key: "K" }], issuing: [], challenges: [], alpnChallenges: [] });
   expect(await waiting).toBe(true);
   expect(certificates.has("a.example.com")).toBe(true);
   // One label only (RFC 6125 §6.4.3), as the router matches it.
   expect(certificates.has("b.a.example.com")).toBe(false);
   expect(certificates.has("example.com")).toBe(false);
+});
+
+test("TLS states are changes: new and replaced certificates, removed hosts, or everything at a reset", () => {
+  const certificates = new ReplicaCertificates();
+  const empty = { removed: [], issuing: [], challenges: [], alpnChallenges: [] };
+  const a = { host: "a.test", cert: "A", key: "KA" };
+  const b = { host: "b.test", cert: "B", key: "KB" };
+  expect(certificates.apply({ ...empty, reset: true, certificates: [a, b] })).toBe(true);
+  expect(certificates.apply({ ...empty, reset: false, certificates: [] })).toBe(false);
+  expect(certificates.apply({ ...empty, reset: false, certificates: [{ ...a, cert: "A2" }], removed: ["b.test"] })).toBe(true);
+  expect(certificates.entries()).toEqual([{ host: "a.test", cert: "A2", key: "KA" }]);
+  certificates.apply({ ...empty, reset: true, certificates: [b] });
+  expect(certificates.entries()).toEqual([b]);
+});
+
+test("an on-demand ask goes to the control plane and resolves with its answer", async () => {
+  const sent: [number, string, string][] = [];
+  const certificates = new ReplicaCertificates(undefined, (request, host, service) => sent.push([request, host, service]));
+  const first = certificates.requestOnDemand("a.test", "app");
+  const second = certificates.requestOnDemand("b.test", "app");
+  expect(sent).toEqual([[1, "a.test", "app"], [2, "b.test", "app"]]);
+  certificates.answered(2, false);
+  certificates.answered(1, true);
+  expect(await first).toBe(true);
+  expect(await second).toBe(false);
 });

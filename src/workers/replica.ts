@@ -16,7 +16,7 @@ import { Target } from "../service/target.ts";
 import { sumTallies, TargetTally, type Tally } from "../service/verification.ts";
 import { certificateHostsFor } from "../tls/certificates.ts";
 import { SharedChallenges } from "../tls/fleet.ts";
-import type { TlsState } from "./protocol.ts";
+import type { HostCertificate, TlsState } from "./protocol.ts";
 
 const REPLICA = { drainer: drainHere, monitored: false, healthChanged: () => {} };
 
@@ -104,25 +104,39 @@ function sameEntries(a: readonly Credential[], b: readonly Credential[]): boolea
 }
 
 export class ReplicaCertificates implements CertificateView {
-  private hosts = new Set<string>();
+  private readonly hosts = new Map<string, HostCertificate>();
   private issuing = new Set<string>();
   private challenges = new Map<string, string>();
   private alpnChallenges = new Map<string, { cert: string; key: string }>();
   private readonly waiters = new Set<() => void>();
+  private nextAsk = 0;
+  private readonly asks = new Map<number, (allowed: boolean) => void>();
 
   /** Other hosts' HTTP-01 answers, when the ACME cache is shared by a fleet (fleet.ts). */
   private readonly shared: SharedChallenges | undefined;
 
-  constructor(acmeCachePath?: string) {
+  constructor(
+    acmeCachePath?: string,
+    /** Sends an on-demand ask to the control plane (set by the worker). */
+    private readonly sendAsk: (request: number, host: string, service: string) => void = () => {},
+  ) {
     this.shared = acmeCachePath ? new SharedChallenges(acmeCachePath) : undefined;
   }
 
-  apply(state: TlsState) {
-    this.hosts = new Set(state.certificates.map((c) => c.host));
+  /** Takes a change; true if the certificates changed (the listener must reload). */
+  apply(state: TlsState): boolean {
+    if (state.reset) this.hosts.clear();
+    for (const host of state.removed) this.hosts.delete(host);
+    for (const certificate of state.certificates) this.hosts.set(certificate.host, certificate);
     this.issuing = new Set(state.issuing);
     this.challenges = new Map(state.challenges);
     this.alpnChallenges = new Map(state.alpnChallenges.map(({ host, cert, key }) => [host, { cert, key }]));
     for (const wake of [...this.waiters]) wake();
+    return state.reset || state.removed.length > 0 || state.certificates.length > 0;
+  }
+
+  entries(): HostCertificate[] {
+    return [...this.hosts.values()];
   }
 
   /** Whether a TLS name has a certificate: its own or its wildcard's. */
@@ -132,6 +146,21 @@ export class ReplicaCertificates implements CertificateView {
 
   private issuingFor(name: string): boolean {
     return certificateHostsFor(name).some((host) => this.issuing.has(host));
+  }
+
+  /** The control plane decides (it asks the URL and orders); its answer comes after the state that shows the order. */
+  requestOnDemand(host: string, service: string): Promise<boolean> {
+    const request = ++this.nextAsk;
+    return new Promise((resolve) => {
+      this.asks.set(request, resolve);
+      this.sendAsk(request, host, service);
+    });
+  }
+
+  answered(request: number, allowed: boolean) {
+    const resolve = this.asks.get(request);
+    this.asks.delete(request);
+    resolve?.(allowed);
   }
 
   challenge(token: string): string | undefined {

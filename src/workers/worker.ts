@@ -20,7 +20,7 @@ function send(message: FromWorker) {
 export async function runWorker(settings: WorkerSettings, acmeCachePath?: string): Promise<void> {
   log.setProcessFields({ worker: settings.index });
   const routes = new ReplicaRoutes();
-  const certificates = new ReplicaCertificates(acmeCachePath);
+  const certificates = new ReplicaCertificates(acmeCachePath, (request, host, service) => send({ type: "on-demand", request, host, service }));
   let listeners: DataPlaneListeners | undefined;
   let stopping = false;
   let leaving = false;
@@ -58,12 +58,11 @@ export async function runWorker(settings: WorkerSettings, acmeCachePath?: string
       log.flush();
       process.exit(1);
     }
-    listeners.https?.update(latestCertificates);
+    listeners.https?.update(certificates.entries());
     if (leaving) listeners.leave();
     log.info("Worker started", { pid: process.pid });
     send({ type: "ready" });
   };
-  let latestCertificates: TlsCertificates = [];
 
   process.on("message", (message: ToWorker) => {
     switch (message.type) {
@@ -73,13 +72,11 @@ export async function runWorker(settings: WorkerSettings, acmeCachePath?: string
         send({ type: "applied", change: message.change });
         return start();
       case "tls":
-        // The listener first, so that a woken handshake finds the certificate.
-        // A change of the running orders or challenges alone leaves it be.
-        if (JSON.stringify(message.state.certificates) !== JSON.stringify(latestCertificates)) {
-          latestCertificates = message.state.certificates;
-          listeners?.https?.update(latestCertificates);
-        }
-        certificates.apply(message.state);
+        // The listener reloads before the waiting handshakes go on (they are
+        // woken by promises, which run after this), so that they find the
+        // certificate. A change of the
+        // running orders or challenges alone leaves it be.
+        if (certificates.apply(message.state)) listeners?.https?.update(certificates.entries());
         initial.tls = true;
         send({ type: "applied", change: message.change });
         return start();
@@ -88,6 +85,8 @@ export async function runWorker(settings: WorkerSettings, acmeCachePath?: string
           send({ type: "drained", id: message.id, cancelled }),
         );
         return;
+      case "on-demand":
+        return certificates.answered(message.request, message.allowed);
       case "samples":
         return send({ type: "samples", id: message.id, samples: metrics.requestSamples() });
       case "tally":
@@ -110,5 +109,3 @@ export async function runWorker(settings: WorkerSettings, acmeCachePath?: string
   surviveStrayErrors();
   send({ type: "hello" });
 }
-
-type TlsCertificates = { host: string; cert: string; key: string }[];

@@ -40,7 +40,8 @@ BUN_TEST := $(BUN) test --timeout 60000
 # the most bytes (bodies, forwarding, websocket vs. streaming, upgrade) are
 # split between them. -O prints each lane's output whole once it ends.
 SUITE_LANE_1 := test/tls.test.ts test/streaming.test.ts test/upgrade.test.ts test/cli.test.ts \
-	test/tls-custom.test.ts test/rollout.test.ts test/maintenance.test.ts test/buffering.test.ts test/demo.test.ts
+	test/tls-custom.test.ts test/rollout.test.ts test/maintenance.test.ts test/buffering.test.ts test/demo.test.ts \
+	test/tls-challenges.test.ts test/status-browser.test.ts
 SUITE_LANE_2 := ./src $(addprefix ./,$(filter-out $(SUITE_LANE_1),$(wildcard test/*.test.ts)))
 
 suite: install

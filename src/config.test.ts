@@ -91,6 +91,9 @@ test("--proxy-protocol-from takes CIDRs, repeated or comma-separated; it turns t
   expect(configError(() => resolveRunOptions({}, { PROXY_PROTOCOL_FROM: "lb.internal" }))).toBe(
     'invalid value for PROXY_PROTOCOL_FROM: invalid CIDR "lb.internal" (expected an IPv4 or IPv6 address, optionally /prefix)',
   );
+  // Given but empty is an error, not the PROXY protocol left off.
+  expect(configError(() => resolveRunOptions({ "proxy-protocol-from": [""] }, {}))).toBe("invalid value for --proxy-protocol-from: empty list");
+  expect(configError(() => resolveRunOptions({}, { PROXY_PROTOCOL_FROM: " , " }))).toBe("invalid value for PROXY_PROTOCOL_FROM: empty list");
 });
 
 test("the state directory is made absolute", () => {
@@ -168,4 +171,11 @@ test("ACME settings come from the environment, with floors on the check and retr
   expect(configError(() => resolveAcmeOptions({ PARACHUTE_ACME_RETRY: "soon" }))).toBe(
     'invalid value for PARACHUTE_ACME_RETRY: invalid duration "soon" (use e.g. 500ms, 30s, 2m, 1h, 1m30s)',
   );
+});
+
+test("two of parachute's own listeners on one port is an error naming both", () => {
+  expect(configError(() => resolveRunOptions({ "metrics-port": "4192", "status-port": "4192" }, {}))).toBe("--status-port 4192 is also the --metrics-port");
+  expect(configError(() => resolveRunOptions({ "https-port": "4481", "status-port": "4481" }, {}))).toBe("--status-port 4481 is also the --https-port");
+  // 0 is "off" (or "any free port"), never a clash.
+  expect(resolveRunOptions({ "http-port": "0", "https-port": "0", "metrics-port": "0" }, {}).metricsPort).toBe(0);
 });

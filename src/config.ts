@@ -6,7 +6,7 @@ import { isIP } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { cidrSchema } from "./proxy/cidr.ts";
-import { booleanSchema, countSchema, durationSchema, portSchema, sizeSchema, workerCountSchema } from "./values.ts";
+import { booleanSchema, countSchema, durationSchema, longDurationSchema, portSchema, sizeSchema, workerCountSchema } from "./values.ts";
 import * as v from "valibot";
 import type { ProxySettings } from "./data/pipeline.ts";
 
@@ -73,6 +73,8 @@ const commaListSchema = <T>(item: v.GenericSchema<unknown, T>) =>
   v.pipe(
     v.union([v.string(), v.array(v.string())], "expected a list"),
     v.transform((value): unknown[] => (typeof value === "string" ? value.split(",") : value).map((s) => s.trim()).filter(Boolean)),
+    // Given, but naming nothing (`--proxy-protocol-from ""`): an error, not the option left off.
+    v.minLength(1, "empty list"),
     v.array(item),
   );
 
@@ -100,7 +102,7 @@ export function resolveAcmeOptions(env: Env = process.env): AcmeOptions {
     stagingDirectoryUrl: envValue(urlSchema, "PARACHUTE_ACME_STAGING_DIRECTORY", env, undefined as string | undefined),
     caFile: envValue(v.string(), "PARACHUTE_ACME_CA", env, undefined as string | undefined),
     email: envValue(v.string(), "PARACHUTE_ACME_EMAIL", env, undefined as string | undefined),
-    renewBeforeMs: envValue(durationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),
+    renewBeforeMs: envValue(longDurationSchema, "PARACHUTE_ACME_RENEW_BEFORE", env, 30 * 86_400_000),
     checkIntervalMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_CHECK_INTERVAL", env, 12 * 3_600_000), 100),
     retryBackoffMs: Math.max(envValue(durationSchema, "PARACHUTE_ACME_RETRY", env, 30_000), 100),
     concurrency: envValue(countSchema, "PARACHUTE_ACME_CONCURRENCY", env, 4),
@@ -272,7 +274,21 @@ export function resolveSocketPath(flag: string | undefined, env: Env = process.e
 
 export function resolveRunOptions(flags: RunFlags, env: Env = process.env): RunOptions {
   const values = Object.fromEntries(Object.entries(RUN_OPTIONS).map(([key, field]) => [key, resolveField(field as RunField, flags, env)])) as RunValues;
+  checkDistinctPorts(values);
   return { ...values, acme: resolveAcmeOptions(env) };
+}
+
+/**
+ * Two of parachute's own listeners on one port would share its connections
+ * between them (the metrics and status ports are opened with SO_REUSEPORT,
+ * for upgrades): refused at start, naming both.
+ */
+function checkDistinctPorts(values: RunValues) {
+  const ports = (["httpPort", "httpsPort", "metricsPort", "statusPort"] as const).filter((key) => values[key] > 0);
+  for (const [i, a] of ports.entries()) {
+    const b = ports.slice(i + 1).find((other) => values[other] === values[a]);
+    if (b) throw new ConfigError(`--${RUN_OPTIONS[b].flag} ${values[b]} is also the --${RUN_OPTIONS[a].flag}`);
+  }
 }
 
 /** The run options every data plane (each worker's too) applies to all services. */

@@ -4,6 +4,7 @@ import {
   booleanSchema,
   describeIssues,
   durationSchema,
+  longDurationSchema,
   formatDuration,
   isMissingField,
   jsonFromEnv,
@@ -278,4 +279,15 @@ test("describeIssues: a missing field is required, null is not an object, no iss
   expect(describeIssues(issuesOf("text"))).toContain("Object");
   expect(describeIssues([])).toBe("invalid input");
   expect(isMissingField(undefined)).toBe(false);
+});
+
+test("a duration something waits for is at most what a timer can hold; a renewal margin is not", () => {
+  expect(v.parse(durationSchema, "596h")).toBe(596 * 3_600_000);
+  expect(v.safeParse(durationSchema, "99999999999h").issues?.[0].message).toBe('invalid duration "99999999999h" (at most 596h)');
+  expect(v.parse(longDurationSchema, "2000h")).toBe(2000 * 3_600_000);
+});
+
+test("a size too large to count exactly is refused", () => {
+  expect(() => parseSize("99999999999999999999")).toThrow('invalid size "99999999999999999999" (too large)');
+  expect(parseSize("1000000g")).toBe(1000000 * 1024 ** 3);
 });

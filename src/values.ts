@@ -40,7 +40,10 @@ const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, m: 1024 ** 2,
 export function parseSize(input: string | number): number {
   const m = /^(\d+)\s*([kmg]?)b?$/i.exec(String(input).trim());
   if (!m) throw new ValueError(`invalid size "${input}" (use bytes or a k/m/g suffix, e.g. 10m)`);
-  return Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!;
+  const bytes = Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!;
+  // Beyond 2^53 a count of bytes is no longer exact (and no body is that large).
+  if (!Number.isSafeInteger(bytes)) throw new ValueError(`invalid size "${input}" (too large)`);
+  return bytes;
 }
 
 // RFC 1123 labels; underscores are tolerated because container names use them.
@@ -172,11 +175,24 @@ export const wholeSchema = v.pipe(v.number(), v.integer(), v.minValue(0));
 export const listSchema = <S extends v.GenericSchema>(item: S) => v.array(item, "expected a list");
 
 const stringOrNumber = v.union([v.string(), v.number()], "expected a string or a number");
-export const durationSchema = parsed(stringOrNumber, parseDuration);
+/**
+ * The longest wait a timer can hold (setTimeout takes a signed 32-bit count
+ * of milliseconds and fires at once for more): 596h 31m.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+function timerDuration(input: string | number): number {
+  const ms = parseDuration(input);
+  if (ms > MAX_TIMER_MS) throw new ValueError(`invalid duration "${input}" (at most 596h)`);
+  return ms;
+}
+/** A duration something waits for (a timeout, a window, an interval): at most MAX_TIMER_MS. */
+export const durationSchema = parsed(stringOrNumber, timerDuration);
+/** A duration nothing waits for (how long before expiry a certificate is renewed). */
+export const longDurationSchema = parsed(stringOrNumber, parseDuration);
 /** A duration that must be more than 0; `why` ends the error message. */
 export const positiveDurationSchema = (why: string) =>
   parsed(stringOrNumber, (input) => {
-    const ms = parseDuration(input);
+    const ms = timerDuration(input);
     if (ms === 0) throw new ValueError(`invalid duration "${input}" (${why})`);
     return ms;
   });
@@ -212,7 +228,7 @@ export function jsonFromEnv<T>(schema: v.GenericSchema<unknown, T>, name: string
 /** Describes the first valibot issue as `field: message`, so errors name what was wrong. */
 /** Whether the issue is a required field that is absent (valibot reports it as an invalid key). */
 export function isMissingField(issue: v.BaseIssue<unknown> | undefined): boolean {
-  return issue?.kind === "schema" && issue.type === "object" && issue.input === undefined && (issue.path?.length ?? 0) > 0;
+  return issue?.kind === "schema" && (issue.type === "object" || issue.type === "strict_object") && issue.input === undefined && (issue.path?.length ?? 0) > 0;
 }
 
 export function describeIssues(issues: readonly v.BaseIssue<unknown>[], nameOf: (key: string) => string = (k) => k): string {

@@ -2,7 +2,7 @@
 // parachute in front of a real backend, with htpasswd files of real bcrypt and
 // argon2 hashes. Without valid credentials a request gets 401 and a challenge
 // and the app never sees it, over HTTP/1.1, HTTPS and HTTP/2; health checks
-// and ACME challenges pass; bad files fail the deploy with nothing changed;
+// pass (the ACME challenges parachute answers come before any service); bad files fail the deploy with nothing changed;
 // the credentials survive a restart without the file, and workers enforce them.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as fs from "node:fs";
@@ -142,10 +142,16 @@ describe("over HTTP/1.1", () => {
     expect(post.status).toBe(401);
   });
 
-  test("ACME challenge paths pass without credentials (an unknown token goes to the app)", async () => {
-    const res = await get("/.well-known/acme-challenge/app-token", "guarded.test");
-    expect(res.status).toBe(200);
-    await res.body?.cancel();
+  test("the ACME challenge path is no way around it: a token parachute does not answer needs credentials like any path", async () => {
+    for (const method of ["GET", "POST"]) {
+      const res = await proxy.fetch("/.well-known/acme-challenge/app-token", { host: "guarded.test", method, ...(method === "POST" ? { body: "x" } : {}) });
+      await res.body?.cancel();
+      expect(res.status, method).toBe(401);
+    }
+    expect(seenOn("/.well-known/acme-challenge/app-token")).toHaveLength(0);
+    const allowed = await get("/.well-known/acme-challenge/app-token", "guarded.test", ALICE);
+    await allowed.body?.cancel();
+    expect(allowed.status).toBe(200);
     expect(seenOn("/.well-known/acme-challenge/app-token")).toHaveLength(1);
   });
 
@@ -231,11 +237,11 @@ describe("bad files fail the deploy and nothing changes", () => {
   test("a plaintext password", async () => {
     const plain = path.join(dir, "plain.htpasswd");
     fs.writeFileSync(plain, "alice:wonderland\n");
-    await refused(["--basic-auth-file", plain], `${plain} line 1: user "alice" has not a hash`);
+    await refused(["--basic-auth-file", plain], `${plain} line 1: user "alice" has no hash`);
   });
 
   test("an empty file name", async () => {
-    await refused(["--basic-auth-file", ""], "--basic-auth-file needs a file name");
+    await refused(["--basic-auth-file", ""], "--basic-auth-file: empty file name");
   });
 
   test("an empty file", async () => {

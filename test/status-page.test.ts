@@ -9,6 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { startBackend, deadPort, type Backend } from "./support/backend.ts";
 import { parsePrometheus } from "./support/prometheus.ts";
+import { RawConnection } from "./support/raw-client.ts";
 import { freePort, Proxy, tempDir } from "./support/proxy.ts";
 import { statusJson, statusUrl, statusWhen, type StatusService } from "./support/status.ts";
 import { createTestCa } from "./support/tls-tools.ts";
@@ -66,6 +67,19 @@ describe("with two workers", () => {
 
   afterAll(async () => {
     await proxy?.stop();
+  });
+
+  test("an HTTP/1.0 request without a Host gets 400 on the status and metrics ports, and no error is logged", async () => {
+    for (const port of [statusPort, metricsPort]) {
+      const conn = await RawConnection.open(port);
+      try {
+        conn.write("GET / HTTP/1.0\r\n\r\n");
+        expect((await conn.readHead()).status).toBe(400);
+      } finally {
+        conn.close();
+      }
+    }
+    expect(proxy.output).not.toContain("Invalid URL");
   });
 
   test("the control plane serves it on its own port, bound to 127.0.0.1", async () => {

@@ -72,14 +72,15 @@ test("a command streams its progress as NDJSON and ends with its result; a clien
 
 test("GET /history/SERVICE: the records, with the fields the client gave as it gave them; 404 for a name never seen", async () => {
   healthy = true;
-  const body = { service: "hist", targets: [target], hosts: ["hist.test"], drainTimeout: "2s", healthCheckInterval: "20ms", notAField: "dropped" };
+  const body = { service: "hist", targets: [target], hosts: ["hist.test"], drainTimeout: "2s", healthCheckInterval: "20ms" };
   const res = await post("/deploy", JSON.stringify(body));
   expect((await res.text()).trim().split("\n").at(-1)).toBe('{"ok":true}');
   const history = (await (await app.request("/history/hist")).json()) as { service: string; records: { command: string; options: unknown; outcome: string }[] };
   expect(history.service).toBe("hist");
   expect(history.records.map((r) => [r.command, r.outcome, r.options])).toEqual([["deploy", "ok", { targets: [target], hosts: ["hist.test"], drainTimeout: "2s", healthCheckInterval: "20ms" }]]);
-  // Refused before it ran (a bad value): not recorded.
+  // Refused before it ran (a bad value, a field no command has): not recorded.
   expect((await post("/pause", JSON.stringify({ service: "hist", maxPause: "forever" }))).status).toBe(400);
+  expect(await errorOf(await post("/deploy", JSON.stringify({ ...body, basicAuth: "alice:secret" })))).toEqual([400, "basicAuth: unknown field"]);
   expect(((await (await app.request("/history/hist")).json()) as { records: unknown[] }).records).toHaveLength(1);
   expect(await errorOf(await app.request("/history/nosuch"))).toEqual([404, "no service nosuch and no history of one"]);
 });

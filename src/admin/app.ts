@@ -115,7 +115,7 @@ export function createAdminApp(registry: Registry, server: ServerControl) {
   // One route per command; each validates its body, then lets the registry
   // work. The fields the client gave (as it gave them, before defaults) go
   // with the request, for the history.
-  const command = <S extends v.ObjectSchema<v.ObjectEntries, undefined>>(
+  const command = <S extends v.StrictObjectSchema<v.ObjectEntries, v.ErrorMessage<v.StrictObjectIssue> | undefined>>(
     path: string,
     schema: S,
     work: (request: v.InferOutput<S>, progress: Progress, given: Given) => Promise<void>,

@@ -46,7 +46,16 @@ export const DEPLOY_PARAMETERS = {
   }),
 };
 
-export const DeployRequest = v.object({
+/**
+ * A request body: a field it does not know is an error naming it, never
+ * dropped in silence (a misspelt `basicAuthFile` would deploy the service
+ * open).
+ */
+function body<E extends v.ObjectEntries>(entries: E) {
+  return v.strictObject(entries, (issue) => (issue.expected === "never" ? "unknown field" : issue.message));
+}
+
+export const DeployRequest = body({
   service: serviceNameSchema,
   ...requestEntries(DEPLOY_PARAMETERS),
   ...requestEntries(SERVICE_OPTIONS),
@@ -73,13 +82,13 @@ export const ROLLBACK_PARAMETERS = {
   ...ROLLBACK_OPTIONS,
 };
 
-export const RollbackRequest = v.object({
+export const RollbackRequest = body({
   service: serviceNameSchema,
   ...requestEntries(ROLLBACK_PARAMETERS),
 });
 export type RollbackRequest = v.InferOutput<typeof RollbackRequest>;
 
-export const TargetsRequest = v.object({
+export const TargetsRequest = body({
   service: serviceNameSchema,
   targets,
   deployTimeout: v.optional(durationSchema, "30s"),
@@ -87,27 +96,27 @@ export const TargetsRequest = v.object({
 });
 export type TargetsRequest = v.InferOutput<typeof TargetsRequest>;
 
-export const ServiceRequest = v.object({
+export const ServiceRequest = body({
   service: serviceNameSchema,
   drainTimeout: v.optional(durationSchema),
 });
 export type ServiceRequest = v.InferOutput<typeof ServiceRequest>;
 
-export const PauseRequest = v.object({
+export const PauseRequest = body({
   service: serviceNameSchema,
   drainTimeout: v.optional(durationSchema, "30s"),
   maxPause: v.optional(durationSchema, "30s"),
 });
 export type PauseRequest = v.InferOutput<typeof PauseRequest>;
 
-export const StopRequest = v.object({
+export const StopRequest = body({
   service: serviceNameSchema,
   drainTimeout: v.optional(durationSchema, "30s"),
   message: v.optional(v.pipe(v.string(), v.maxLength(1000, "message is too long (max 1000 characters)")), ""),
 });
 export type StopRequest = v.InferOutput<typeof StopRequest>;
 
-export const RolloutSetRequest = v.object({
+export const RolloutSetRequest = body({
   service: serviceNameSchema,
   percent: v.optional(
     v.pipe(
@@ -121,7 +130,7 @@ export const RolloutSetRequest = v.object({
 });
 export type RolloutSetRequest = v.InferOutput<typeof RolloutSetRequest>;
 
-export const UpgradeRequest = v.object({
+export const UpgradeRequest = body({
   // 0 would make every upgrade fail: the new server can never be ready in no time.
   readyTimeout: v.optional(positiveDurationSchema("the new server needs more than 0s to start"), "30s"),
   drainTimeout: v.optional(durationSchema, "30s"),

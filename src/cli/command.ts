@@ -9,7 +9,7 @@ import { flagForField, parseFlags, UsageError, type CommandShape, type FlagTable
 import { commandHelp, groupHelp } from "./help.ts";
 
 export const socketFlag: FlagTable = {
-  socket: { type: "string", description: "admin socket of the server (default: $PARACHUTE_SOCKET, $XDG_RUNTIME_DIR/parachute.sock or the temp dir)", valueHint: "PATH" },
+  socket: { type: "string", local: true, description: "admin socket of the server (default: $PARACHUTE_SOCKET, $XDG_RUNTIME_DIR/parachute.sock or the temp dir)", valueHint: "PATH" },
 };
 
 export interface CommandContext extends ParsedFlags {

@@ -15,6 +15,8 @@ export interface FlagSpec {
   valueHint?: string;
   /** Shown in help: the command refuses to run without it. */
   required?: boolean;
+  /** The client's own setting (`--socket`, `--json`): never a field of the request it sends. */
+  local?: boolean;
 }
 
 export type FlagTable = Record<string, FlagSpec>;
@@ -119,7 +121,7 @@ export function parseFlags(rawArgs: string[], shape: CommandShape): ParsedFlags 
       else value = all[all.length - 1]!;
     }
     flags[flag] = value!;
-    values[fieldOf(flag, spec)] = value!;
+    if (!spec.local) values[fieldOf(flag, spec)] = value!;
   }
   return { positionals, values, flags };
 }

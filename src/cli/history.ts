@@ -1,6 +1,7 @@
 // `history`: what the commands did to a service, oldest first, newest last
 // (README "History and rollback").
-import { DEPLOY_PARAMETERS } from "../admin/requests.ts";
+import * as v from "valibot";
+import { DEPLOY_PARAMETERS, serviceNameSchema } from "../admin/requests.ts";
 import type { HistoryRecord, TargetSets } from "../service/history.ts";
 import { SERVICE_OPTIONS } from "../service/options.ts";
 import { parachuteCommand, socketFlag } from "./command.ts";
@@ -59,10 +60,11 @@ export const historyCommand = parachuteCommand({
   description: "Show what deploys and other commands did to a service (newest last)",
   shape: {
     positionals: [{ name: "SERVICE", description: "service name (a removed service's history is kept)" }],
-    flags: { json: { type: "boolean", description: "print JSON for scripts", default: "false" }, ...socketFlag },
+    flags: { json: { type: "boolean", local: true, description: "print JSON for scripts", default: "false" }, ...socketFlag },
   },
   async run(ctx) {
-    const service = ctx.positionals[0]!;
+    // Checked as every command checks its service name (an empty one would ask for no service at all).
+    const { service } = ctx.request(v.object({ service: serviceNameSchema }), { service: ctx.positionals[0] });
     const { records } = await ctx.client().get<{ service: string; records: HistoryRecord[] }>(`/history/${encodeURIComponent(service)}`);
     if (ctx.flags.json) console.log(JSON.stringify({ service, records }, null, 2));
     else if (records.length === 0) console.log(`No commands recorded for ${service} yet.`);

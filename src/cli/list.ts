@@ -27,7 +27,7 @@ export const listCommand = parachuteCommand({
   description: "List services and their targets",
   shape: {
     positionals: [],
-    flags: { json: { type: "boolean", description: "print JSON for scripts", default: "false" }, ...socketFlag },
+    flags: { json: { type: "boolean", local: true, description: "print JSON for scripts", default: "false" }, ...socketFlag },
   },
   async run(ctx) {
     const { services } = await ctx.client().get<{ services: ServiceView[] }>("/services");

@@ -225,13 +225,15 @@ export class Pipeline {
   /**
    * Basic auth (--basic-auth-file), after the redirects so that credentials
    * are only asked for once the client is on HTTPS. Health checks (GET and
-   * HEAD of the health-check path) and ACME challenges pass without, as they
-   * do through a pause. A credential verified in the last minute passes at
-   * once; others wait for the verify.
+   * HEAD of the health-check path) pass without, as they do through a pause.
+   * The ACME challenges parachute answers were answered before routing; any
+   * other request under that path is the app's and needs credentials like
+   * the rest, or it would be a way around them. A credential verified in the
+   * last minute passes at once; others wait for the verify.
    */
   private authenticate({ req, entry, service, pages, path, targetPath }: Passage): Reply | undefined | Promise<Reply | undefined> {
     const auth = service.basicAuth;
-    if (!auth || path.startsWith(ACME_CHALLENGE)) return undefined;
+    if (!auth) return undefined;
     if ((req.method === "GET" || req.method === "HEAD") && targetPath === service.options.healthCheckPath) return undefined;
     const allowed = auth.allows(req.headers.get("authorization"));
     if (allowed === true) return undefined;

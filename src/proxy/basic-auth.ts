@@ -8,6 +8,7 @@
 // short while, keyed by an HMAC of the header under a per-process random key,
 // so neither the password nor anything that can be checked against it offline
 // is kept.
+import { hashValue } from "../service/rollout.ts";
 import type { Credential } from "./htpasswd.ts";
 
 /** How long a verified credential is remembered; a changed file takes effect on the next deploy anyway. */
@@ -46,8 +47,14 @@ interface Verified {
 
 export class BasicAuth {
   private readonly users: Map<string, string>;
-  /** A real hash of the file: an unknown user is verified against it, so it costs what a known one does. */
-  private readonly decoy: string;
+  /**
+   * The file's hashes: an unknown user is verified against one of them,
+   * picked by the name, so it costs what some known user's does. With one
+   * kind and cost of hash in the file that is every user's time; with
+   * several, a name's time says only which hash it was paired with, which an
+   * unknown name shares with some real user.
+   */
+  private readonly decoys: string[];
   private readonly verified = new Map<string, Verified>();
 
   constructor(
@@ -56,7 +63,7 @@ export class BasicAuth {
     readonly realm: string,
   ) {
     this.users = new Map(entries);
-    this.decoy = entries[0]?.[1] ?? "";
+    this.decoys = entries.map(([, hash]) => hash);
   }
 
   /** The WWW-Authenticate challenge of a 401. */
@@ -87,13 +94,17 @@ export class BasicAuth {
     return entry.result;
   }
 
+  private decoyFor(user: string): string {
+    return this.decoys[hashValue(user) % this.decoys.length] ?? "";
+  }
+
   private async verify(header: string): Promise<boolean> {
     const credentials = basicCredentials(header);
     if (!credentials) return false;
     const hash = this.users.get(credentials.user);
     try {
       // One verify whatever the user: the time does not tell which users exist.
-      const ok = await Bun.password.verify(credentials.password, hash ?? this.decoy);
+      const ok = await Bun.password.verify(credentials.password, hash ?? this.decoyFor(credentials.user));
       return ok && hash !== undefined;
     } catch {
       return false;

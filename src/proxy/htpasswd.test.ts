@@ -22,7 +22,7 @@ test("other hash kinds are refused, naming the file, the line, the user and the 
     ["carol:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=", /line 2: user "carol" has a SHA-1 hash/],
     ["carol:$6$salt$abc", /line 2: user "carol" has a SHA-crypt hash/],
     ["carol:rl.3jHJuIwVKk", /line 2: user "carol" has a DES-crypt hash/],
-    ["carol:hunter2", /line 2: user "carol" has not a hash \(a plaintext password\?\)/],
+    ["carol:hunter2", /line 2: user "carol" has no hash \(a plaintext password\?\)/],
     ["carol:$2y$10$tooshort", /line 2: user "carol" has a malformed bcrypt hash/],
   ];
   for (const [line, message] of cases) expect(() => parseHtpasswd(`alice:${BCRYPT}\n${line}\n`, "/etc/users")).toThrow(message);

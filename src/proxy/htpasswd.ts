@@ -22,7 +22,7 @@ function hashKind(hash: string): string {
   if (hash.startsWith("$2")) return "a malformed bcrypt hash";
   if (hash.startsWith("$argon2")) return "a malformed argon2 hash";
   if (/^[./A-Za-z0-9]{13}$/.test(hash)) return "a DES-crypt hash";
-  return "not a hash (a plaintext password?)";
+  return "no hash (a plaintext password?)";
 }
 
 /**

@@ -302,6 +302,25 @@ function certificateManager(options: RunOptions): CertificateManager {
   return new CertificateManager(cache, issuer, renewal, shared ? new Fleet(cache) : undefined, new OnDemandGate(options.acme.onDemandRate), new OrderQueue(options.acme.concurrency));
 }
 
+/**
+ * What the metrics and status listeners answer a request their handler
+ * could not take (Bun cannot give the URL of an HTTP/1.0 request without a
+ * Host): a plain 400, never an error page with a stack.
+ */
+function badRequest(error: Error): Response {
+  log.debug("Bad request on an own listener", { error: error.message });
+  return new Response("Bad Request\n", { status: 400, headers: { "content-type": "text/plain" } });
+}
+
+/** Whether Bun can give the request's URL: an HTTP/1.0 request without a Host has none. */
+function hasUrl(req: Request): boolean {
+  try {
+    return Boolean(new URL(req.url));
+  } catch {
+    return false;
+  }
+}
+
 /** The metrics listener: it only ever answers /metrics, never proxied traffic. */
 function serveMetrics(port: number, hostname: string | undefined, traffic: Traffic): Server<unknown> {
   return listen("metrics", port, () =>
@@ -314,6 +333,7 @@ function serveMetrics(port: number, hostname: string | undefined, traffic: Traff
         new URL(req.url).pathname === "/metrics"
           ? new Response(await traffic.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } })
           : new Response("Not Found\n", { status: 404 }),
+      error: badRequest,
     }),
   );
 }
@@ -331,7 +351,9 @@ function serveStatus(port: number, hostname: string, traffic: Traffic, registry:
     loopbackOnly: isLoopback(hostname) || hostname === "localhost",
   });
   // idleTimeout: an event stream writes every second; 30 s covers a slow worker scrape.
-  const server = listen("status", port, () => Bun.serve({ port, hostname, reusePort: true, development: false, idleTimeout: 30, fetch: (req, bun) => app.fetch(req, { peer: bun.requestIP(req)?.address ?? "" }) }));
+  const server = listen("status", port, () =>
+    Bun.serve({ port, hostname, reusePort: true, development: false, idleTimeout: 30, fetch: (req, bun) => (hasUrl(req) ? app.fetch(req, { peer: bun.requestIP(req)?.address ?? "" }) : badRequest(new Error("no URL"))), error: badRequest }),
+  );
   return { server, sampler };
 }
 

@@ -157,7 +157,7 @@ export const SERVICE_OPTIONS = {
     flag: "basic-auth-file",
     kind: "value",
     // An empty name (an unset variable in a script) must not deploy an open service.
-    input: v.pipe(v.string(), v.nonEmpty("--basic-auth-file needs a file name")),
+    input: v.pipe(v.string(), v.nonEmpty("empty file name")),
     stored: v.optional(v.string()),
     help: "htpasswd file (bcrypt or argon2); requests need its credentials (read at deploy)",
     hint: "FILE",

@@ -14,12 +14,18 @@ export function writeAtomically(file: string, text: string): void {
   const tmp = temporary(file);
   const fd = fs.openSync(tmp, "w", 0o600);
   try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    try {
+      fs.writeSync(fd, text);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (error) {
+    // A save that failed (a full disk, the file's place taken by a directory) leaves nothing behind.
+    fs.rmSync(tmp, { force: true });
+    throw error;
   }
-  fs.renameSync(tmp, file);
   // fsync the directory so the rename itself survives a power cut.
   const dirFd = fs.openSync(path.dirname(file), "r");
   try {

@@ -31,6 +31,13 @@ test("a saved history loads back the same, from a private file with no temporari
   expect(fs.readdirSync(path.dirname(s.file))).toEqual(["history.json"]);
 });
 
+test("a save that fails throws and leaves no temporary behind", () => {
+  const s = store();
+  fs.mkdirSync(s.file); // its place taken by a directory: the rename fails
+  expect(() => s.save(sample())).toThrow();
+  expect(fs.readdirSync(path.dirname(s.file))).toEqual(["history.json"]);
+});
+
 test("no history file is an empty history, not a problem", () => {
   const { history, problem, setAside } = store().load();
   expect(problem).toBeUndefined();

@@ -4,11 +4,11 @@
 // corrupt history file is set aside; `rollback` returns to the previous
 // deploy's targets through the deploy's health check and drain, or changes
 // nothing.
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { startBackend, type Backend } from "./support/backend.ts";
-import { Proxy, processAlive, tempDir, waitFor, HOOK_TIMEOUT } from "./support/proxy.ts";
+import { usePerTestProcesses } from "./support/fixture.ts";
+import { type Proxy, processAlive, tempDir, waitFor } from "./support/proxy.ts";
 import { mustRun, restart, spawnCli } from "./support/traffic.ts";
 
 const SLOW = 60_000;
@@ -16,22 +16,7 @@ const HOST = "app.test";
 /** Quick checks, so that a deploy (and a rollback) is done in a few hundred ms. */
 const FAST = ["--health-check-interval", "50ms"];
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-}, HOOK_TIMEOUT);
-
-async function startProxy(options: Parameters<typeof Proxy.start>[0] = {}): Promise<Proxy> {
-  const proxy = await Proxy.start({ args: ["--workers", "1"], ...options });
-  cleanups.push(() => proxy.stop());
-  return proxy;
-}
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  cleanups.push(() => b.stop());
-  return b;
-}
+const { startProxy, backend } = usePerTestProcesses({ args: ["--workers", "1"] });
 
 interface Record {
   time: string;

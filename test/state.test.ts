@@ -1,29 +1,13 @@
 // State and process lifecycle (README "Configuration", "State"): the state file, restarts
 // after a crash, corrupt state, graceful shutdown, the admin socket and ports.
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { startBackend, type Backend } from "./support/backend.ts";
+import { usePerTestProcesses } from "./support/fixture.ts";
 import { headerValue, RawConnection, requestHead } from "./support/raw-client.ts";
-import { Proxy, freePort, runCli, tempDir, waitFor, SLOW_TEST, HOOK_TIMEOUT } from "./support/proxy.ts";
+import { Proxy, freePort, runCli, tempDir, waitFor, SLOW_TEST } from "./support/proxy.ts";
 
-const cleanups: (() => unknown)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-}, HOOK_TIMEOUT);
-
-async function startProxy(options: Parameters<typeof Proxy.start>[0] = {}): Promise<Proxy> {
-  const proxy = await Proxy.start(options);
-  cleanups.push(() => proxy.stop());
-  return proxy;
-}
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  cleanups.push(() => b.stop());
-  return b;
-}
+const { startProxy, backend, onCleanup } = usePerTestProcesses();
 
 async function deployOk(proxy: Proxy, service: string, args: string[]) {
   const result = await proxy.cli(["deploy", service, "--health-check-interval", "100ms", ...args]);
@@ -189,7 +173,7 @@ test("a second run on the socket of a live server fails with a clear error", asy
 
 test("a taken HTTP port is exit 1 with a clear error, before anything is restored", async () => {
   const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  cleanups.push(() => holder.stop(true));
+  onCleanup(() => holder.stop(true));
   // A state with a service in it, which a start that gets that far restores (and says so).
   const source = await startProxy();
   await deployOk(source, "kept", ["--target", backend("kept").address]);

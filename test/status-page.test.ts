@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as os from "node:os";
 import * as path from "node:path";
-import { startBackend, deadPort, type Backend } from "./support/backend.ts";
+import { deadPort, type Backend } from "./support/backend.ts";
+import { useBackends } from "./support/fixture.ts";
 import { parsePrometheus } from "./support/prometheus.ts";
 import { RawConnection } from "./support/raw-client.ts";
 import { freePort, Proxy, tempDir } from "./support/proxy.ts";
@@ -19,13 +20,7 @@ setDefaultTimeout(40_000);
 // Checks far apart: a target's last check stays put while list and the page are compared.
 const slow = ["--health-check-interval", "30s"];
 const opensslAvailable = Boolean(Bun.which("openssl"));
-const backends: Backend[] = [];
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  backends.push(b);
-  return b;
-}
+const backend = useBackends();
 
 /** This machine's first non-loopback IPv4 address, to be a peer that is not loopback. */
 function externalAddress(): string | undefined {
@@ -35,10 +30,6 @@ function externalAddress(): string | undefined {
   if (!found && process.env.CI) throw new Error("the status page tests need a non-loopback IPv4 address");
   return found;
 }
-
-afterAll(async () => {
-  for (const b of backends) await b.stop();
-});
 
 /** The page's targets as `list` shows them: without the time of the last check, which `list` leaves out. */
 const asListed = (targets: StatusService["targets"]) => targets.map(({ lastCheckAt: _, ...t }) => t);

@@ -19,7 +19,8 @@ import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tls from "node:tls";
-import { startBackend, type Backend } from "./support/backend.ts";
+import type { Backend } from "./support/backend.ts";
+import { useBackends } from "./support/fixture.ts";
 import type { Echo } from "./support/helpers.ts";
 import { pebbleAvailable, startPebble, type Pebble } from "./support/pebble.ts";
 import { freePort, Proxy, tempDir } from "./support/proxy.ts";
@@ -30,15 +31,7 @@ setDefaultTimeout(60_000);
 /** Pebble issues in about a second; DNS-01 adds the hook and a look-up or two. */
 const ISSUE_TIMEOUT_MS = 20_000;
 
-const backends: Backend[] = [];
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  backends.push(b);
-  return b;
-}
-afterAll(async () => {
-  await Promise.all(backends.map((b) => b.stop()));
-});
+const backend = useBackends();
 
 interface Stack {
   pebble: Pebble;

@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { X509Certificate } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { startBackend, type Backend } from "./support/backend.ts";
+import type { Backend } from "./support/backend.ts";
+import { useBackends } from "./support/fixture.ts";
 import type { Echo } from "./support/helpers.ts";
 import { pebbleAvailable, startPebble, type Pebble } from "./support/pebble.ts";
 import { freePort, Proxy, waitFor } from "./support/proxy.ts";
@@ -25,15 +26,7 @@ setDefaultTimeout(40_000);
 /** Pebble issues in well under a second; a host without its certificate after this is a failure. */
 const ISSUE_TIMEOUT_MS = 10_000;
 
-const backends: Backend[] = [];
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  backends.push(b);
-  return b;
-}
-afterAll(async () => {
-  await Promise.all(backends.map((b) => b.stop()));
-});
+const backend = useBackends();
 
 const fast = ["--health-check-interval", "100ms"];
 

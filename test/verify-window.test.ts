@@ -5,32 +5,20 @@
 // healthy one passes the window, during which the old target gets no new
 // request yet is kept, and drains after. With workers, the counts come from
 // every worker. Bad limits are refused with nothing changed.
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { deadPort, startBackend, type Backend } from "./support/backend.ts";
-import { Proxy, HOOK_TIMEOUT } from "./support/proxy.ts";
+import { deadPort } from "./support/backend.ts";
+import { usePerTestProcesses } from "./support/fixture.ts";
+import type { Proxy } from "./support/proxy.ts";
 import { adminServices, eventually, mustRun, snapshot, spawnCli, startLoad, type Sample } from "./support/traffic.ts";
 
 const SLOW = 60_000;
 const HOST = "app.test";
 const FAST = ["--health-check-interval", "50ms"];
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-}, HOOK_TIMEOUT);
-
-async function startProxy(workers = 1): Promise<Proxy> {
-  const proxy = await Proxy.start({ args: ["--workers", String(workers)] });
-  cleanups.push(() => proxy.stop());
-  return proxy;
-}
-
-function backend(name: string): Backend {
-  const b = startBackend(name);
-  cleanups.push(() => b.stop());
-  return b;
-}
+const processes = usePerTestProcesses();
+const { backend } = processes;
+const startProxy = (workers = 1) => processes.startProxy({ args: ["--workers", String(workers)] });
 
 interface HistoryRecord {
   command: string;

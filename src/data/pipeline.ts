@@ -291,6 +291,7 @@ export class Pipeline {
       const cookiePath = options.scopeCookiePaths ? route.prefix : "/";
       setCookie = `${WRITER_COOKIE}=${until}; Max-Age=${Math.ceil(options.writerAffinityTimeout / 1000)}; Path=${cookiePath}; HttpOnly; SameSite=Lax`;
     }
+    const maxRequestBody = this.maxRequestBody(service);
     forward(
       this.pool,
       {
@@ -299,8 +300,8 @@ export class Pipeline {
         pathAndQuery: targetPath + req.query,
         headers,
         timeoutMs: options.targetTimeout,
-        buffering: buffering(service, this.maxRequestBody(service)),
-        maxRequestBody: this.maxRequestBody(service),
+        buffering: buffering(service, maxRequestBody),
+        maxRequestBody,
         entry,
         setCookie,
         cookieScope: options.scopeCookiePaths && route.prefix !== "/" ? { prefix: route.prefix, host: entry.host } : undefined,
